@@ -1,0 +1,197 @@
+"""The ``fcnseg`` command line: thin wrappers over the library, one clear error line on bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(
+    name="fcnseg",
+    help="Segment arbitrarily large geospatial rasters with an FCN-8s.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+log = logging.getLogger("fcnseg")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+@contextlib.contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the library's input errors into one line on stderr and exit status 1."""
+    from fcnseg.models.checkpoint import CheckpointError
+    from fcnseg.pipeline.reading import InputError
+
+    try:
+        yield
+    except (InputError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]fcnseg: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def csv_ints(value: str | None) -> list[int] | None:
+    items = csv_list(value)
+    return [int(v) for v in items] if items else None
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for image.tif and labels.tif.")],
+    size: Annotated[int, typer.Option(help="Side of the square scene in pixels.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Scene seed: same seed, same scene.")] = 0,
+    collar: Annotated[int, typer.Option(help="Nodata collar around a slanted footprint, in pixels.")] = 0,
+) -> None:
+    """Write a synthetic multi-band land-cover scene and its label raster."""
+    from fcnseg.pipeline.synth import write_scene
+
+    with clear_errors():
+        if size < 32:
+            raise ValueError(f"--size must be at least 32, got {size}")
+        image, labels = write_scene(out_dir, size, seed, collar=collar)
+    typer.echo(f"{image}\n{labels}")
+
+
+@app.command()
+def train(
+    image: Annotated[Path, typer.Option(help="Training image (any raster rasterio opens).")],
+    labels: Annotated[Path, typer.Option(help="Class raster on the image's grid, or vector file (with --label-field).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (.safetensors).")],
+    val_image: Annotated[Optional[Path], typer.Option(help="Validation image.")] = None,
+    val_labels: Annotated[Optional[Path], typer.Option(help="Validation labels.")] = None,
+    arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
+    width: Annotated[float, typer.Option(help="Channel width multiplier (1.0 = the paper's VGG16).")] = 0.125,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint (staged training).")] = None,
+    vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict (torchvision layout), width 1.0 only.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 2000,
+    chip: Annotated[int, typer.Option(help="Chip side in pixels.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Chips per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Class names, comma separated, in id order.")] = None,
+    bands: Annotated[Optional[str], typer.Option(help="1-based bands to use, comma separated (default: all).")] = None,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
+) -> None:
+    """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
+    from fcnseg.pipeline.training import TrainRequest, train_model
+
+    with clear_errors():
+        if (val_image is None) != (val_labels is None):
+            raise ValueError("--val-image and --val-labels go together")
+        request = TrainRequest(
+            image=image, labels=labels, out=out, val_image=val_image, val_labels=val_labels, arch=arch,
+            width=width, init=init, vgg16_weights=vgg16_weights, steps=steps, chip=chip,
+            batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
+            classes=csv_list(classes), bands=csv_ints(bands), val_every=val_every,
+        )
+        path, result, card = train_model(request)
+    best = f", best val mean IU {result.best_metrics['mean_iou']:.4f} at step {result.best_step}" if result.best_metrics else ""
+    log.info("wrote %s (%s, width %s, %.0f s%s)", path, card.arch, card.width, result.seconds, best)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.safetensors).")],
+    image: Annotated[Path, typer.Option(help="Image to segment.")],
+    labels: Annotated[Path, typer.Option(help="Reference class raster, or vector file with --label-field.")],
+    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels.")] = None,
+    bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
+    tile: Annotated[int, typer.Option(help="Tile core size (multiple of 32).")] = 1024,
+    halo: Annotated[Optional[int], typer.Option(help="Halo around each tile (multiple of 32); default from the model.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU, per-class IU, confusion matrix."""
+    from fcnseg.models.checkpoint import load_checkpoint
+    from fcnseg.models.inference import resolve_device
+    from fcnseg.pipeline.evaluate import evaluate_raster
+
+    with clear_errors():
+        torch_device = resolve_device(device)
+        net, card = load_checkpoint(model, torch_device)
+        metrics = evaluate_raster(
+            net, card, image, labels, device=torch_device, label_field=label_field,
+            bands=csv_ints(bands), tile=tile, halo=halo, progress=not as_json,
+        )
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    print_metrics(metrics, card.class_names)
+
+
+def print_metrics(metrics: dict, class_names: list[str]) -> None:
+    """The four metrics and per-class IU as tables on the terminal."""
+    out = Console()
+    summary = Table(title="Segmentation metrics", show_header=True)
+    for key in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou"):
+        summary.add_column(key, justify="right")
+    summary.add_row(*(f"{metrics[k]:.4f}" for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")))
+    out.print(summary)
+    per_class = Table(title="Per-class IU")
+    per_class.add_column("id", justify="right")
+    per_class.add_column("class")
+    per_class.add_column("IU", justify="right")
+    per_class.add_column("pixels", justify="right")
+    for i, (name, iou) in enumerate(zip(class_names, metrics["per_class_iou"], strict=True)):
+        per_class.add_row(str(i), name, "-" if iou is None else f"{iou:.4f}", str(sum(metrics["confusion"][i])))
+    out.print(per_class)
+
+
+@app.command("init-model")
+def init_model(
+    out: Annotated[Path, typer.Argument(help="Checkpoint to write (.safetensors).")],
+    arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
+    bands: Annotated[int, typer.Option(help="Input bands.")] = 3,
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 2,
+    width: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    class_names: Annotated[Optional[str], typer.Option(help="Class names, comma separated (default class_0, ...).")] = None,
+    vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict to start from (width 1.0).")] = None,
+) -> None:
+    """Write a randomly initialised checkpoint (identity normalisation: mean 0, std 1)."""
+    import torch
+
+    from fcnseg.models.checkpoint import ClassInfo, ModelCard, Normalization, save_checkpoint
+    from fcnseg.models.fcn import build_model
+    from fcnseg.models.vgg_weights import load_vgg16_imagenet
+    from fcnseg.pipeline.training import DEFAULT_COLORS
+
+    with clear_errors():
+        names = csv_list(class_names) or [f"class_{i}" for i in range(classes)]
+        if len(names) != classes:
+            raise ValueError(f"--class-names has {len(names)} names for --classes {classes}")
+        torch.manual_seed(seed)
+        model = build_model(arch, bands, classes, width)
+        if vgg16_weights is not None:
+            load_vgg16_imagenet(model, vgg16_weights)
+        card = ModelCard(
+            arch=arch, width=width, bands=bands,
+            classes=[ClassInfo(n, DEFAULT_COLORS[i % len(DEFAULT_COLORS)]) for i, n in enumerate(names)],
+            normalization=Normalization(mean=[0.0] * bands, std=[1.0] * bands),
+            training={"init": "random", "seed": seed, "vgg16_weights": str(vgg16_weights) if vgg16_weights else None},
+        )
+        save_checkpoint(out, model, card)
+    typer.echo(str(out))

@@ -1,0 +1,6 @@
+"""FCN models, checkpoints, training and metrics (torch and numpy only; no I/O of rasters)."""
+
+from pathlib import Path
+
+#: The FCN-8s shipped with fcnseg, trained on synthetic scenes (see README for how it was made).
+DEMO_MODEL = Path(__file__).parent / "weights" / "demo-fcn8s.safetensors"

@@ -1,0 +1,201 @@
+"""Checkpoints: safetensors weights with the model card as JSON metadata, in one file.
+
+A checkpoint carries everything inference needs besides the weights: architecture and width,
+bands and their normalisation, how nodata is handled, class names and colours, and where the
+weights came from (training provenance and metrics). A content hash over the card and the tensors
+is stored in the file and checked on load, so a damaged file is refused rather than half-used.
+
+Loading never unpickles anything: safetensors is a JSON header and raw tensor bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from fcnseg.models.fcn import ARCHS, FCNBase, build_model
+
+FORMAT = "fcnseg-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "fcnseg"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class ClassInfo:
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass
+class Normalization:
+    """Per-band ``(x - mean) / std`` applied to raw pixel values before the model sees them."""
+
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass
+class NodataPolicy:
+    """How missing data is handled: masked input pixels are set to ``fill`` after normalisation
+    (0, the band mean) and never become a class; labels use ``label`` for nodata and unlabelled."""
+
+    input: float | None = None
+    label: int = 255
+    fill: float = 0.0
+
+
+@dataclass
+class ModelCard:
+    """Everything about a checkpoint except its tensors."""
+
+    arch: str
+    width: float
+    bands: int
+    classes: list[ClassInfo]
+    normalization: Normalization
+    nodata: NodataPolicy = field(default_factory=NodataPolicy)
+    band_names: list[str] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelCard:
+        return cls(
+            arch=data["arch"],
+            width=float(data["width"]),
+            bands=int(data["bands"]),
+            classes=[ClassInfo(c["name"], tuple(c["color"])) for c in data["classes"]],
+            normalization=Normalization(**data["normalization"]),
+            nodata=NodataPolicy(**data.get("nodata", {})),
+            band_names=data.get("band_names"),
+            training=data.get("training", {}),
+            metrics=data.get("metrics", {}),
+        )
+
+    def validate(self) -> None:
+        """Raise ValueError when the card contradicts itself."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r}")
+        if len(self.classes) < 2:
+            raise ValueError("needs at least 2 classes")
+        if len(self.normalization.mean) != self.bands or len(self.normalization.std) != self.bands:
+            raise ValueError(f"normalisation has not {self.bands} values per statistic")
+        if any(s <= 0 for s in self.normalization.std):
+            raise ValueError("normalisation std must be positive")
+        if self.band_names is not None and len(self.band_names) != self.bands:
+            raise ValueError(f"band_names has not {self.bands} names")
+
+
+def content_hash(card_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the card (without its hash) and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(card_json.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the file's bytes: what a run records to say which model made its output."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: FCNBase, card: ModelCard) -> Path:
+    """Write weights and card atomically: a crash leaves the old file or none, never half a file."""
+    card.validate()
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    card_json = json.dumps(card.to_json(), sort_keys=True)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        METADATA_KEY: card_json,
+        "content_sha256": content_hash(card_json, tensors),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _header_metadata(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    if metadata.get("format") != FORMAT or METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file, but not an fcnseg checkpoint (no model card)")
+    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {metadata['format_version']} is newer than this fcnseg")
+    return metadata
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The model card alone, from the file's header (cheap: reads no tensors)."""
+    path = Path(path)
+    metadata = _header_metadata(path)
+    try:
+        card = ModelCard.from_json(json.loads(metadata[METADATA_KEY]))
+        card.validate()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model card ({exc})") from None
+    return card
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCNBase, ModelCard]:
+    """The model (in eval mode, on ``device``) and its card; refuses damaged or foreign files."""
+    path = Path(path)
+    card = read_card(path)
+    metadata = _header_metadata(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot read tensors, file truncated or damaged ({exc})") from None
+    if content_hash(metadata[METADATA_KEY], tensors) != metadata.get("content_sha256"):
+        raise CheckpointError(f"{path}: content hash mismatch, file damaged or edited")
+    model = build_model(card.arch, card.bands, card.num_classes, card.width)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match {card.arch} width {card.width} ({first})") from None
+    return model.to(device).eval(), card

@@ -1,0 +1,36 @@
+"""A forward pass on numpy input: device placement, autocast on CUDA, softmax scores out."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from fcnseg.models.fcn import FCNBase
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that have it, fp16 on older ones, full precision on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.inference_mode()
+def predict_probabilities(model: FCNBase, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """(n, classes, h, w) float32 class probabilities for a (n, bands, h, w) normalised batch."""
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    with autocast_for(device):
+        logits = model(x)
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()

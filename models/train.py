@@ -1,0 +1,130 @@
+"""The training loop: pixelwise cross-entropy that ignores unlabelled pixels, best checkpoint kept.
+
+Data comes from a ``next_batch`` callable (the pipeline reads random windows from rasters), so
+this module needs nothing but torch. Each batch is augmented with random flips and 90-degree
+rotations, which are exact symmetries for overhead imagery. Adam with warm-up and cosine decay
+replaces the paper's SGD with momentum 0.99 and fixed learning rate: the same minimum, reached
+in far fewer steps when training small variants from scratch on a CPU. On CUDA the forward pass
+runs under autocast (bf16 where supported, else fp16 with loss scaling).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from fcnseg.models.fcn import FCNBase
+from fcnseg.models.inference import autocast_for
+from fcnseg.models.metrics import IGNORE_INDEX, Metrics
+
+log = logging.getLogger(__name__)
+
+BatchSource = Callable[[], tuple[np.ndarray, np.ndarray]]
+Validator = Callable[[FCNBase], Metrics]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    val_every: int = 250
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    best_metrics: Metrics | None
+    best_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal flip and k*90 degree rotation, the same for image and labels of a batch."""
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    x, y = torch.rot90(x, k, dims=(-2, -1)), torch.rot90(y, k, dims=(-2, -1))
+    if bool(torch.randint(0, 2, (1,), generator=generator)):
+        x, y = torch.flip(x, dims=(-1,)), torch.flip(y, dims=(-1,))
+    return x.contiguous(), y.contiguous()
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(
+    model: FCNBase,
+    next_batch: BatchSource,
+    config: TrainConfig,
+    device: torch.device,
+    validate: Validator | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; on return it holds the best weights seen by ``validate``
+    (by mean IU), or the last weights when there is no validation."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    result = TrainResult(best_metrics=None, best_step=-1)
+    best_state: dict[str, torch.Tensor] | None = None
+    started = time.perf_counter()
+    running = float("nan")
+
+    bar = tqdm(range(config.steps), desc="train", unit="step", disable=not config.progress)
+    for step in bar:
+        images, labels = next_batch()
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        y = torch.from_numpy(labels.astype(np.int64)).to(device, non_blocking=True)
+        x, y = augment(x, y, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        with autocast_for(device):
+            loss = loss_fn(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        value = float(loss.detach())
+        running = value if math.isnan(running) else 0.95 * running + 0.05 * value
+        bar.set_postfix(loss=f"{running:.3f}")
+
+        last = step + 1 == config.steps
+        if validate is not None and ((step + 1) % config.val_every == 0 or last):
+            metrics = validate(model)
+            model.train()
+            entry = {"step": step + 1, "loss": running, **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}}
+            result.history.append(entry)
+            log.info("step %d: loss %.4f, val mean IU %.4f, pixel acc %.4f", step + 1, running, metrics["mean_iou"], metrics["pixel_acc"])
+            if result.best_metrics is None or metrics["mean_iou"] > result.best_metrics["mean_iou"]:
+                result.best_metrics, result.best_step = metrics, step + 1
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        elif (step + 1) % 50 == 0 or last:
+            result.history.append({"step": step + 1, "loss": running})
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_step = config.steps
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,68 @@
+"""Windowed reads of model input: selected bands, the checkpoint's normalisation, the nodata mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from fcnseg.models.checkpoint import ModelCard, Normalization, NodataPolicy
+
+
+class InputError(ValueError):
+    """Input that cannot be segmented; the message names the file and the problem."""
+
+
+def open_raster(path: str | Path) -> DatasetReader:
+    """rasterio.open with one clear error for anything that is not a readable raster."""
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        reason = "no such file" if not str(path).count("://") and not Path(path).exists() else str(exc)
+        raise InputError(f"{path}: cannot open as a raster ({reason})") from None
+    if src.width == 0 or src.height == 0 or src.count == 0:
+        src.close()
+        raise InputError(f"{path}: empty raster ({src.width}x{src.height}, {src.count} bands)")
+    return src
+
+
+def select_bands(src: DatasetReader, card: ModelCard, bands: Sequence[int] | None) -> list[int]:
+    """1-based band indexes to feed the model: explicit, or the first ``card.bands`` bands."""
+    chosen = list(bands) if bands else list(range(1, card.bands + 1))
+    if len(chosen) != card.bands:
+        raise InputError(f"{src.name}: {len(chosen)} bands selected, the model takes {card.bands}")
+    if any(b < 1 or b > src.count for b in chosen):
+        raise InputError(f"{src.name}: has {src.count} bands, the model needs bands {chosen}")
+    if not bands and src.count != card.bands:
+        raise InputError(f"{src.name}: has {src.count} bands, the model takes {card.bands} (choose them with --bands)")
+    return chosen
+
+
+def valid_mask(src: DatasetReader, bands: Sequence[int], window: Window) -> np.ndarray:
+    """True where every selected band holds data (GDAL's masks: nodata value, mask band or alpha)."""
+    masks = src.read_masks(list(bands), window=window)
+    return np.all(masks > 0, axis=0)
+
+
+def normalize(
+    pixels: np.ndarray, valid: np.ndarray, normalization: Normalization, nodata: NodataPolicy
+) -> np.ndarray:
+    """(bands, h, w) float32 ``(x - mean) / std``, with pixels outside ``valid`` set to ``fill``."""
+    mean = np.asarray(normalization.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(normalization.std, dtype=np.float32)[:, None, None]
+    out = (pixels.astype(np.float32) - mean) / std
+    out[:, ~valid] = nodata.fill
+    return out
+
+
+def read_model_input(
+    src: DatasetReader, bands: Sequence[int], window: Window, card: ModelCard
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised (bands, h, w) float32 input and its (h, w) validity mask for one window."""
+    pixels = src.read(list(bands), window=window)
+    valid = valid_mask(src, bands, window) & np.all(np.isfinite(pixels), axis=0)
+    return normalize(pixels, valid, card.normalization, card.nodata), valid
