@@ -32,6 +32,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    logging.getLogger("rasterio").setLevel(logging.WARNING)  # GDAL's own chatter; errors reach us as exceptions
 
 
 @contextlib.contextmanager

@@ -1,0 +1,3 @@
+from fcnseg.cli import app
+
+app(prog_name="fcnseg")
