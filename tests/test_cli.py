@@ -130,3 +130,12 @@ def test_bad_inputs_give_one_clear_error_line(tmp_path, scene, trained):
     out = tmp_path / "never.safetensors"
     failed = fcnseg("train", "--image", image, "--labels", text, "--out", out, "--steps", 1, check=False)
     assert failed.returncode == 1 and len(error_lines(failed)) == 1 and not out.exists()
+
+
+def test_synth_command_writes_a_scene_and_refuses_a_tiny_size(tmp_path):
+    result = fcnseg("synth", tmp_path / "s", "--size", 200, "--seed", 3)
+    assert result.stdout.split() == [str(tmp_path / "s" / "image.tif"), str(tmp_path / "s" / "labels.tif")]
+    with rasterio.open(tmp_path / "s" / "image.tif") as src:
+        assert (src.width, src.height, src.count) == (200, 200, 4)
+    tiny = fcnseg("synth", tmp_path / "t", "--size", 8, check=False)
+    assert tiny.returncode == 1 and "--size" in tiny.stderr and not (tmp_path / "t" / "image.tif").exists()

@@ -177,3 +177,25 @@ def test_interrupted_write_leaves_no_complete_looking_file(tmp_path: Path, monke
     with pytest.raises(RuntimeError, match="interrupted"):
         write_scene(tmp_path, 512, seed=1, block=256)
     assert list(tmp_path.iterdir()) == []
+
+
+def _peak_rss_mb_of_write_scene(out: Path, size: int) -> float:
+    """Peak resident memory of a fresh process that writes one scene (imports included)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys; from pathlib import Path; from fcnseg.pipeline.synth import write_scene; "
+        f"write_scene(Path(sys.argv[1]), {size}, 3, block=256); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def test_memory_does_not_grow_with_the_scene(tmp_path: Path):
+    """16x the pixels, same peak memory: the scene is written block by block."""
+    small = _peak_rss_mb_of_write_scene(tmp_path / "small", 512)
+    large = _peak_rss_mb_of_write_scene(tmp_path / "large", 2048)
+    # holding the large scene whole would take > 40 MB as uint16 alone, far more as float
+    assert large - small < 25, (small, large)
