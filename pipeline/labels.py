@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import rasterio
 from rasterio.features import rasterize
 from rasterio.io import DatasetReader
-from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+from rasterio.windows import transform as window_transform
 
 from fcnseg.pipeline.reading import InputError, open_raster
 

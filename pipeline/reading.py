@@ -10,7 +10,7 @@ import rasterio
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from fcnseg.models.checkpoint import ModelCard, Normalization, NodataPolicy
+from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
 
 
 class InputError(ValueError):

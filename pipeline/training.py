@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 
 from fcnseg.models.checkpoint import (
-    ClassInfo, ModelCard, NodataPolicy, file_sha256, load_checkpoint, read_card, save_checkpoint,
+    ClassInfo,
+    ModelCard,
+    NodataPolicy,
+    file_sha256,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
 )
 from fcnseg.models.fcn import FCNBase, build_model
 from fcnseg.models.inference import resolve_device
@@ -99,7 +105,7 @@ def class_list(request: TrainRequest, label_names: list[str] | None, label_color
 def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
     """Train as requested and write the best checkpoint to ``request.out``."""
     device = resolve_device(request.device)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     with open_raster(request.image) as src:
         band_indexes = list(request.bands) if request.bands else list(range(1, src.count + 1))
         if any(b < 1 or b > src.count for b in band_indexes):

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from fcnseg.models.checkpoint import (
-    CheckpointError, ClassInfo, ModelCard, Normalization, file_sha256, load_checkpoint, read_card, save_checkpoint,
+    CheckpointError,
+    ClassInfo,
+    ModelCard,
+    Normalization,
+    file_sha256,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
 )
 from fcnseg.models.fcn import build_model
 

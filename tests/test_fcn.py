@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from fcnseg.models.fcn import (
-    ARCHS, STRIDE, FCN8s, bilinear_kernel, build_model, count_parameters, receptive_field, upsampler,
+    ARCHS,
+    STRIDE,
+    bilinear_kernel,
+    build_model,
+    count_parameters,
+    receptive_field,
+    upsampler,
 )
 
 

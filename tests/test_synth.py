@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.enums import Compression
 from affine import Affine
+from rasterio.enums import Compression
 
 from fcnseg.pipeline import synth
 from fcnseg.pipeline.synth import (
