@@ -1,0 +1,128 @@
+"""The work of one Dask task: read tiles, run the model, stitch the cores, write chunks.
+
+Everything here is a plain function of its arguments (paths and tile geometry), so a task that
+is run twice (a worker died, a run was resumed) writes the same bytes. The model and the open
+raster are cached per worker process: loaded once, not once per tile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcnseg.models.checkpoint import ModelCard, load_checkpoint
+from fcnseg.models.fcn import FCNBase
+from fcnseg.models.inference import predict_probabilities, resolve_device
+from fcnseg.pipeline.reading import open_raster, read_model_input
+from fcnseg.pipeline.store import NODATA, open_store, quantize_probabilities, write_chunk
+from fcnseg.pipeline.tiling import Tile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    row: int
+    col: int
+    status: str  # "computed" or "nodata"
+    valid_pixels: int
+
+
+def worker_device(device: str) -> torch.device:
+    """The device for this process: with several GPUs, each Dask worker takes its own."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None and torch.cuda.device_count() > 1:
+        try:
+            from distributed import get_worker
+
+            name = get_worker().name
+            index = int(name) if str(name).isdigit() else abs(hash(name))
+        except (ImportError, ValueError):
+            index = os.getpid()
+        resolved = torch.device("cuda", index % torch.cuda.device_count())
+    return resolved
+
+
+@lru_cache(maxsize=2)
+def cached_model(model_path: str, model_sha256: str, device: str) -> tuple[FCNBase, ModelCard, torch.device]:
+    """The model, loaded once per process (the hash in the key makes a changed file reload)."""
+    target = worker_device(device)
+    if target.type == "cpu" and os.environ.get("FCNSEG_TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["FCNSEG_TORCH_THREADS"]))
+    model, card = load_checkpoint(model_path, target)
+    log.info("loaded %s on %s", model_path, target)
+    return model, card, target
+
+
+@lru_cache(maxsize=4)
+def cached_raster(path: str):
+    return open_raster(path)
+
+
+def marker_path(done_dir: Path, tile: Tile) -> Path:
+    return done_dir / f"{tile.row}_{tile.col}.json"
+
+
+def process_tiles(
+    input_path: str,
+    model_path: str,
+    model_sha256: str,
+    store_path: str,
+    done_dir: str,
+    tiles: Sequence[Tile],
+    bands: Sequence[int],
+    device: str,
+    batch_size: int,
+    probabilities: bool,
+) -> list[ChunkResult]:
+    """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished chunk."""
+    model, card, target = cached_model(model_path, model_sha256, device)
+    src = cached_raster(input_path)
+    group = open_store(store_path)
+    results: list[ChunkResult] = []
+    pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+    for tile in tiles:
+        x, valid = read_model_input(src, bands, tile.read, card)
+        core_valid = valid[tile.core_in_read]
+        if not core_valid.any():
+            results.append(_finish(done_dir, tile, "nodata", 0))
+            continue
+        pending.append((tile, x, valid))
+    for batch in _same_shape_batches(pending, batch_size):
+        scores = predict_probabilities(model, np.stack([x for _, x, _ in batch]), target)
+        for (tile, _, valid), tile_scores in zip(batch, scores, strict=True):
+            core = (slice(None), *tile.core_in_read)
+            core_scores = tile_scores[core]
+            core_valid = valid[tile.core_in_read]
+            labels = core_scores.argmax(axis=0).astype(np.uint8)
+            labels[~core_valid] = NODATA
+            probs = quantize_probabilities(core_scores, core_valid) if probabilities else None
+            write_chunk(group, tile.core, labels, probs)
+            results.append(_finish(done_dir, tile, "computed", int(core_valid.sum())))
+    return results
+
+
+def _same_shape_batches(items: list, batch_size: int) -> list[list]:
+    """Groups of up to ``batch_size`` tiles whose read windows have the same shape (edge tiles differ)."""
+    by_shape: dict[tuple[int, ...], list] = {}
+    for item in items:
+        by_shape.setdefault(item[1].shape, []).append(item)
+    return [group[i : i + batch_size] for group in by_shape.values() for i in range(0, len(group), batch_size)]
+
+
+def _finish(done_dir: str, tile: Tile, status: str, valid_pixels: int) -> ChunkResult:
+    """Record a chunk as finished, after its data is written (atomic rename)."""
+    result = ChunkResult(tile.row, tile.col, status, valid_pixels)
+    path = marker_path(Path(done_dir), tile)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(result)))
+    os.replace(tmp, path)
+    return result

@@ -1,0 +1,222 @@
+"""``fcnseg segment``: plan a raster into tiles, run them on Dask, stitch them into Zarr, resumably.
+
+The unit of work is a chunk of the output (a tile's core). Each finished chunk is recorded by a
+marker file written after its data, so a rerun of the same command skips what is done and
+produces the same bytes as an uninterrupted run. ``run.json`` is written last: its presence
+says the output is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import zarr
+from tqdm import tqdm
+
+from fcnseg.models.checkpoint import file_sha256, read_card
+from fcnseg.pipeline.infer import ChunkResult, marker_path, process_tiles
+from fcnseg.pipeline.reading import InputError, open_raster, select_bands
+from fcnseg.pipeline.store import create_store
+from fcnseg.pipeline.tiling import Tile, default_halo, iter_tiles
+
+log = logging.getLogger(__name__)
+
+STORE_NAME = "labels.zarr"
+RUN_JSON = "run.json"
+STATE_DIR = ".fcnseg-run"
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    tile: int = 1024
+    halo: int | None = None
+    stitch: Literal["crop", "blend"] = "crop"
+    batch_size: int = 4
+    device: str = "auto"
+    probabilities: bool = False
+    bands: tuple[int, ...] | None = None
+
+
+@dataclass
+class RunReport:
+    out: Path
+    chunks: dict[str, int]
+    seconds: dict[str, float]
+    megapixels_per_second: float
+    peak_memory_mb: float
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class OutputConflict(InputError):
+    """The output folder holds a run with another model or other parameters."""
+
+
+def run_parameters(input_path: str, model_sha256: str, options: SegmentOptions, halo: int, bands: list[int]) -> dict[str, Any]:
+    """What makes two runs produce the same output: a rerun must match these to reuse chunks."""
+    return {
+        "input": input_path, "model_sha256": model_sha256, "tile": options.tile, "halo": halo,
+        "stitch": options.stitch, "bands": bands, "probabilities": options.probabilities,
+    }
+
+
+def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> tuple[Path, bool]:
+    """The state folder, after checking a previous run there; True when chunks may be reused."""
+    state = out / STATE_DIR
+    params_file = state / "parameters.json"
+    if params_file.exists():
+        previous = json.loads(params_file.read_text())
+        if previous == parameters:
+            return state, True
+        if not overwrite:
+            changed = sorted(k for k in parameters if previous.get(k) != parameters[k])
+            raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite to replace it")
+    elif (out / STORE_NAME).exists() and not overwrite:
+        raise OutputConflict(f"{out}: holds a {STORE_NAME} that fcnseg did not record; use --overwrite to replace it")
+    for stale in (out / RUN_JSON, out / STORE_NAME, state):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
+    (state / "done").mkdir(parents=True)
+    return state, False
+
+
+def finished_chunks(done_dir: Path, tiles: Sequence[Tile]) -> set[tuple[int, int]]:
+    return {(t.row, t.col) for t in tiles if marker_path(done_dir, t).exists()}
+
+
+def segment(
+    input_path: str | Path,
+    model_path: str | Path,
+    out: str | Path,
+    options: SegmentOptions = SegmentOptions(),
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunReport:
+    """Segment ``input_path`` into ``out/labels.zarr`` on a Dask cluster (a local one by default)."""
+    if options.stitch != "crop":
+        raise ValueError(f"--stitch {options.stitch} is not available yet; use crop")
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    out = Path(out)
+    input_name = str(input_path)
+    card = read_card(model_path)
+    model_sha = file_sha256(model_path)
+    with open_raster(input_name) as src:
+        bands = select_bands(src, card, options.bands)
+        halo = default_halo(card.arch) if options.halo is None else options.halo
+        tiles = list(iter_tiles(src.height, src.width, options.tile, halo))
+        parameters = run_parameters(input_name, model_sha, options, halo, bands)
+        out.mkdir(parents=True, exist_ok=True)
+        state, reuse = prepare_output(out, parameters, overwrite)
+        store_path = out / STORE_NAME
+        if not reuse or not store_path.exists():
+            create_store(
+                store_path, height=src.height, width=src.width, crs=src.crs, transform=src.transform,
+                chunk=options.tile, class_names=card.class_names, class_colors=[c.color for c in card.classes],
+                attrs={"fcnseg_complete": False, "model_sha256": model_sha, "parameters": parameters,
+                       "source": input_name},
+                probabilities=options.probabilities,
+            )
+            (state / "parameters.json").write_text(json.dumps(parameters, indent=2))
+        height, width = src.height, src.width
+    done_dir = state / "done"
+    reused = finished_chunks(done_dir, tiles)
+    todo = [t for t in tiles if (t.row, t.col) not in reused]
+    seconds["plan"] = time.perf_counter() - started
+    log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d", input_name, width, height, len(tiles), len(reused), options.tile, halo)
+
+    infer_started = time.perf_counter()
+    results, worker_peaks = run_on_dask(
+        todo, input_name, str(model_path), model_sha, str(store_path), str(done_dir), bands, options,
+        scheduler=scheduler, workers=workers, progress=progress,
+    )
+    seconds["infer"] = time.perf_counter() - infer_started
+
+    finalize_started = time.perf_counter()
+    group = zarr.open_group(str(store_path), mode="r+", zarr_format=3)
+    group.attrs["fcnseg_complete"] = True
+    zarr.consolidate_metadata(str(store_path))
+    seconds["finalize"] = time.perf_counter() - finalize_started
+    seconds["total"] = time.perf_counter() - started
+
+    chunks = {
+        "total": len(tiles),
+        "computed": sum(r.status == "computed" for r in results),
+        "skipped_nodata": sum(r.status == "nodata" for r in results),
+        "reused": len(reused),
+    }
+    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = RunReport(
+        out=out, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
+        megapixels_per_second=round(height * width / 1e6 / max(seconds["infer"], 1e-9), 3) if todo else 0.0,
+        peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=parameters,
+    )
+    write_run_json(out, input_name, model_sha, report)
+    return report
+
+
+def run_on_dask(
+    tiles: list[Tile], input_path: str, model_path: str, model_sha: str, store_path: str, done_dir: str,
+    bands: list[int], options: SegmentOptions, *, scheduler: str | None, workers: int | None, progress: bool,
+) -> tuple[list[ChunkResult], list[float]]:
+    """Submit tiles in small groups; return chunk results and each worker's peak memory (MB)."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        n = workers or max(1, min(4, (os.cpu_count() or 2)))
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+        client = Client(cluster)
+    try:
+        log.info("Dask dashboard: %s", client.dashboard_link)
+        group_size = max(1, options.batch_size)
+        futures = [
+            client.submit(
+                process_tiles, input_path, model_path, model_sha, store_path, done_dir, tiles[i : i + group_size],
+                bands, options.device, options.batch_size, options.probabilities, pure=False,
+            )
+            for i in range(0, len(tiles), group_size)
+        ]
+        results: list[ChunkResult] = []
+        with tqdm(total=len(tiles), desc="segment", unit="chunk", disable=not progress) as bar:
+            for future in as_completed(futures):
+                chunk_results = future.result()
+                results.extend(chunk_results)
+                bar.update(len(chunk_results))
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return results, list(peaks.values())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def write_run_json(out: Path, input_path: str, model_sha: str, report: RunReport) -> None:
+    """run.json, written atomically and last: its presence marks a complete output."""
+    record = {
+        "input": input_path,
+        "model_sha256": model_sha,
+        "parameters": report.parameters,
+        "chunks": report.chunks,
+        "seconds": report.seconds,
+        "megapixels_per_second": report.megapixels_per_second,
+        "peak_memory_mb": report.peak_memory_mb,
+    }
+    tmp = out / f".{RUN_JSON}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, out / RUN_JSON)

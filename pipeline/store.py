@@ -1,0 +1,106 @@
+"""The Zarr v3 label store: ``labels`` (uint8, 255 = nodata) and optional class probabilities.
+
+Laid out so that ``xarray.open_zarr(path)`` gives DataArrays whose ``.rio.crs`` and
+``.rio.transform()`` equal the input's: a CF grid mapping (0-d ``spatial_ref`` with ``crs_wkt``,
+``spatial_ref`` and GDAL's ``GeoTransform``), 1-D ``x``/``y`` pixel-centre coordinates, and
+``grid_mapping`` on every data array. Chunks are the core grid of the tiling, so each tile writes
+exactly one chunk: writes from many processes need no locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+LABELS = "labels"
+PROBABILITIES = "probabilities"
+NODATA = 255
+#: Probabilities are stored as uint8: value * PROBABILITY_SCALE, 255 = nodata (CF scale_factor decodes them).
+PROBABILITY_SCALE = 254
+
+
+#: What ties a data array to the grid mapping (CF), for xarray and rioxarray.
+GEO_ATTRS = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
+
+
+def create_store(
+    path: str | Path,
+    *,
+    height: int,
+    width: int,
+    crs: CRS,
+    transform: Affine,
+    chunk: int,
+    class_names: Sequence[str],
+    class_colors: Sequence[Sequence[int]],
+    attrs: dict[str, Any],
+    probabilities: bool = False,
+) -> zarr.Group:
+    """A new, empty store (every pixel 255 until written) with all geo metadata in place."""
+    if transform.b != 0 or transform.d != 0:
+        raise ValueError("rotated or sheared transforms are not supported by the Zarr grid mapping")
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update({"Conventions": "CF-1.8", **attrs})
+
+    wkt = crs.to_wkt()
+    geotransform = " ".join(str(v) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
+    spatial_ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=())
+    spatial_ref.attrs.update({"crs_wkt": wkt, "spatial_ref": wkt, "GeoTransform": geotransform})
+    spatial_ref[...] = 0
+
+    x = transform.c + (np.arange(width) + 0.5) * transform.a
+    y = transform.f + (np.arange(height) + 0.5) * transform.e
+    for name, values in (("x", x), ("y", y)):
+        coord = group.create_array(name, shape=values.shape, dtype="float64", chunks=(max(1, min(len(values), 1 << 16)),), dimension_names=(name,))
+        coord[:] = values
+        units = "degrees" if crs.is_geographic else "metre"
+        standard = {"x": "projection_x_coordinate", "y": "projection_y_coordinate"}[name]
+        if crs.is_geographic:
+            standard = {"x": "longitude", "y": "latitude"}[name]
+        coord.attrs.update({"standard_name": standard, "units": units, "axis": name.upper()})
+
+    labels = group.create_array(
+        LABELS, shape=(height, width), dtype="uint8", chunks=(chunk, chunk), fill_value=NODATA, dimension_names=("y", "x")
+    )
+    labels.attrs.update({
+        **GEO_ATTRS, "nodata": NODATA, "long_name": "class label",
+        "flag_values": list(range(len(class_names))), "flag_meanings": " ".join(n.replace(" ", "_") for n in class_names),
+        "class_names": list(class_names), "class_colors": [list(c) for c in class_colors],
+    })
+    if probabilities:
+        probs = group.create_array(
+            PROBABILITIES, shape=(len(class_names), height, width), dtype="uint8",
+            chunks=(len(class_names), chunk, chunk), fill_value=NODATA, dimension_names=("class", "y", "x"),
+        )
+        probs.attrs.update({
+            **GEO_ATTRS, "_FillValue": NODATA, "scale_factor": 1 / PROBABILITY_SCALE,
+            "long_name": "class probability", "class_names": list(class_names),
+        })
+    return group
+
+
+def open_store(path: str | Path, mode: str = "r+") -> zarr.Group:
+    return zarr.open_group(str(path), mode=mode, zarr_format=3)
+
+
+def write_chunk(group: zarr.Group, window: Window, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+    """Write one core window (a whole chunk, or the clipped chunk at the raster's edge)."""
+    rows = slice(int(window.row_off), int(window.row_off + window.height))
+    cols = slice(int(window.col_off), int(window.col_off + window.width))
+    if probabilities is not None and PROBABILITIES in group:
+        group[PROBABILITIES][:, rows, cols] = probabilities
+    group[LABELS][rows, cols] = labels
+
+
+def quantize_probabilities(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(classes, h, w) float probabilities to uint8 (255 where not valid)."""
+    out = np.rint(np.clip(scores, 0, 1) * PROBABILITY_SCALE).astype(np.uint8)
+    out[:, ~valid] = NODATA
+    return out
