@@ -144,7 +144,10 @@ def save_checkpoint(path: str | Path, model: FCNBase, card: ModelCard) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
