@@ -35,10 +35,10 @@ def select_bands(src: DatasetReader, card: ModelCard, bands: Sequence[int] | Non
     chosen = list(bands) if bands else list(range(1, card.bands + 1))
     if len(chosen) != card.bands:
         raise InputError(f"{src.name}: {len(chosen)} bands selected, the model takes {card.bands}")
-    if any(b < 1 or b > src.count for b in chosen):
-        raise InputError(f"{src.name}: has {src.count} bands, the model needs bands {chosen}")
     if not bands and src.count != card.bands:
         raise InputError(f"{src.name}: has {src.count} bands, the model takes {card.bands} (choose them with --bands)")
+    if any(b < 1 or b > src.count for b in chosen):
+        raise InputError(f"{src.name}: has {src.count} bands, the model needs bands {chosen}")
     return chosen
 
 

@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ def segment(
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     out = Path(out)
-    input_name = str(input_path)
+    input_name = str(Path(input_path).resolve()) if Path(input_path).exists() else str(input_path)
     card = read_card(model_path)
     model_sha = file_sha256(model_path)
     with open_raster(input_name) as src:
@@ -138,17 +139,17 @@ def segment(
     seconds["plan"] = time.perf_counter() - started
     log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d", input_name, width, height, len(tiles), len(reused), options.tile, halo)
 
-    infer_started = time.perf_counter()
     results, worker_peaks = run_on_dask(
         todo, input_name, str(model_path), model_sha, str(store_path), str(done_dir), bands, options,
-        scheduler=scheduler, workers=workers, progress=progress,
+        scheduler=scheduler, workers=workers, progress=progress, seconds=seconds,
     )
-    seconds["infer"] = time.perf_counter() - infer_started
 
     finalize_started = time.perf_counter()
     group = zarr.open_group(str(store_path), mode="r+", zarr_format=3)
     group.attrs["fcnseg_complete"] = True
-    zarr.consolidate_metadata(str(store_path))
+    with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray reads it
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(str(store_path))
     seconds["finalize"] = time.perf_counter() - finalize_started
     seconds["total"] = time.perf_counter() - started
 
@@ -161,7 +162,7 @@ def segment(
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = RunReport(
         out=out, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
-        megapixels_per_second=round(height * width / 1e6 / max(seconds["infer"], 1e-9), 3) if todo else 0.0,
+        megapixels_per_second=round(sum(t.core.width * t.core.height for t in todo) / 1e6 / max(seconds["infer"], 1e-9), 3),
         peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=parameters,
     )
     write_run_json(out, input_name, model_sha, report)
@@ -171,10 +172,15 @@ def segment(
 def run_on_dask(
     tiles: list[Tile], input_path: str, model_path: str, model_sha: str, store_path: str, done_dir: str,
     bands: list[int], options: SegmentOptions, *, scheduler: str | None, workers: int | None, progress: bool,
+    seconds: dict[str, float],
 ) -> tuple[list[ChunkResult], list[float]]:
-    """Submit tiles in small groups; return chunk results and each worker's peak memory (MB)."""
+    """Submit tiles in small groups; return chunk results and each worker's peak memory (MB).
+
+    Adds the time to reach the cluster (``cluster``) and to run the tiles (``infer``) to ``seconds``.
+    """
     from distributed import Client, LocalCluster, as_completed
 
+    started = time.perf_counter()
     cluster = None
     if scheduler:
         client = Client(scheduler)
@@ -184,6 +190,8 @@ def run_on_dask(
         client = Client(cluster)
     try:
         log.info("Dask dashboard: %s", client.dashboard_link)
+        seconds["cluster"] = time.perf_counter() - started
+        started = time.perf_counter()
         group_size = max(1, options.batch_size)
         futures = [
             client.submit(
@@ -198,6 +206,7 @@ def run_on_dask(
                 chunk_results = future.result()
                 results.extend(chunk_results)
                 bar.update(len(chunk_results))
+        seconds["infer"] = time.perf_counter() - started
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return results, list(peaks.values())
     finally:

@@ -1,0 +1,170 @@
+"""fcnseg segment: tiled runs equal whole-image runs; nodata, geo metadata, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import rioxarray  # noqa: F401 - registers the .rio accessor
+import xarray as xr
+from affine import Affine
+
+from fcnseg.models import DEMO_MODEL
+from fcnseg.models.checkpoint import ClassInfo, ModelCard, Normalization, save_checkpoint
+from fcnseg.models.fcn import build_model
+from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, segment
+from fcnseg.pipeline.synth import write_scene
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Real Dask worker processes, shared by the tests of this module."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
+        yield c.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def odd_scene(tmp_path_factory) -> Path:
+    """A synthetic scene whose size is a multiple of neither 32 nor the tile."""
+    folder = tmp_path_factory.mktemp("odd")
+    image, _ = write_scene(folder, 720, seed=31)
+    out = folder / "odd.tif"
+    with rasterio.open(image) as src:
+        profile = src.profile | {"width": 701, "height": 587}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=((0, 587), (0, 701))))
+    return out
+
+
+def labels_of(out: Path) -> np.ndarray:
+    return xr.open_zarr(out / "labels.zarr").labels.values
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    valid = (a != 255) | (b != 255)
+    return float((a[valid] == b[valid]).mean())
+
+
+def test_tiled_run_equals_whole_image_run(tmp_path, odd_scene, cluster):
+    whole = segment(odd_scene, DEMO_MODEL, tmp_path / "whole", SegmentOptions(tile=736), scheduler=cluster, progress=False)
+    tiled = segment(odd_scene, DEMO_MODEL, tmp_path / "tiled", SegmentOptions(tile=128, batch_size=2), scheduler=cluster, progress=False)
+    assert whole.chunks["total"] == 1 and tiled.chunks["total"] == 6 * 5
+    a, b = labels_of(tmp_path / "whole"), labels_of(tmp_path / "tiled")
+    assert a.shape == (587, 701) and (a != 255).all()
+    assert len(np.unique(a)) >= 4  # a real segmentation, not a constant map
+    assert agreement(a, b) >= 0.9999
+
+
+def test_a_halo_smaller_than_the_receptive_field_shows_seams(tmp_path, odd_scene, cluster):
+    """The seam metric can fail: without context, tile borders disagree with the whole image."""
+    segment(odd_scene, DEMO_MODEL, tmp_path / "whole", SegmentOptions(tile=736), scheduler=cluster, progress=False)
+    segment(odd_scene, DEMO_MODEL, tmp_path / "nohalo", SegmentOptions(tile=128, halo=0), scheduler=cluster, progress=False)
+    assert agreement(labels_of(tmp_path / "whole"), labels_of(tmp_path / "nohalo")) < 0.9999
+
+
+def random_model(path: Path, bands: int) -> Path:
+    """A checkpoint with random (not zero) scoring layers, so its argmax map is not constant."""
+    torch.manual_seed(bands)
+    model = build_model("fcn8s", bands, 3, 0.125)
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.08)
+    card = ModelCard(
+        arch="fcn8s", width=0.125, bands=bands,
+        classes=[ClassInfo(n, (i * 80, 0, 0)) for i, n in enumerate(["a", "b", "c"])],
+        normalization=Normalization(mean=[100.0] * bands, std=[30.0] * bands),
+    )
+    return save_checkpoint(path, model, card)
+
+
+def write_raster(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata=None) -> Path:
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, tiled=True,
+                   blockxsize=128, blockysize=128)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.mark.parametrize("bands", [1, 13])
+def test_any_band_count_tiles_seamlessly(tmp_path, cluster, bands):
+    rng = np.random.default_rng(bands)
+    data = (100 + 30 * rng.standard_normal((bands, 333, 290))).astype("float32")
+    image = write_raster(tmp_path / "in.tif", data, "EPSG:32633", Affine(2, 0, 400000, 0, -2, 5000000))
+    model = random_model(tmp_path / "m.safetensors", bands)
+    segment(image, model, tmp_path / "whole", SegmentOptions(tile=352), scheduler=cluster, progress=False)
+    segment(image, model, tmp_path / "tiled", SegmentOptions(tile=64), scheduler=cluster, progress=False)
+    a = labels_of(tmp_path / "whole")
+    assert len(np.unique(a)) > 1
+    assert agreement(a, labels_of(tmp_path / "tiled")) >= 0.9999
+
+
+@pytest.mark.parametrize("crs, transform", [
+    ("EPSG:32633", Affine(0.5, 0, 500000.25, 0, -0.5, 5400000.75)),
+    ("EPSG:4326", Affine(0.0001, 0, 10.5, 0, -0.0001, 47.25)),
+])
+def test_zarr_carries_crs_transform_and_shape(tmp_path, cluster, crs, transform):
+    data = np.full((4, 150, 210), 500, dtype="uint16")
+    image = write_raster(tmp_path / "in.tif", data, crs, transform, nodata=0)
+    segment(image, DEMO_MODEL, tmp_path / "out", SegmentOptions(tile=64, probabilities=True), scheduler=cluster, progress=False)
+    ds = xr.open_zarr(tmp_path / "out" / "labels.zarr")
+    with rasterio.open(image) as src:
+        assert ds.labels.rio.crs == src.crs
+        assert ds.labels.rio.transform() == src.transform
+        assert ds.labels.shape == (src.height, src.width)
+    assert ds.labels.dtype == np.uint8
+    assert ds.labels.attrs["class_names"][0] == "water"
+    probs = ds.probabilities.values
+    assert probs.shape == (6, 150, 210) and np.allclose(probs.sum(axis=0), 1.0, atol=0.03)
+
+
+def test_nodata_collar_gets_255_exactly_and_empty_tiles_are_skipped(tmp_path, cluster):
+    image, _ = write_scene(tmp_path / "scene", 512, seed=3, collar=150)
+    report = segment(image, DEMO_MODEL, tmp_path / "out", SegmentOptions(tile=64), scheduler=cluster, progress=False)
+    labels = labels_of(tmp_path / "out")
+    with rasterio.open(image) as src:
+        nodata = src.read_masks(1) == 0
+    assert nodata.any()
+    assert np.array_equal(labels == 255, nodata)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["chunks"]["skipped_nodata"] >= 1
+    assert run["chunks"] == report.chunks
+    assert run["chunks"]["computed"] + run["chunks"]["skipped_nodata"] == run["chunks"]["total"] == 64
+
+
+def test_rerun_reuses_chunks_and_other_parameters_are_refused(tmp_path, odd_scene, cluster):
+    out = tmp_path / "out"
+    options = SegmentOptions(tile=256)
+    segment(odd_scene, DEMO_MODEL, out, options, scheduler=cluster, progress=False)
+    first = labels_of(out)
+    # forget two chunks, as if the run had been killed before them
+    done = sorted((out / ".fcnseg-run" / "done").iterdir())
+    for marker in done[:2]:
+        marker.unlink()
+    (out / "run.json").unlink()
+    again = segment(odd_scene, DEMO_MODEL, out, options, scheduler=cluster, progress=False)
+    assert again.chunks["reused"] == len(done) - 2 and again.chunks["computed"] == 2
+    assert np.array_equal(labels_of(out), first)
+    with pytest.raises(OutputConflict, match="halo"):
+        segment(odd_scene, DEMO_MODEL, out, SegmentOptions(tile=256, halo=64), scheduler=cluster, progress=False)
+    replaced = segment(odd_scene, DEMO_MODEL, out, SegmentOptions(tile=256, halo=64), scheduler=cluster,
+                       overwrite=True, progress=False)
+    assert replaced.chunks["reused"] == 0
+
+
+def test_bad_inputs_are_refused_before_any_output(tmp_path, cluster):
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    with pytest.raises(InputError, match="notes.tif"):
+        segment(text, DEMO_MODEL, tmp_path / "o1", scheduler=cluster, progress=False)
+    three = write_raster(tmp_path / "rgb.tif", np.ones((3, 64, 64), "uint8"), "EPSG:32633", Affine(1, 0, 0, 0, -1, 0))
+    with pytest.raises(InputError, match="has 3 bands, the model takes 4"):
+        segment(three, DEMO_MODEL, tmp_path / "o2", scheduler=cluster, progress=False)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
