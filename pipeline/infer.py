@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 
 from fcnseg.models.checkpoint import ModelCard, load_checkpoint
@@ -26,6 +27,10 @@ from fcnseg.pipeline.store import NODATA, open_store, quantize_probabilities, wr
 from fcnseg.pipeline.tiling import Tile
 
 log = logging.getLogger(__name__)
+
+#: GDAL's block cache per worker. Its default (5% of RAM) fills up with the scene's blocks,
+#: so memory would grow with the scene until the cap; tiles are read once, a small cache suffices.
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ def process_tiles(
     results: list[ChunkResult] = []
     pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
     for tile in tiles:
-        x, valid = read_model_input(src, bands, tile.read, card)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            x, valid = read_model_input(src, bands, tile.read, card)
         core_valid = valid[tile.core_in_read]
         if not core_valid.any():
             results.append(_finish(done_dir, tile, "nodata", 0))
