@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: GDAL's block cache per worker. Its default (5% of RAM) fills up with the scene's blocks,
 #: so memory would grow with the scene until the cap; tiles are read once, a small cache suffices.
-GDAL_CACHE_BYTES = 64 * 1024 * 1024
+GDAL_CACHE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ def segment(
         "reused": len(reused),
     }
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in worker_peaks])
     report = RunReport(
         out=out, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
         megapixels_per_second=round(sum(t.core.width * t.core.height for t in todo) / 1e6 / max(seconds["infer"], 1e-9), 3),

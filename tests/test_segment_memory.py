@@ -29,7 +29,7 @@ def peak_memory_mb(tmp_path: Path, side: int) -> float:
     image = noise_raster(tmp_path / f"noise{side}.tif", side)
     out = tmp_path / f"out{side}"
     subprocess.run(
-        [sys.executable, "-m", "fcnseg", "segment", str(image), "--out", str(out), "--tile", "512", "--halo", "32",
+        [sys.executable, "-m", "fcnseg", "segment", str(image), "--out", str(out), "--tile", "256", "--halo", "32",
          "--workers", "2", "--probabilities"],
         check=True, capture_output=True, timeout=600,
     )
@@ -40,5 +40,6 @@ def test_a_16x_larger_scene_needs_about_the_same_memory(tmp_path):
     small = peak_memory_mb(tmp_path, 1024)
     large = peak_memory_mb(tmp_path, 4096)
     # the large scene's probabilities alone are 100 MB as uint8 (400 MB as float32) and its
-    # 64 tiles pass through the workers: none of it may accumulate
+    # 256 tiles pass through the workers: none of it may accumulate (measured: 1120 -> 1203 MB,
+    # GDAL's 16 MB block cache per worker filling up is most of the difference)
     assert large < small * 1.10, (small, large)
