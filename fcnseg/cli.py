@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,14 +26,22 @@ console = Console(stderr=True)
 log = logging.getLogger("fcnseg")
 
 
+def setup_logging(verbose: bool = False) -> None:
+    """fcnseg's own messages on stderr through rich; the libraries' routine chatter kept out."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+    logging.getLogger("fcnseg").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # GDAL's errors reach us as exceptions; Dask's cluster start/stop messages are noise here.
+    # Dask sets its loggers up when imported (also in worker processes): tell it through its config.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    for name in ("rasterio", "distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
-    logging.getLogger("rasterio").setLevel(logging.WARNING)  # GDAL's own chatter; errors reach us as exceptions
+    setup_logging(verbose)
 
 
 @contextlib.contextmanager

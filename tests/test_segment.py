@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 import rioxarray  # noqa: F401 - registers the .rio accessor
+import torch
 import xarray as xr
 from affine import Affine
 
