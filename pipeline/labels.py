@@ -26,6 +26,9 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet"}
 
 
 class LabelSource(Protocol):
+    class_names: list[str] | None
+    class_colors: list[tuple[int, int, int]] | None
+
     def read(self, window: Window) -> np.ndarray: ...
 
     def close(self) -> None: ...
@@ -43,6 +46,7 @@ class RasterLabels:
             self.src.close()
             raise InputError(f"{path}: label raster is not on the image's grid (size or transform differ)")
         self.class_names = raster_class_names(self.src)
+        self.class_colors = raster_class_colors(self.src)
 
     def read(self, window: Window) -> np.ndarray:
         labels = self.src.read(1, window=window)
@@ -83,6 +87,7 @@ class VectorLabels:
             ids = values.astype(str).map(lookup).to_numpy()
         if len(ids) and (ids.min() < 0 or ids.max() >= UNLABELLED):
             raise InputError(f"{path}: class ids must be in 0..254")
+        self.class_colors: list[tuple[int, int, int]] | None = None
         self.geometries = frame.geometry.to_numpy()
         self.ids = ids.astype(np.uint8)
         self.index = frame.sindex

@@ -33,7 +33,7 @@ from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.chips import ChipSampler, band_statistics
 from fcnseg.pipeline.evaluate import evaluate_raster
-from fcnseg.pipeline.labels import open_labels, raster_class_colors
+from fcnseg.pipeline.labels import open_labels
 from fcnseg.pipeline.reading import InputError, open_raster
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         labels = open_labels(request.labels, src, request.label_field, list(request.classes or []) or None)
         try:
             init_card = read_card(request.init) if request.init else None
-            colors = raster_class_colors(labels.src) if hasattr(labels, "src") else None
-            classes = class_list(request, labels.class_names, colors, init_card)
+            classes = class_list(request, labels.class_names, labels.class_colors, init_card)
             normalization = init_card.normalization if init_card else band_statistics(src, band_indexes, seed=request.seed)
             descriptions = [src.descriptions[b - 1] for b in band_indexes]
             card = ModelCard(
