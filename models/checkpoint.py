@@ -183,10 +183,8 @@ def read_card(path: str | Path) -> ModelCard:
     return card
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCNBase, ModelCard]:
-    """The model (in eval mode, on ``device``) and its card; refuses damaged or foreign files."""
-    path = Path(path)
-    card = read_card(path)
+def _verified_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the file, after checking them and the card against the stored content hash."""
     metadata = _header_metadata(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -195,6 +193,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"{path}: cannot read tensors, file truncated or damaged ({exc})") from None
     if content_hash(metadata[METADATA_KEY], tensors) != metadata.get("content_sha256"):
         raise CheckpointError(f"{path}: content hash mismatch, file damaged or edited")
+    return tensors
+
+
+def verify_checkpoint(path: str | Path) -> ModelCard:
+    """The card of a checkpoint whose every byte has been checked (no model is built)."""
+    card = read_card(path)
+    _verified_tensors(Path(path))
+    return card
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCNBase, ModelCard]:
+    """The model (in eval mode, on ``device``) and its card; refuses damaged or foreign files."""
+    path = Path(path)
+    card = read_card(path)
+    tensors = _verified_tensors(path)
     model = build_model(card.arch, card.bands, card.num_classes, card.width)
     try:
         model.load_state_dict(tensors, strict=True)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import zarr
 from tqdm import tqdm
 
-from fcnseg.models.checkpoint import file_sha256, read_card
+from fcnseg.models.checkpoint import file_sha256, verify_checkpoint
 from fcnseg.pipeline.infer import ChunkResult, marker_path, process_tiles
 from fcnseg.pipeline.reading import InputError, open_raster, select_bands
 from fcnseg.pipeline.store import create_store
@@ -113,7 +113,7 @@ def segment(
     seconds: dict[str, float] = {}
     out = Path(out)
     input_name = str(Path(input_path).resolve()) if Path(input_path).exists() else str(input_path)
-    card = read_card(model_path)
+    card = verify_checkpoint(model_path)  # a damaged file fails here, not on a worker mid-run
     model_sha = file_sha256(model_path)
     with open_raster(input_name) as src:
         bands = select_bands(src, card, options.bands)

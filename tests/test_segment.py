@@ -14,7 +14,7 @@ import xarray as xr
 from affine import Affine
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.models.checkpoint import ClassInfo, ModelCard, Normalization, save_checkpoint
+from fcnseg.models.checkpoint import CheckpointError, ClassInfo, ModelCard, Normalization, save_checkpoint
 from fcnseg.models.fcn import build_model
 from fcnseg.pipeline.reading import InputError
 from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, segment
@@ -167,4 +167,29 @@ def test_bad_inputs_are_refused_before_any_output(tmp_path, cluster):
     three = write_raster(tmp_path / "rgb.tif", np.ones((3, 64, 64), "uint8"), "EPSG:32633", Affine(1, 0, 0, 0, -1, 0))
     with pytest.raises(InputError, match="has 3 bands, the model takes 4"):
         segment(three, DEMO_MODEL, tmp_path / "o2", scheduler=cluster, progress=False)
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty.tif"):
+        segment(empty, DEMO_MODEL, tmp_path / "o3", scheduler=cluster, progress=False)
+    with pytest.raises(InputError, match="no such file"):
+        segment(tmp_path / "missing.tif", DEMO_MODEL, tmp_path / "o4", scheduler=cluster, progress=False)
+    corrupt = tmp_path / "corrupt.safetensors"
+    damaged = bytearray(DEMO_MODEL.read_bytes())
+    damaged[-5000] ^= 0xFF  # the header still parses: only the content hash can tell
+    corrupt.write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="corrupt.safetensors"):
+        segment(three, corrupt, tmp_path / "o5", scheduler=cluster, progress=False)
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+
+
+def test_segment_command_reports_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fcnseg", "segment", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "missing.tif" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
