@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -76,43 +76,53 @@ def marker_path(done_dir: Path, tile: Tile) -> Path:
     return done_dir / f"{tile.row}_{tile.col}.json"
 
 
-def process_tiles(
-    input_path: str,
-    model_path: str,
-    model_sha256: str,
-    store_path: str,
-    done_dir: str,
-    tiles: Sequence[Tile],
-    bands: Sequence[int],
-    device: str,
-    batch_size: int,
-    probabilities: bool,
-) -> list[ChunkResult]:
-    """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished chunk."""
-    model, card, target = cached_model(model_path, model_sha256, device)
-    src = cached_raster(input_path)
-    group = open_store(store_path)
-    results: list[ChunkResult] = []
+@dataclass(frozen=True)
+class TileJob:
+    """What every task of one run shares: where to read, which model, how to run it."""
+
+    input_path: str
+    model_path: str
+    model_sha256: str
+    bands: tuple[int, ...]
+    device: str
+    batch_size: int
+    probabilities: bool
+
+
+def predicted_tiles(job: TileJob, tiles: Sequence[Tile]) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray]]:
+    """(tile, class probabilities over its read window, validity mask) for each tile; the
+    probabilities are None when the tile's core holds no valid pixel (the model is not run)."""
+    model, card, target = cached_model(job.model_path, job.model_sha256, job.device)
+    src = cached_raster(job.input_path)
     pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
     for tile in tiles:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            x, valid = read_model_input(src, bands, tile.read, card)
-        core_valid = valid[tile.core_in_read]
-        if not core_valid.any():
-            results.append(_finish(done_dir, tile, "nodata", 0))
+            x, valid = read_model_input(src, job.bands, tile.read, card)
+        if not valid[tile.core_in_read].any():
+            yield tile, None, valid
             continue
         pending.append((tile, x, valid))
-    for batch in _same_shape_batches(pending, batch_size):
+    for batch in _same_shape_batches(pending, job.batch_size):
         scores = predict_probabilities(model, np.stack([x for _, x, _ in batch]), target)
         for (tile, _, valid), tile_scores in zip(batch, scores, strict=True):
-            core = (slice(None), *tile.core_in_read)
-            core_scores = tile_scores[core]
-            core_valid = valid[tile.core_in_read]
-            labels = core_scores.argmax(axis=0).astype(np.uint8)
-            labels[~core_valid] = NODATA
-            probs = quantize_probabilities(core_scores, core_valid) if probabilities else None
-            write_chunk(group, tile.core, labels, probs)
-            results.append(_finish(done_dir, tile, "computed", int(core_valid.sum())))
+            yield tile, tile_scores, valid
+
+
+def process_tiles(job: TileJob, store_path: str, done_dir: str, tiles: Sequence[Tile]) -> list[ChunkResult]:
+    """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished chunk."""
+    group = open_store(store_path)
+    results: list[ChunkResult] = []
+    for tile, scores, valid in predicted_tiles(job, tiles):
+        if scores is None:
+            results.append(finish_chunk(done_dir, tile, "nodata", 0))
+            continue
+        core_scores = scores[(slice(None), *tile.core_in_read)]
+        core_valid = valid[tile.core_in_read]
+        labels = core_scores.argmax(axis=0).astype(np.uint8)
+        labels[~core_valid] = NODATA
+        probs = quantize_probabilities(core_scores, core_valid) if job.probabilities else None
+        write_chunk(group, tile.core, labels, probs)
+        results.append(finish_chunk(done_dir, tile, "computed", int(core_valid.sum())))
     return results
 
 
@@ -124,7 +134,7 @@ def _same_shape_batches(items: list, batch_size: int) -> list[list]:
     return [group[i : i + batch_size] for group in by_shape.values() for i in range(0, len(group), batch_size)]
 
 
-def _finish(done_dir: str, tile: Tile, status: str, valid_pixels: int) -> ChunkResult:
+def finish_chunk(done_dir: str, tile: Tile, status: str, valid_pixels: int) -> ChunkResult:
     """Record a chunk as finished, after its data is written (atomic rename)."""
     result = ChunkResult(tile.row, tile.col, status, valid_pixels)
     path = marker_path(Path(done_dir), tile)

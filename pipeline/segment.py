@@ -24,7 +24,7 @@ import zarr
 from tqdm import tqdm
 
 from fcnseg.models.checkpoint import file_sha256, verify_checkpoint
-from fcnseg.pipeline.infer import ChunkResult, marker_path, process_tiles
+from fcnseg.pipeline.infer import ChunkResult, TileJob, marker_path, process_tiles
 from fcnseg.pipeline.reading import InputError, open_raster, select_bands
 from fcnseg.pipeline.store import create_store
 from fcnseg.pipeline.tiling import Tile, default_halo, iter_tiles
@@ -194,11 +194,9 @@ def run_on_dask(
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()
         group_size = max(1, options.batch_size)
+        job = TileJob(input_path, model_path, model_sha, tuple(bands), options.device, options.batch_size, options.probabilities)
         futures = [
-            client.submit(
-                process_tiles, input_path, model_path, model_sha, store_path, done_dir, tiles[i : i + group_size],
-                bands, options.device, options.batch_size, options.probabilities, pure=False,
-            )
+            client.submit(process_tiles, job, store_path, done_dir, tiles[i : i + group_size], pure=False)
             for i in range(0, len(tiles), group_size)
         ]
         results: list[ChunkResult] = []
