@@ -214,7 +214,7 @@ def segment(
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
     tile: Annotated[int, typer.Option(help="Core chunk size in pixels (multiple of 32).")] = 1024,
     halo: Annotated[Optional[int], typer.Option(help="Context around each tile (multiple of 32); default from the model.")] = None,
-    stitch: Annotated[str, typer.Option(help="crop (keep each tile's core) or blend.")] = "crop",
+    stitch: Annotated[str, typer.Option(help="crop (keep each tile's core) or blend (cross-fade across borders).")] = "crop",
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (default: from the machine).")] = None,

@@ -116,14 +116,22 @@ def process_tiles(job: TileJob, store_path: str, done_dir: str, tiles: Sequence[
         if scores is None:
             results.append(finish_chunk(done_dir, tile, "nodata", 0))
             continue
-        core_scores = scores[(slice(None), *tile.core_in_read)]
-        core_valid = valid[tile.core_in_read]
-        labels = core_scores.argmax(axis=0).astype(np.uint8)
-        labels[~core_valid] = NODATA
-        probs = quantize_probabilities(core_scores, core_valid) if job.probabilities else None
+        labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
         write_chunk(group, tile.core, labels, probs)
-        results.append(finish_chunk(done_dir, tile, "computed", int(core_valid.sum())))
+        results.append(finish_chunk(done_dir, tile, "computed", n_valid))
     return results
+
+
+def core_result(
+    tile: Tile, scores: np.ndarray, valid: np.ndarray, probabilities: bool
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The core's labels (argmax, 255 on nodata), quantised probabilities if asked, valid pixel count."""
+    core_scores = scores[(slice(None), *tile.core_in_read)]
+    core_valid = valid[tile.core_in_read]
+    labels = core_scores.argmax(axis=0).astype(np.uint8)
+    labels[~core_valid] = NODATA
+    probs = quantize_probabilities(core_scores, core_valid) if probabilities else None
+    return labels, probs, int(core_valid.sum())
 
 
 def _same_shape_batches(items: list, batch_size: int) -> list[list]:

@@ -15,25 +15,31 @@ import resource
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 from tqdm import tqdm
 
 from fcnseg.models.checkpoint import file_sha256, verify_checkpoint
+from fcnseg.pipeline.blend import blend_pass1, blend_pass2, create_scratch, ramp_width
 from fcnseg.pipeline.infer import ChunkResult, TileJob, marker_path, process_tiles
 from fcnseg.pipeline.reading import InputError, open_raster, select_bands
 from fcnseg.pipeline.store import create_store
 from fcnseg.pipeline.tiling import Tile, default_halo, iter_tiles
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 log = logging.getLogger(__name__)
 
 STORE_NAME = "labels.zarr"
 RUN_JSON = "run.json"
 STATE_DIR = ".fcnseg-run"
+BLEND_SCRATCH = "blend.zarr"
+PASS1_DIR = "pass1"
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,8 @@ def segment(
     progress: bool = True,
 ) -> RunReport:
     """Segment ``input_path`` into ``out/labels.zarr`` on a Dask cluster (a local one by default)."""
-    if options.stitch != "crop":
-        raise ValueError(f"--stitch {options.stitch} is not available yet; use crop")
+    if options.stitch not in ("crop", "blend"):
+        raise ValueError(f"--stitch must be crop or blend, not {options.stitch!r}")
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     out = Path(out)
@@ -139,14 +145,22 @@ def segment(
     seconds["plan"] = time.perf_counter() - started
     log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d", input_name, width, height, len(tiles), len(reused), options.tile, halo)
 
+    job = TileJob(input_name, str(model_path), model_sha, tuple(bands), options.device, options.batch_size,
+                  options.probabilities)
+    if options.stitch == "crop":
+        submit = crop_submitter(job, todo, str(store_path), str(done_dir))
+    else:
+        submit = blend_submitter(job, tiles, todo, store_path, done_dir, state, (height, width), options, halo,
+                                 card.num_classes)
     results, worker_peaks = run_on_dask(
-        todo, input_name, str(model_path), model_sha, str(store_path), str(done_dir), bands, options,
-        scheduler=scheduler, workers=workers, progress=progress, seconds=seconds,
+        submit, len(todo), scheduler=scheduler, workers=workers, progress=progress, seconds=seconds
     )
 
     finalize_started = time.perf_counter()
     group = zarr.open_group(str(store_path), mode="r+", zarr_format=3)
     group.attrs["fcnseg_complete"] = True
+    shutil.rmtree(state / BLEND_SCRATCH, ignore_errors=True)
+    shutil.rmtree(state / PASS1_DIR, ignore_errors=True)
     with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray reads it
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(str(store_path))
@@ -170,12 +184,69 @@ def segment(
     return report
 
 
+Submitter = Callable[["Client"], list["Future"]]
+
+
+def crop_submitter(job: TileJob, todo: list[Tile], store_path: str, done_dir: str) -> Submitter:
+    """One task per group of ``batch_size`` tiles; each keeps its tiles' cores."""
+    group = max(1, job.batch_size)
+
+    def submit(client):
+        return [
+            client.submit(process_tiles, job, store_path, done_dir, todo[i : i + group], pure=False)
+            for i in range(0, len(todo), group)
+        ]
+
+    return submit
+
+
+def blend_submitter(
+    job: TileJob, tiles: list[Tile], todo: list[Tile], store_path: Path, done_dir: Path, state: Path,
+    shape: tuple[int, int], options: SegmentOptions, halo: int, num_classes: int,
+) -> Submitter:
+    """Pass 1 for every tile a pending chunk needs (itself and its neighbours), then pass 2 per
+    pending chunk, each depending on the pass-1 tasks of its 3x3 neighbourhood."""
+    height, width = shape
+    r = ramp_width(options.tile, halo)
+    scratch, pass1_dir = state / BLEND_SCRATCH, state / PASS1_DIR
+    if not scratch.exists():
+        grid = (max(t.row for t in tiles) + 1, max(t.col for t in tiles) + 1)
+        create_scratch(scratch, height, width, grid, options.tile, r, num_classes, options.probabilities)
+    pass1_dir.mkdir(exist_ok=True)
+    by_index = {(t.row, t.col): t for t in tiles}
+
+    def neighbours(t: Tile) -> list[Tile]:
+        keys = [(t.row + dr, t.col + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+        return [by_index[k] for k in keys if k in by_index]
+
+    needed = {(n.row, n.col): n for t in todo for n in (t, *neighbours(t))}
+    pass1 = [n for key, n in sorted(needed.items()) if not marker_path(pass1_dir, n).exists()]
+    group = max(1, job.batch_size)
+
+    def submit(client):
+        pass1_future = {}
+        for i in range(0, len(pass1), group):
+            batch = pass1[i : i + group]
+            future = client.submit(blend_pass1, job, str(scratch), str(pass1_dir), batch, height, width, r, pure=False)
+            pass1_future.update({(t.row, t.col): future for t in batch})
+        finals = []
+        for t in todo:
+            around = neighbours(t)
+            deps = dict.fromkeys(pass1_future[k] for k in [(n.row, n.col) for n in (t, *around)] if k in pass1_future)
+            finals.append(client.submit(
+                blend_pass2, job, str(scratch), str(store_path), str(done_dir), t, around, height, width, r,
+                *deps, pure=False,
+            ))
+        return finals
+
+    return submit
+
+
 def run_on_dask(
-    tiles: list[Tile], input_path: str, model_path: str, model_sha: str, store_path: str, done_dir: str,
-    bands: list[int], options: SegmentOptions, *, scheduler: str | None, workers: int | None, progress: bool,
+    submit: Submitter, total: int, *, scheduler: str | None, workers: int | None, progress: bool,
     seconds: dict[str, float],
 ) -> tuple[list[ChunkResult], list[float]]:
-    """Submit tiles in small groups; return chunk results and each worker's peak memory (MB).
+    """Run the submitted tasks; return the final chunks' results and each worker's peak memory (MB).
 
     Adds the time to reach the cluster (``cluster``) and to run the tiles (``infer``) to ``seconds``.
     """
@@ -193,15 +264,9 @@ def run_on_dask(
         log.info("Dask dashboard: %s", client.dashboard_link)
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()
-        group_size = max(1, options.batch_size)
-        job = TileJob(input_path, model_path, model_sha, tuple(bands), options.device, options.batch_size, options.probabilities)
-        futures = [
-            client.submit(process_tiles, job, store_path, done_dir, tiles[i : i + group_size], pure=False)
-            for i in range(0, len(tiles), group_size)
-        ]
         results: list[ChunkResult] = []
-        with tqdm(total=len(tiles), desc="segment", unit="chunk", disable=not progress) as bar:
-            for future in as_completed(futures):
+        with tqdm(total=total, desc="segment", unit="chunk", disable=not progress) as bar:
+            for future in as_completed(submit(client)):
                 chunk_results = future.result()
                 results.extend(chunk_results)
                 bar.update(len(chunk_results))

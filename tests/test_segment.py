@@ -193,3 +193,33 @@ def test_segment_command_reports_bad_input_in_one_line(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1 and "missing.tif" in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_blend_weights_sum_to_one_across_every_border():
+    from fcnseg.pipeline.blend import axis_weights, ramp_width
+
+    size, tile, r = 1100, 256, ramp_width(256, 256)
+    cores = [(a, min(a + tile, size)) for a in range(0, size, tile)]
+    total = sum(axis_weights(0, size, core, size, r) for core in cores)
+    assert np.allclose(total, 1.0)
+    inside = axis_weights(0, size, cores[2], size, r)
+    assert inside[cores[2][0] + r : cores[2][1] - r].min() == 1.0  # a core's interior is its own
+    assert inside[: cores[2][0] - r].max() == 0 and inside[cores[2][1] + r :].max() == 0
+
+
+def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster):
+    segment(odd_scene, DEMO_MODEL, tmp_path / "whole", SegmentOptions(tile=736), scheduler=cluster, progress=False)
+    out = tmp_path / "blend"
+    options = SegmentOptions(tile=128, stitch="blend", probabilities=True)
+    segment(odd_scene, DEMO_MODEL, out, options, scheduler=cluster, progress=False)
+    blended = labels_of(out)
+    assert agreement(labels_of(tmp_path / "whole"), blended) >= 0.9999
+    probs = xr.open_zarr(out / "labels.zarr").probabilities.values
+    assert np.allclose(probs.sum(axis=0), 1.0, atol=0.03)  # cross-faded probabilities stay probabilities
+    assert sorted(p.name for p in (out / ".fcnseg-run").iterdir()) == ["done", "parameters.json"]  # scratch gone
+    # forget three chunks: a rerun recomputes them (and the pass-1 tiles they need) identically
+    for marker in sorted((out / ".fcnseg-run" / "done").iterdir())[7:10]:
+        marker.unlink()
+    again = segment(odd_scene, DEMO_MODEL, out, options, scheduler=cluster, progress=False)
+    assert again.chunks["computed"] == 3 and again.chunks["reused"] == 27
+    assert np.array_equal(labels_of(out), blended)

@@ -1,0 +1,168 @@
+"""``--stitch blend``: neighbouring tiles' class probabilities cross-faded across chunk borders.
+
+Across each border between two cores lies a zone of 2r pixels (r on each side), covered by both
+tiles' read windows (r <= halo). There the two tiles' probabilities are mixed with linear ramps
+that sum to one; in 2-D a tile's weight is the product of its row and column ramps, so the
+weights of the up to four tiles covering a pixel still sum to one. Away from the borders a chunk
+is simply its own tile's core.
+
+Two passes keep the chunk the unit of work, with bounded memory and no locks:
+
+* pass 1, per tile: run the model; write the core's labels (and probabilities) to scratch, and
+  the tile's weighted probabilities over its *ring* (pixels within r of its core's border, inside
+  and outside the core) to a scratch array indexed by the tile (zero chunks are not stored);
+* pass 2, per chunk, after pass 1 of its 3x3 neighbourhood: add up the ring contributions that
+  fall in the chunk, take the argmax there, and write the final chunk.
+
+Pass 1 writes scratch only, so running any task twice (a dead worker, a resumed run) is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+from rasterio.windows import Window
+
+from fcnseg.pipeline.infer import ChunkResult, TileJob, core_result, finish_chunk, predicted_tiles
+from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
+from fcnseg.pipeline.tiling import Tile
+
+RING = "ring"
+#: The widest cross-fade: wider zones cost scratch space (ring strips are stored per tile).
+MAX_RAMP = 64
+
+
+def ramp_width(tile: int, halo: int) -> int:
+    """r: half the cross-fade zone. Within the halo, at most half a tile, at most MAX_RAMP."""
+    return max(0, min(halo, tile // 2, MAX_RAMP))
+
+
+def axis_weights(start: int, stop: int, core: tuple[int, int], size: int, r: int) -> np.ndarray:
+    """A tile's weights along one axis for coordinates [start, stop): 1 inside its core, linear
+    ramps across the zones [a - r, a + r) and [b - r, b + r) at borders shared with a neighbour."""
+    a, b = core
+    u = np.arange(start, stop, dtype=np.float64) + 0.5
+    up = np.ones_like(u) if a == 0 else np.clip((u - (a - r)) / (2 * r), 0, 1)
+    down = np.ones_like(u) if b == size else np.clip(((b + r) - u) / (2 * r), 0, 1)
+    return (up * down).astype(np.float32)
+
+
+def extended(tile: Tile, height: int, width: int, r: int) -> Window:
+    """The tile's core grown by r on every side that has a neighbour: where its weight is > 0."""
+    c0, r0 = int(tile.core.col_off), int(tile.core.row_off)
+    c1, r1 = c0 + int(tile.core.width), r0 + int(tile.core.height)
+    c0, r0 = max(0, c0 - r), max(0, r0 - r)
+    c1, r1 = min(width, c1 + r), min(height, r1 + r)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def ring_mask(window: Window, core: Window, height: int, width: int, r: int) -> np.ndarray:
+    """True over ``window`` where a pixel is within r of a border of ``core`` shared with a neighbour."""
+    rows = np.arange(int(window.row_off), int(window.row_off + window.height))
+    cols = np.arange(int(window.col_off), int(window.col_off + window.width))
+    a, b = int(core.row_off), int(core.row_off + core.height)
+    c, d = int(core.col_off), int(core.col_off + core.width)
+    near_row = ((rows < a + r) & (a > 0)) | ((rows >= b - r) & (b < height))
+    near_col = ((cols < c + r) & (c > 0)) | ((cols >= d - r) & (d < width))
+    inside_rows = (rows >= a - r if a > 0 else rows >= a) & (rows < b + r if b < height else rows < b)
+    inside_cols = (cols >= c - r if c > 0 else cols >= c) & (cols < d + r if d < width else cols < d)
+    return (near_row[:, None] | near_col[None, :]) & inside_rows[:, None] & inside_cols[None, :]
+
+
+def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], tile: int, r: int,
+                   num_classes: int, probabilities: bool) -> None:
+    """Scratch for pass 1: core labels (and probabilities) on the chunk grid, and per-tile ring
+    contributions (probabilities x weight, then the weight) of which only the ring is ever stored."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.create_array(LABELS, shape=(height, width), dtype="uint8", chunks=(tile, tile), fill_value=NODATA)
+    if probabilities:
+        group.create_array(PROBABILITIES, shape=(num_classes, height, width), dtype="uint8",
+                           chunks=(num_classes, tile, tile), fill_value=NODATA)
+    side = tile + 2 * r
+    zone = max(32, 2 * r)
+    group.create_array(RING, shape=(*grid, num_classes + 1, side, side), dtype="float32", fill_value=0.0,
+                       chunks=(1, 1, num_classes + 1, zone, zone))
+
+
+def blend_pass1(job: TileJob, scratch: str, pass1_dir: str, tiles: Sequence[Tile],
+                height: int, width: int, r: int) -> list[ChunkResult]:
+    """Run the model on ``tiles``; store their core results and ring contributions in scratch."""
+    interior = zarr.open_group(scratch, mode="r+", zarr_format=3)
+    ring_array = interior[RING]
+    results = []
+    for tile, scores, valid in predicted_tiles(job, tiles):
+        if scores is None:
+            results.append(finish_chunk(pass1_dir, tile, "nodata", 0))
+            continue
+        if r > 0:
+            write_ring(ring_array, tile, scores, valid, height, width, r)
+        labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
+        write_chunk(interior, tile.core, labels, probs)
+        results.append(finish_chunk(pass1_dir, tile, "computed", n_valid))
+    return results
+
+
+def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np.ndarray,
+               height: int, width: int, r: int) -> None:
+    """Store the tile's weighted probabilities and weights over its ring (zero elsewhere, not stored)."""
+    ext = extended(tile, height, width, r)
+    rows = slice(int(ext.row_off - tile.read.row_off), int(ext.row_off - tile.read.row_off + ext.height))
+    cols = slice(int(ext.col_off - tile.read.col_off), int(ext.col_off - tile.read.col_off + ext.width))
+    core_rows = (int(tile.core.row_off), int(tile.core.row_off + tile.core.height))
+    core_cols = (int(tile.core.col_off), int(tile.core.col_off + tile.core.width))
+    weight = (
+        axis_weights(int(ext.row_off), int(ext.row_off + ext.height), core_rows, height, r)[:, None]
+        * axis_weights(int(ext.col_off), int(ext.col_off + ext.width), core_cols, width, r)[None, :]
+    )
+    weight = weight * valid[rows, cols]  # nodata pixels contribute nothing
+    contribution = np.concatenate([scores[:, rows, cols] * weight, weight[None]], axis=0)
+    contribution[:, ~ring_mask(ext, tile.core, height, width, r)] = 0.0
+    ring_array[tile.row, tile.col, :, : int(ext.height), : int(ext.width)] = contribution
+
+
+def blend_pass2(job: TileJob, scratch: str, final_store: str, done_dir: str, tile: Tile,
+                neighbours: Sequence[Tile], height: int, width: int, r: int, *_pass1: object) -> list[ChunkResult]:
+    """The final chunk: the tile's own core, with the ring cross-faded with its neighbours'.
+
+    ``_pass1`` are the results of the pass-1 tasks this chunk needs: passing them makes Dask run
+    this task after them (and rerun them, should a worker holding them die first).
+    """
+    scratch_group = zarr.open_group(scratch, mode="r", zarr_format=3)
+    core = tile.core
+    rows = slice(int(core.row_off), int(core.row_off + core.height))
+    cols = slice(int(core.col_off), int(core.col_off + core.width))
+    labels = scratch_group[LABELS][rows, cols]
+    valid = labels != NODATA
+    if not valid.any():
+        return [finish_chunk(done_dir, tile, "nodata", 0)]
+    probs = scratch_group[PROBABILITIES][:, rows, cols] if job.probabilities else None
+
+    ring_array = scratch_group[RING]
+    total = np.zeros((ring_array.shape[2], int(core.height), int(core.width)), dtype=np.float32)
+    for other in (tile, *neighbours):
+        ext = extended(other, height, width, r)
+        overlap = ext.intersection(core) if _intersects(ext, core) else None
+        if overlap is None:
+            continue
+        src_r, src_c = int(overlap.row_off - ext.row_off), int(overlap.col_off - ext.col_off)
+        dst_r, dst_c = int(overlap.row_off - core.row_off), int(overlap.col_off - core.col_off)
+        h, w = int(overlap.height), int(overlap.width)
+        total[:, dst_r : dst_r + h, dst_c : dst_c + w] += ring_array[other.row, other.col, :, src_r : src_r + h, src_c : src_c + w]
+    weight = total[-1]
+    blended = ring_mask(core, core, height, width, r) & valid & (weight > 0)
+    labels[blended] = total[:-1].argmax(axis=0)[blended]
+    if probs is not None:
+        mixed = total[:-1] / np.maximum(weight, 1e-12)
+        probs[:, blended] = quantize_probabilities(mixed, blended)[:, blended]
+    write_chunk(open_store(final_store), core, labels, probs)
+    return [finish_chunk(done_dir, tile, "computed", int(valid.sum()))]
+
+
+def _intersects(a: Window, b: Window) -> bool:
+    return (
+        a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width
+        and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height
+    )
