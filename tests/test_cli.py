@@ -139,3 +139,10 @@ def test_synth_command_writes_a_scene_and_refuses_a_tiny_size(tmp_path):
         assert (src.width, src.height, src.count) == (200, 200, 4)
     tiny = fcnseg("synth", tmp_path / "t", "--size", 8, check=False)
     assert tiny.returncode == 1 and "--size" in tiny.stderr and not (tmp_path / "t" / "image.tif").exists()
+
+
+def test_bench_model_prints_the_models_throughput():
+    result = fcnseg("bench-model", "--tile", 64, "--batch-size", 2, "--iterations", 1, "--device", "cpu")
+    report = json.loads(result.stdout)
+    assert report["arch"] == "fcn8s" and report["tile"] == 64 and report["device"] == "cpu"
+    assert report["megapixels_per_second"] > 0
