@@ -222,6 +222,7 @@ def segment(
     probabilities: Annotated[bool, typer.Option(help="Also store class probabilities.")] = False,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run with another model or parameters.")] = False,
+    cog: Annotated[bool, typer.Option(help="Also write labels.tif (and probabilities.tif) as Cloud-Optimized GeoTIFF.")] = True,
 ) -> None:
     """Segment a raster of any size by tiles on Dask into OUT/labels.zarr (resumable)."""
     from fcnseg.models import DEMO_MODEL
@@ -233,7 +234,7 @@ def segment(
             raise ValueError(f"--stitch must be crop or blend, got {stitch!r}")
         options = SegmentOptions(
             tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device,
-            probabilities=probabilities, bands=tuple(csv_ints(bands)) if bands else None,
+            probabilities=probabilities, bands=tuple(csv_ints(bands)) if bands else None, cog=cog,
         )
         report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, workers=workers, overwrite=overwrite)
     log.info(

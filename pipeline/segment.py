@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from fcnseg.models.checkpoint import file_sha256, verify_checkpoint
 from fcnseg.pipeline.blend import blend_pass1, blend_pass2, create_scratch, ramp_width
+from fcnseg.pipeline.cog import export_labels_cog, export_probabilities_cog
 from fcnseg.pipeline.infer import ChunkResult, TileJob, marker_path, process_tiles
 from fcnseg.pipeline.reading import InputError, open_raster, select_bands
 from fcnseg.pipeline.store import create_store
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORE_NAME = "labels.zarr"
+LABELS_COG = "labels.tif"
+PROBABILITIES_COG = "probabilities.tif"
 RUN_JSON = "run.json"
 STATE_DIR = ".fcnseg-run"
 BLEND_SCRATCH = "blend.zarr"
@@ -51,6 +54,7 @@ class SegmentOptions:
     device: str = "auto"
     probabilities: bool = False
     bands: tuple[int, ...] | None = None
+    cog: bool = True  # labels.tif (and probabilities.tif) beside labels.zarr
 
 
 @dataclass
@@ -88,7 +92,7 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> tu
             raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite to replace it")
     elif (out / STORE_NAME).exists() and not overwrite:
         raise OutputConflict(f"{out}: holds a {STORE_NAME} that fcnseg did not record; use --overwrite to replace it")
-    for stale in (out / RUN_JSON, out / STORE_NAME, state):
+    for stale in (out / RUN_JSON, out / STORE_NAME, out / LABELS_COG, out / PROBABILITIES_COG, state):
         if stale.is_dir():
             shutil.rmtree(stale)
         else:
@@ -165,6 +169,12 @@ def segment(
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(str(store_path))
     seconds["finalize"] = time.perf_counter() - finalize_started
+    if options.cog:
+        export_started = time.perf_counter()
+        export_labels_cog(store_path, out / LABELS_COG)
+        if options.probabilities:
+            export_probabilities_cog(store_path, out / PROBABILITIES_COG)
+        seconds["export"] = time.perf_counter() - export_started
     seconds["total"] = time.perf_counter() - started
 
     chunks = {

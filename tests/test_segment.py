@@ -130,6 +130,11 @@ def test_zarr_carries_crs_transform_and_shape(tmp_path, cluster, crs, transform)
     assert ds.labels.attrs["class_names"][0] == "water"
     probs = ds.probabilities.values
     assert probs.shape == (6, 150, 210) and np.allclose(probs.sum(axis=0), 1.0, atol=0.03)
+    with rasterio.open(tmp_path / "out" / "labels.tif") as cog, rasterio.open(image) as src:
+        assert (cog.crs, cog.transform, cog.shape) == (src.crs, src.transform, src.shape)
+        assert np.array_equal(cog.read(1), ds.labels.values)
+    with rasterio.open(tmp_path / "out" / "probabilities.tif") as cog:
+        assert cog.count == 6
 
 
 def test_nodata_collar_gets_255_exactly_and_empty_tiles_are_skipped(tmp_path, cluster):
