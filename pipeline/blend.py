@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from rasterio.windows import Window
+from rasterio.windows import Window, intersect
 
 from fcnseg.pipeline.infer import ChunkResult, TileJob, core_result, finish_chunk, predicted_tiles
 from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
@@ -90,7 +90,7 @@ def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], t
 def blend_pass1(job: TileJob, scratch: str, pass1_dir: str, tiles: Sequence[Tile],
                 height: int, width: int, r: int) -> list[ChunkResult]:
     """Run the model on ``tiles``; store their core results and ring contributions in scratch."""
-    interior = zarr.open_group(scratch, mode="r+", zarr_format=3)
+    interior = open_store(scratch)
     ring_array = interior[RING]
     results = []
     for tile, scores, valid in predicted_tiles(job, tiles):
@@ -130,10 +130,9 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, done_dir: str, til
     ``_pass1`` are the results of the pass-1 tasks this chunk needs: passing them makes Dask run
     this task after them (and rerun them, should a worker holding them die first).
     """
-    scratch_group = zarr.open_group(scratch, mode="r", zarr_format=3)
+    scratch_group = open_store(scratch, mode="r")
     core = tile.core
-    rows = slice(int(core.row_off), int(core.row_off + core.height))
-    cols = slice(int(core.col_off), int(core.col_off + core.width))
+    rows, cols = core.toslices()
     labels = scratch_group[LABELS][rows, cols]
     valid = labels != NODATA
     if not valid.any():
@@ -144,9 +143,9 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, done_dir: str, til
     total = np.zeros((ring_array.shape[2], int(core.height), int(core.width)), dtype=np.float32)
     for other in (tile, *neighbours):
         ext = extended(other, height, width, r)
-        overlap = ext.intersection(core) if _intersects(ext, core) else None
-        if overlap is None:
+        if not intersect(ext, core):
             continue
+        overlap = ext.intersection(core)
         src_r, src_c = int(overlap.row_off - ext.row_off), int(overlap.col_off - ext.col_off)
         dst_r, dst_c = int(overlap.row_off - core.row_off), int(overlap.col_off - core.col_off)
         h, w = int(overlap.height), int(overlap.width)
@@ -160,9 +159,3 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, done_dir: str, til
     write_chunk(open_store(final_store), core, labels, probs)
     return [finish_chunk(done_dir, tile, "computed", int(valid.sum()))]
 
-
-def _intersects(a: Window, b: Window) -> bool:
-    return (
-        a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width
-        and a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height
-    )

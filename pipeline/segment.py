@@ -28,7 +28,7 @@ from fcnseg.pipeline.blend import blend_pass1, blend_pass2, create_scratch, ramp
 from fcnseg.pipeline.cog import export_labels_cog, export_probabilities_cog
 from fcnseg.pipeline.infer import ChunkResult, TileJob, marker_path, process_tiles
 from fcnseg.pipeline.reading import InputError, open_raster, select_bands
-from fcnseg.pipeline.store import create_store
+from fcnseg.pipeline.store import create_store, open_store
 from fcnseg.pipeline.tiling import Tile, default_halo, iter_tiles
 
 if TYPE_CHECKING:
@@ -161,8 +161,7 @@ def segment(
     )
 
     finalize_started = time.perf_counter()
-    group = zarr.open_group(str(store_path), mode="r+", zarr_format=3)
-    group.attrs["fcnseg_complete"] = True
+    open_store(store_path).attrs["fcnseg_complete"] = True
     shutil.rmtree(state / BLEND_SCRATCH, ignore_errors=True)
     shutil.rmtree(state / PASS1_DIR, ignore_errors=True)
     with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray reads it
