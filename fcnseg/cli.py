@@ -219,12 +219,18 @@ def segment(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (default: from the machine).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler, tcp://HOST:PORT.")] = None,
+    cluster_spec: Annotated[Optional[str], typer.Option(help="Dask cluster to start: deploy/clusters/NAME.yaml or a path.")] = None,
     probabilities: Annotated[bool, typer.Option(help="Also store class probabilities.")] = False,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run with another model or parameters.")] = False,
-    cog: Annotated[bool, typer.Option(help="Also write labels.tif (and probabilities.tif) as Cloud-Optimized GeoTIFF.")] = True,
+    cog: Annotated[bool, typer.Option(help="Write labels.tif (and probabilities.tif) as Cloud-Optimized GeoTIFF.")] = True,
+    polygons: Annotated[bool, typer.Option(help="Write polygons.parquet and polygons.gpkg (regions merged across chunks).")] = True,
+    simplify: Annotated[float, typer.Option(help="Simplify polygons (topology-preserving) by this tolerance, CRS units; 0 = exact pixel edges.")] = 0.0,
+    min_area: Annotated[float, typer.Option(help="Leave out polygons smaller than this, m².")] = 0.0,
+    quicklook: Annotated[bool, typer.Option(help="Write quicklook.png (image, labels, legend).")] = True,
+    stac: Annotated[bool, typer.Option(help="Write item.json (a STAC Item of the outputs).")] = True,
 ) -> None:
-    """Segment a raster of any size by tiles on Dask into OUT/labels.zarr (resumable)."""
+    """Segment a raster of any size by tiles on Dask into OUT: labels.zarr, labels.tif, polygons, quicklook, item.json (resumable)."""
     from fcnseg.models import DEMO_MODEL
     from fcnseg.pipeline.segment import SegmentOptions
     from fcnseg.pipeline.segment import segment as run_segment
@@ -235,13 +241,40 @@ def segment(
         options = SegmentOptions(
             tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device,
             probabilities=probabilities, bands=tuple(csv_ints(bands)) if bands else None, cog=cog,
+            polygons=polygons, simplify=simplify, min_area=min_area, quicklook=quicklook, stac=stac,
         )
-        report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, workers=workers, overwrite=overwrite)
-    log.info(
-        "wrote %s: %d chunks (%d computed, %d nodata, %d reused), %.2f MP/s, peak %.0f MB",
-        report.out / "labels.zarr", report.chunks["total"], report.chunks["computed"],
-        report.chunks["skipped_nodata"], report.chunks["reused"], report.megapixels_per_second, report.peak_memory_mb,
-    )
+        report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, cluster_spec=cluster_spec,
+                             workers=workers, overwrite=overwrite)
+    print_report(report)
+
+
+def print_report(report) -> None:
+    """Where the outputs are and how much of each class the scene holds."""
+    if report.skipped:
+        console.print(f"{report.out}: already complete for this model and these parameters; nothing to do")
+    else:
+        chunks = report.chunks
+        console.print(
+            f"{chunks['total']} chunks ({chunks['computed']} computed, {chunks['skipped_nodata']} nodata, "
+            f"{chunks['reused']} reused), {report.megapixels_per_second:.2f} MP/s, peak {report.peak_memory_mb:.0f} MB"
+        )
+    for name in report.files:
+        console.print(f"  {report.out / name}")
+    console.print(class_area_table("class areas", report.class_areas))
+
+
+def class_area_table(title: str, classes: list[dict]) -> Table:
+    """Per-class pixels, area and share, with a total row (what `segment` and `query` print)."""
+    table = Table(title=title, show_footer=True)
+    valid = sum(c["pixels"] for c in classes)
+    table.add_column("id", "", justify="right")
+    table.add_column("class", "total")
+    table.add_column("pixels", f"{valid:,}", justify="right")
+    table.add_column("area m²", f"{sum(c['area_m2'] for c in classes):,.2f}", justify="right")
+    table.add_column("share %", "100.00" if valid else "-", justify="right")
+    for c in classes:
+        table.add_row(str(c["class_id"]), c["class_name"], f"{c['pixels']:,}", f"{c['area_m2']:,.2f}", f"{100 * c['share']:.2f}")
+    return table
 
 
 @app.command("bench-model")
@@ -264,3 +297,47 @@ def bench_model(
     typer.echo(json.dumps({"model": str(model or DEMO_MODEL), "arch": card.arch, "width": card.width,
                            "device": str(torch_device), "tile": tile, "batch_size": batch_size,
                            "megapixels_per_second": round(mps, 3)}))
+
+
+@app.command()
+def query(
+    raster: Annotated[str, typer.Argument(help="labels.tif, labels.zarr, or any single-band class raster with nodata.")],
+    bbox: Annotated[Optional[tuple[float, float, float, float]], typer.Option(help="Box MINX MINY MAXX MAXY (in --bbox-crs).")] = None,
+    bbox_crs: Annotated[Optional[str], typer.Option("--bbox-crs", "--crs", help="CRS of --bbox or --point, e.g. EPSG:4326 (default: the raster's).")] = None,
+    aoi: Annotated[Optional[str], typer.Option(help="Area of interest: a vector file (GeoPackage, GeoJSON, Shapefile...) in any CRS.")] = None,
+    point: Annotated[Optional[tuple[float, float]], typer.Option(help="The class at X Y (in --bbox-crs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """How much of each class is in a box, an area of interest (pixel centres inside), at a point, or everywhere."""
+    from fcnseg.pipeline.query import query_classes
+
+    with clear_errors():
+        given = [name for name, value in (("--bbox", bbox), ("--aoi", aoi), ("--point", point)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
+        if bbox_crs is not None and bbox is None and point is None:
+            raise ValueError("--bbox-crs (--crs) applies to --bbox or --point; give one of them")
+        result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    print_query(result)
+
+
+def print_query(result) -> None:
+    """Per-class pixels, area and share as a table, with a total row."""
+    data, sel = result.to_dict(), result.selection
+    where = {
+        "raster": "whole raster",
+        "bbox": f"bbox {' '.join(f'{v:g}' for v in sel.get('bbox', []))} ({sel.get('crs')})",
+        "aoi": f"area of interest {sel.get('path')}",
+        "point": f"point {sel.get('x')} {sel.get('y')} ({sel.get('crs')})",
+    }[sel["type"]]
+    if "point" in data:
+        where += f": row {data['point']['row']}, col {data['point']['col']}"
+    table = class_area_table(f"{data['raster']}, {where}", data["classes"])
+    if data.get("nodata"):
+        table.caption = "nodata at this point"
+    elif data["nodata_pixels"]:
+        table.caption = f"{data['nodata_pixels']:,} nodata pixels left out"
+    Console().print(table)

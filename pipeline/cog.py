@@ -53,7 +53,7 @@ def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
     colormap[NODATA] = (0, 0, 0, 0)
 
     def write_bands(dst) -> None:
-        for window in _blocks(*labels.shape, labels.chunks):
+        for window in chunk_windows(*labels.shape, labels.chunks):
             rows, cols = window.toslices()
             dst.write(labels[rows, cols], 1, window=window)
         dst.write_colormap(1, colormap)
@@ -71,7 +71,7 @@ def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Pa
     names = probs.attrs["class_names"]
 
     def write_bands(dst) -> None:
-        for window in _blocks(*probs.shape[1:], probs.chunks[1:]):
+        for window in chunk_windows(*probs.shape[1:], probs.chunks[1:]):
             rows, cols = window.toslices()
             dst.write(probs[:, rows, cols], window=window)
         for i, name in enumerate(names, start=1):
@@ -82,7 +82,7 @@ def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Pa
     return _write_cog(group, out_path, len(names), "uint8", write_bands, resampling=Resampling.average)
 
 
-def _blocks(height: int, width: int, chunks: tuple[int, ...]):
+def chunk_windows(height: int, width: int, chunks: tuple[int, ...]):
     """Windows that follow the store's chunks: each read touches one chunk."""
     ch, cw = chunks[-2:]
     for r in range(0, height, ch):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
+from peak_memory import step_extra_mb
 from rasterio.crs import CRS
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
@@ -76,48 +75,9 @@ def test_probabilities_cog_has_one_band_per_class(tmp_path):
         assert np.array_equal(src.read(2), (labels == 1) * 254)
 
 
-EXPORT_SCRIPT = """
-import sys
-import numpy as np
-from pathlib import Path
-from affine import Affine
-from rasterio.crs import CRS
-from rasterio.windows import Window
-from fcnseg.pipeline.cog import export_labels_cog
-from fcnseg.pipeline.store import create_store, write_chunk
-out, side = Path(sys.argv[1]), int(sys.argv[2])
-group = create_store(out / "s.zarr", height=side, width=side, crs=CRS.from_epsg(32633),
-                     transform=Affine(1, 0, 0, 0, -1, 0), chunk=512, class_names=["a", "b", "c"],
-                     class_colors=[(0, 0, 0)] * 3, attrs={})
-block = np.random.default_rng(0).integers(0, 3, (512, 512), dtype=np.uint8)
-for r in range(0, side, 512):
-    for c in range(0, side, 512):
-        write_chunk(group, Window(c, r, 512, 512), np.roll(block, r + c))
-def high_water_mb():
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024
-def rss_mb():
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
-del group, block
-Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark: measure the export alone
-before = rss_mb()
-export_labels_cog(out / "s.zarr", out / "s.tif")
-print(high_water_mb() - before)
-"""
-
-
-def export_extra_mb(folder: Path, side: int) -> float:
-    """How far exporting a side x side store raises a fresh process's peak memory (MB)."""
-    folder.mkdir()
-    result = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, str(folder), str(side)],
-                            capture_output=True, text=True, check=True)
-    return float(result.stdout.split()[-1])
-
-
 def test_cog_export_memory_stays_flat(tmp_path):
-    small = export_extra_mb(tmp_path / "small", 2048)
-    large = export_extra_mb(tmp_path / "large", 8192)
+    small = step_extra_mb(tmp_path / "small", 2048, "cog")
+    large = step_extra_mb(tmp_path / "large", 8192, "cog")
     # 16x the pixels: the large map alone is 64 MB as uint8, so holding it would show. Measured:
-    # 26 -> 50 MB, GDAL's capped block cache filling up (4096 -> 8192 adds only 3 MB)
+    # 26 -> 49 MB, GDAL's capped block cache filling up (4096 -> 8192 adds only 3 MB)
     assert large < small + 32, (small, large)

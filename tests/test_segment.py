@@ -235,3 +235,30 @@ def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster):
     again = segment(odd_scene, DEMO_MODEL, out, options, scheduler=cluster, progress=False)
     assert again.chunks["computed"] == 3 and again.chunks["reused"] == 27
     assert np.array_equal(labels_of(out), blended)
+
+
+def test_every_output_for_analysts_and_a_complete_rerun_is_a_no_op(tmp_path, cluster):
+    import geopandas as gpd
+
+    from fcnseg.pipeline.stac import validate_stac_item
+
+    image, _ = write_scene(tmp_path / "scene", 320, seed=9, collar=40)
+    out = tmp_path / "out"
+    report = segment(image, DEMO_MODEL, out, SegmentOptions(tile=96), scheduler=cluster, progress=False)
+    names = ["labels.zarr", "labels.tif", "quicklook.png", "polygons.parquet", "polygons.gpkg", "item.json"]
+    assert report.files == names and all((out / n).exists() for n in names)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*names, "run.json"])
+    labels = labels_of(out)
+    polygons = gpd.read_parquet(out / "polygons.parquet")
+    for entry in report.class_areas:  # polygons, class areas and the label map agree exactly
+        count = int((labels == entry["class_id"]).sum())
+        assert entry["pixels"] == count == polygons[polygons.class_id == entry["class_id"]].pixels.sum()
+    validate_stac_item(out / "item.json")
+    item = json.loads((out / "item.json").read_text())
+    assert set(item["assets"]) == {"labels", "labels_zarr", "quicklook", "polygons_parquet", "polygons_gpkg", "run"}
+    again = segment(image, DEMO_MODEL, out, SegmentOptions(tile=96), scheduler="tcp://127.0.0.1:9", progress=False)
+    assert again.skipped and again.class_areas == report.class_areas  # never reached the (dead) scheduler
+    fewer = SegmentOptions(tile=96, polygons=False, quicklook=False, stac=False)
+    third = segment(image, DEMO_MODEL, out, fewer, scheduler=cluster, progress=False)
+    assert third.chunks["reused"] == third.chunks["total"] and third.files == ["labels.zarr", "labels.tif"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["labels.tif", "labels.zarr", "run.json"]

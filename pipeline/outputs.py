@@ -1,0 +1,16 @@
+"""The files of one output folder, by name: every stage and reader agrees on them here.
+
+Kept free of heavy imports so that readers (STAC, query) can use the names without the
+Dask/torch stack.
+"""
+
+STORE_NAME = "labels.zarr"
+LABELS_COG = "labels.tif"
+PROBABILITIES_COG = "probabilities.tif"
+POLYGONS_PARQUET = "polygons.parquet"
+POLYGONS_GPKG = "polygons.gpkg"
+QUICKLOOK_PNG = "quicklook.png"
+ITEM_JSON = "item.json"
+RUN_JSON = "run.json"
+#: Resume state: parameters.json and one marker per finished chunk.
+STATE_DIR = ".fcnseg-run"

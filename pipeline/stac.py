@@ -1,0 +1,485 @@
+"""OUT/item.json: a STAC 1.1.0 Item that describes one fcnseg output folder.
+
+Catalogues, QGIS and STAC browsers find an output by its footprint and time, and learn from the
+item which files hold what (labels, probabilities, polygons, quicklook, run record), how the
+labels are coded (classification extension: value, name, colour, nodata 255) and on which grid
+(projection extension: code or WKT2, shape, transform, native bbox), without opening a raster.
+
+Everything is read from what is already on disk, never from the full-resolution data: the grid
+from the Zarr store's grid mapping (or labels.tif's header), the classes from the store's
+attributes (or labels.tif's tags), the model and parameters from run.json (or the store's
+attributes). The item is validated offline (stac-pydantic for the core Item, plus the rules of
+the two extension schemas that matter here) before it is written, and it is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import rasterio
+import stac_pydantic
+from affine import Affine
+from PIL import Image
+from pydantic import ValidationError
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.transform import array_bounds
+from rasterio.warp import transform as warp_transform
+
+from fcnseg.pipeline.cog import store_geometry
+from fcnseg.pipeline.outputs import (
+    ITEM_JSON,
+    LABELS_COG,
+    POLYGONS_GPKG,
+    POLYGONS_PARQUET,
+    PROBABILITIES_COG,
+    QUICKLOOK_PNG,
+    RUN_JSON,
+    STORE_NAME,
+)
+from fcnseg.pipeline.store import LABELS, NODATA, open_store
+
+log = logging.getLogger(__name__)
+
+STAC_VERSION = "1.1.0"
+PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+CLASSIFICATION_EXTENSION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+#: The STAC Zarr best practice (radiantearth/stac-best-practices, 2025): versioned ``application/vnd.zarr``.
+ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
+
+#: Points per footprint edge (corners included): a projected edge is curved in lon/lat, so the
+#: polygon follows it closely enough that the bbox computed from it contains the raster.
+EDGE_POINTS = 21
+
+#: classification v2.0.0: ``name`` must match this; ``color_hint`` is six hex digits.
+CLASS_NAME_PATTERN = re.compile(r"^[0-9A-Za-z_-]+$")
+COLOR_HINT_PATTERN = re.compile(r"^[0-9A-Fa-f]{6}$")
+ID_PATTERN = re.compile(r"[^0-9A-Za-z._-]+")
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """How one file of the output folder appears in the item, when it exists."""
+
+    key: str
+    filename: str
+    media_type: str
+    roles: tuple[str, ...]
+    title: str
+    classes: bool = False  # carries classification:classes (the label rasters)
+
+
+ASSETS: tuple[AssetSpec, ...] = (
+    AssetSpec("labels", LABELS_COG, COG_MEDIA_TYPE, ("data",),
+              "Class labels (COG, uint8, 255 = nodata)", classes=True),
+    AssetSpec("probabilities", PROBABILITIES_COG, COG_MEDIA_TYPE, ("data",),
+              "Class probabilities (COG, one uint8 band per class, p * 254, 255 = nodata)"),
+    AssetSpec("labels_zarr", STORE_NAME, ZARR_MEDIA_TYPE, ("data",),
+              "Label store (Zarr v3, CF grid mapping)", classes=True),
+    AssetSpec("polygons_parquet", POLYGONS_PARQUET, "application/vnd.apache.parquet", ("data",),
+              "Class polygons (GeoParquet)"),
+    AssetSpec("polygons_gpkg", POLYGONS_GPKG, "application/geopackage+sqlite3", ("data",),
+              "Class polygons (GeoPackage)"),
+    AssetSpec("quicklook", QUICKLOOK_PNG, "image/png", ("overview", "visual"),
+              "Quicklook: image with the labels overlaid, and a legend"),
+    AssetSpec("run", RUN_JSON, "application/json", ("metadata",), "fcnseg run record"),
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The output grid: every output shares the input's CRS, transform and shape."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_stac_item(
+    out_dir: str | Path,
+    *,
+    input_path: str | Path,
+    model_sha256: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    created: datetime | None = None,
+    acquired: datetime | None = None,
+) -> dict[str, Any]:
+    """The STAC Item (a JSON-ready dict) for the output folder ``out_dir``; validated.
+
+    ``input_path`` names the segmented raster: the item id comes from its file stem (so a
+    rerun gives the same id) and its TIFFTAG_DATETIME, when set, becomes ``datetime``.
+    ``model_sha256`` and ``parameters`` default to run.json's (then to the store's attributes);
+    ``created`` (default: now) is also the ``datetime`` when the input has no time of its own;
+    ``acquired``, when given, is the ``datetime`` and the input is not opened at all.
+    """
+    out_dir = Path(out_dir)
+    created = _utc(created or datetime.now(UTC))
+    grid, names, colors, store_attrs = _read_output(out_dir)
+    run = _read_run_json(out_dir / RUN_JSON)
+    model_sha256 = model_sha256 or run.get("model_sha256") or store_attrs.get("model_sha256")
+    if parameters is None:
+        parameters = run.get("parameters") or store_attrs.get("parameters")
+
+    geometry, bbox = footprint(grid)
+    properties: dict[str, Any] = {
+        "title": f"fcnseg segmentation of {_input_name(input_path)}",
+        "datetime": _iso(acquired or _input_datetime(input_path) or created),
+        "created": _iso(created),
+        **_projection_fields(grid),
+    }
+    if model_sha256:
+        properties["fcnseg:model_sha256"] = model_sha256
+    if parameters is not None:
+        properties["fcnseg:parameters"] = dict(parameters)
+
+    classes = class_entries(names, colors) if names else None
+    extensions = [PROJECTION_EXTENSION] + ([CLASSIFICATION_EXTENSION] if classes else [])
+    item = {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": extensions,
+        "id": item_id(input_path),
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": properties,
+        "links": _links(input_path),
+        "assets": _assets(out_dir, grid, classes),
+    }
+    check_stac_item(item)
+    return item
+
+
+def write_stac_item(
+    out_dir: str | Path,
+    *,
+    input_path: str | Path,
+    model_sha256: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    created: datetime | None = None,
+    acquired: datetime | None = None,
+) -> Path:
+    """Build, validate and write ``out_dir/item.json`` atomically (a reader never sees half a file).
+
+    Run it last (after quicklook.png, polygons, run.json): the item lists only files that exist.
+    """
+    out_dir = Path(out_dir)
+    item = build_stac_item(out_dir, input_path=input_path, model_sha256=model_sha256,
+                           parameters=parameters, created=created, acquired=acquired)
+    target = out_dir / ITEM_JSON
+    tmp = out_dir / f".{ITEM_JSON}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(item, indent=2) + "\n")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote STAC item %s (%d assets)", target, len(item["assets"]))
+    return target
+
+
+def validate_stac_item(path: str | Path) -> None:
+    """Validate a written item.json offline; ValueError says what is wrong.
+
+    Beyond the schema checks, every relative asset href must name a file beside the item: an
+    item whose links dangle is worse than none.
+    """
+    path = Path(path)
+    try:
+        item = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON file: {e}") from e
+    try:
+        check_stac_item(item)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+    for key, asset in item.get("assets", {}).items():
+        href = asset["href"]
+        if not urlsplit(href).scheme and not (path.parent / href).exists():
+            raise ValueError(f"{path}: asset {key!r} points to {href}, which does not exist")
+
+
+def check_stac_item(item: Mapping[str, Any]) -> None:
+    """Core STAC Item (stac-pydantic) plus the projection and classification rules; ValueError if not."""
+    try:
+        stac_pydantic.Item.model_validate(item)
+    except ValidationError as e:
+        raise ValueError(f"not a valid STAC Item: {e}") from e
+    extensions = item.get("stac_extensions") or []
+    objects = [("properties", item["properties"])] + [(f"assets.{k}", a) for k, a in item["assets"].items()]
+    for where, fields in objects:
+        if any(k.startswith("proj:") for k in fields) and PROJECTION_EXTENSION not in extensions:
+            raise ValueError(f"{where} uses proj: fields but stac_extensions lacks {PROJECTION_EXTENSION}")
+        _check_projection_fields(where, fields)
+        if "classification:classes" in fields:
+            if CLASSIFICATION_EXTENSION not in extensions:
+                raise ValueError(f"{where} has classification:classes but stac_extensions lacks {CLASSIFICATION_EXTENSION}")
+            _check_classes(where, fields["classification:classes"])
+    _check_bbox(item["bbox"])
+
+
+# --------------------------------------------------------------------------- pieces of the item
+
+
+def item_id(input_path: str | Path) -> str:
+    """The input's file stem, made URL- and file-name-safe: stable across reruns of one input."""
+    stem = ID_PATTERN.sub("_", PurePosixPath(_input_name(input_path)).stem).strip("._-")
+    return stem or "scene"
+
+
+def footprint(grid: Grid, edge_points: int = EDGE_POINTS) -> tuple[dict[str, Any], list[float]]:
+    """The raster's outline in EPSG:4326 (GeoJSON Polygon, counter-clockwise) and its bbox.
+
+    Each edge is densified before reprojection, so the curved edges of a projected grid are
+    followed and the bbox (from all points) contains the whole raster, not just its corners.
+    """
+    t = np.linspace(0.0, 1.0, edge_points)[:-1]
+    w, h = grid.width, grid.height
+    cols = np.concatenate([np.zeros_like(t), t * w, np.full_like(t, w), (1 - t) * w])
+    rows = np.concatenate([t * h, np.full_like(t, h), (1 - t) * h, np.zeros_like(t)])
+    xs, ys = grid.transform @ (cols, rows)
+    lon, lat = warp_transform(grid.crs, "EPSG:4326", np.asarray(xs).tolist(), np.asarray(ys).tolist())
+    ring = [[float(x), float(y)] for x, y in zip(lon, lat)]
+    if not all(math.isfinite(v) for p in ring for v in p):
+        raise ValueError(f"the raster footprint does not reproject to EPSG:4326 (CRS {grid.crs})")
+    if _signed_area(ring) < 0:  # RFC 7946: exterior rings counter-clockwise
+        ring.reverse()
+    ring.append(ring[0])
+    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+    if max(lons) - min(lons) > 180:
+        log.warning("footprint spans %.0f degrees of longitude: it may cross the antimeridian, "
+                    "which this item does not split", max(lons) - min(lons))
+    bbox = [min(lons), min(lats), max(lons), max(lats)]
+    return {"type": "Polygon", "coordinates": [ring]}, bbox
+
+
+def class_entries(names: Sequence[str], colors: Sequence[Sequence[int]] | None) -> list[dict[str, Any]]:
+    """classification:classes: one entry per class (value = index) and the nodata value 255.
+
+    ``name`` is the class name made to fit the extension's pattern (letters, digits, - and _);
+    ``title`` and ``description`` keep the original name for legends.
+    """
+    used: set[str] = set()
+    entries = []
+    for value, label in enumerate(names):
+        entry: dict[str, Any] = {"value": value, "name": _unique(_safe_name(label, value), used),
+                                 "title": str(label), "description": str(label)}
+        if colors is not None and value < len(colors):
+            entry["color_hint"] = "".join(f"{int(c):02X}" for c in list(colors[value])[:3])
+        entries.append(entry)
+    entries.append({"value": NODATA, "name": _unique("nodata", used), "title": "no data",
+                    "description": "No data: input nodata or outside the scene", "nodata": True})
+    return entries
+
+
+# --------------------------------------------------------------------------- reading the output folder
+
+
+def _read_output(out_dir: Path) -> tuple[Grid, list[str], list[list[int]] | None, dict[str, Any]]:
+    """Grid, class names, class colours and store attributes: from labels.zarr, else labels.tif."""
+    store = out_dir / STORE_NAME
+    if store.is_dir():
+        group = open_store(store, mode="r")
+        crs, transform = store_geometry(group)
+        labels = group[LABELS]
+        height, width = labels.shape
+        names = list(labels.attrs.get("class_names", []))
+        colors = labels.attrs.get("class_colors")
+        return Grid(crs, transform, int(height), int(width)), names, colors, dict(group.attrs)
+    cog = out_dir / LABELS_COG
+    if cog.is_file():
+        with rasterio.open(cog) as src:
+            if src.crs is None:
+                raise ValueError(f"{cog}: has no CRS; a STAC item needs the raster's georeferencing")
+            tags = src.tags()
+            grid = Grid(src.crs, src.transform, src.height, src.width)
+        names = json.loads(tags["class_names"]) if "class_names" in tags else []
+        colors = json.loads(tags["class_colors"]) if "class_colors" in tags else None
+        return grid, names, colors, {}
+    raise FileNotFoundError(f"{out_dir}: holds neither {STORE_NAME} nor {LABELS_COG}; nothing to describe")
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+
+
+def _input_datetime(input_path: str | Path) -> datetime | None:
+    """The input's TIFFTAG_DATETIME as UTC (TIFF stores no zone; UTC is the usual convention)."""
+    try:
+        with rasterio.open(input_path) as src:
+            value = src.tags().get("TIFFTAG_DATETIME")
+    except (RasterioError, OSError) as e:
+        log.debug("cannot read the acquisition time of %s: %s", input_path, e)
+        return None
+    if not value:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(value.strip().rstrip("Z"), fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    log.warning("%s: TIFFTAG_DATETIME %r is not a date; using the run's time", input_path, value)
+    return None
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _projection_fields(grid: Grid) -> dict[str, Any]:
+    """proj:code (or null + proj:wkt2), proj:shape, proj:transform, proj:bbox in the native CRS."""
+    fields: dict[str, Any] = {}
+    authority = grid.crs.to_authority(confidence_threshold=100)  # only an exact match: geo-metadata exact
+    if authority:
+        fields["proj:code"] = f"{authority[0]}:{authority[1]}"
+    else:
+        fields["proj:code"] = None
+        fields["proj:wkt2"] = grid.crs.to_wkt(version="WKT2_2019")
+    west, south, east, north = array_bounds(grid.height, grid.width, grid.transform)
+    fields["proj:shape"] = [grid.height, grid.width]
+    fields["proj:transform"] = [float(v) for v in tuple(grid.transform)[:6]]
+    fields["proj:bbox"] = [float(west), float(south), float(east), float(north)]
+    return fields
+
+
+def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One asset per output file that exists, with a relative href."""
+    assets: dict[str, Any] = {}
+    for spec in ASSETS:
+        path = out_dir / spec.filename
+        if not path.exists():
+            continue
+        asset: dict[str, Any] = {"href": f"./{spec.filename}", "type": spec.media_type,
+                                 "title": spec.title, "roles": list(spec.roles)}
+        if spec.classes and classes:
+            asset["classification:classes"] = classes
+        if spec.key == "quicklook":
+            asset.update(_quicklook_grid(path, grid))
+        assets[spec.key] = asset
+    return assets
+
+
+def _quicklook_grid(path: Path, grid: Grid) -> dict[str, Any]:
+    """The quicklook is the same area on a coarser grid: its own proj:shape and proj:transform."""
+    with Image.open(path) as img:  # reads the header only
+        width, height = img.size
+    scaled = grid.transform @ Affine.scale(grid.width / width, grid.height / height)
+    return {"proj:shape": [height, width], "proj:transform": [float(v) for v in tuple(scaled)[:6]]}
+
+
+def _links(input_path: str | Path) -> list[dict[str, Any]]:
+    """A derived_from link to the input when it has a URI that resolves (a URL or a local file)."""
+    text = str(input_path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        href = text
+    elif Path(text).exists():
+        href = Path(text).resolve().as_uri()
+    else:  # e.g. a GDAL /vsi path: no URI that a STAC client could follow
+        return []
+    return [{"rel": "derived_from", "href": href, "title": "segmented input raster"}]
+
+
+def _input_name(input_path: str | Path) -> str:
+    text = str(input_path)
+    path = urlsplit(text).path if "://" in text else text
+    return PurePosixPath(path.replace("\\", "/")).name or text
+
+
+def _safe_name(label: str, value: int) -> str:
+    name = re.sub(r"[^0-9A-Za-z_-]+", "_", str(label)).strip("_")
+    return name or f"class_{value}"
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, k = name, 2
+    while candidate in used:
+        candidate, k = f"{name}_{k}", k + 1
+    used.add(candidate)
+    return candidate
+
+
+def _signed_area(ring: Sequence[Sequence[float]]) -> float:
+    x = np.array([p[0] for p in ring])
+    y = np.array([p[1] for p in ring])
+    return float(0.5 * np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- offline extension checks
+
+
+def _check_projection_fields(where: str, fields: Mapping[str, Any]) -> None:
+    """The projection v2.0.0 rules for the fields this module writes."""
+    if "proj:code" in fields:
+        code = fields["proj:code"]
+        if code is None and not (fields.get("proj:wkt2") or fields.get("proj:projjson")):
+            raise ValueError(f"{where}: proj:code is null but neither proj:wkt2 nor proj:projjson is given")
+        if code is not None and not (isinstance(code, str) and re.match(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$", code)):
+            raise ValueError(f"{where}: proj:code {code!r} is not AUTHORITY:CODE")
+    shape = fields.get("proj:shape")
+    if shape is not None and not (len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise ValueError(f"{where}: proj:shape {shape!r} is not [height, width]")
+    transform = fields.get("proj:transform")
+    if transform is not None and not (len(transform) in (6, 9) and all(_is_number(v) for v in transform)):
+        raise ValueError(f"{where}: proj:transform needs 6 or 9 numbers, got {transform!r}")
+    bbox = fields.get("proj:bbox")
+    if bbox is not None and not (len(bbox) in (4, 6) and all(_is_number(v) for v in bbox)):
+        raise ValueError(f"{where}: proj:bbox needs 4 or 6 numbers, got {bbox!r}")
+
+
+def _check_classes(where: str, classes: Any) -> None:
+    """The classification v2.0.0 class-object rules: value, name pattern, color_hint, unique."""
+    if not isinstance(classes, list) or not classes:
+        raise ValueError(f"{where}: classification:classes must be a non-empty list")
+    values, names = set(), set()
+    for entry in classes:
+        value, name = entry.get("value"), entry.get("name")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{where}: class value {value!r} is not an integer")
+        if not isinstance(name, str) or not CLASS_NAME_PATTERN.match(name):
+            raise ValueError(f"{where}: class name {name!r} must match {CLASS_NAME_PATTERN.pattern}")
+        hint = entry.get("color_hint")
+        if hint is not None and not (isinstance(hint, str) and COLOR_HINT_PATTERN.match(hint)):
+            raise ValueError(f"{where}: color_hint {hint!r} of class {name} is not six hex digits")
+        if "nodata" in entry and not isinstance(entry["nodata"], bool):
+            raise ValueError(f"{where}: nodata of class {name} must be true or false")
+        if value in values or name in names:
+            raise ValueError(f"{where}: class value {value} or name {name} appears twice")
+        values.add(value)
+        names.add(name)
+
+
+def _check_bbox(bbox: Sequence[float]) -> None:
+    west, south, east, north = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else bbox
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+        raise ValueError(f"bbox {list(bbox)} is not in longitude/latitude (EPSG:4326)")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
