@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test serve clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# a local Prefect server + worker with the deployments of deploy/prefect.yaml (Ctrl-C stops both)
+serve: venv
+	bash deploy/serve.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

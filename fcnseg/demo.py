@@ -1,23 +1,29 @@
 """``make demo``: the shipped model on a synthetic scene it has never seen, end to end.
 
 Synthesises a scene of a fresh seed, evaluates the shipped demo FCN-8s on it tile by tile and
-prints the paper's four metrics, then segments the scene on a local Dask cluster the way
-``fcnseg segment`` does (labels.zarr, labels.tif, polygons, quicklook, item.json) and prints
+prints the paper's four metrics, then runs the ``segment-scene`` flow on it (an ephemeral Prefect
+server, a local Dask cluster: labels.zarr, labels.tif, polygons, quicklook, item.json) and prints
 where the outputs are and how much of each class the scene holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
+# offline: no telemetry from the ephemeral Prefect server the flow starts
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 from fcnseg.cli import console, print_metrics, print_report, setup_logging
+from fcnseg.flows.segment_scene import segment_scene
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
 from fcnseg.pipeline.evaluate import evaluate_raster
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.segment import read_run_report
 from fcnseg.pipeline.synth import write_scene
 
 #: A seed the demo model never saw in training or validation (see README).
@@ -40,11 +46,13 @@ def main() -> None:
     metrics = evaluate_raster(model, card, image, labels, device=device, progress=True)
     print_metrics(metrics, card.class_names)
 
-    shutil.rmtree(args.out / "segment", ignore_errors=True)  # a fresh run each time, not a resumed one
-    report = segment(image, DEMO_MODEL, args.out / "segment", SegmentOptions(tile=512))
-    console.print(f"segmented on a local Dask cluster into {report.out} (details in {report.out / 'run.json'}):")
-    print_report(report)
-
+    # the segment-scene flow, as a deployment would run it: an ephemeral Prefect server, a LocalCluster
+    output_root = args.out / "flow"
+    shutil.rmtree(output_root, ignore_errors=True)  # a fresh run each time, not a skipped one
+    result = segment_scene(inputs=str(image), output_root=str(output_root), tile=512)
+    for scene, outcome in result.items():
+        console.print(f"segment-scene flow: {scene} {outcome['status']} into {outcome['out']}:")
+        print_report(read_run_report(outcome["out"]))
 
 if __name__ == "__main__":
     main()

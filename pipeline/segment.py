@@ -431,12 +431,17 @@ def run_report(
 
 def skipped_report(plan: RunPlan) -> RunReport:
     """The report of a run that found its output complete: read back from run.json."""
-    record = json.loads((plan.out / RUN_JSON).read_text())
+    return read_run_report(plan.out, skipped=True)
+
+
+def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
+    """The report of the complete output in ``out``, from its run.json."""
+    record = json.loads((Path(out) / RUN_JSON).read_text())
     return RunReport(
-        out=plan.out, chunks=record["chunks"], seconds=record["seconds"],
+        out=Path(out), chunks=record["chunks"], seconds=record["seconds"],
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
         parameters=record["parameters"], files=record["files"], class_areas=record["class_areas"],
-        polygons=record.get("polygons"), skipped=True,
+        polygons=record.get("polygons"), skipped=skipped,
     )
 
 

@@ -1,0 +1,180 @@
+"""Flow ``segment-scene``: every scene of an input folder (or list) segmented into its own output folder.
+
+Thin on purpose: each stage is one call into ``fcnseg.pipeline.segment`` wrapped as a Prefect
+task, so a run's page shows where the time went. Tiles never become Prefect task runs: they
+move on Dask inside the ``infer`` task, so Prefect's overhead is a handful of task runs per
+scene whatever the scene's size. One Dask cluster serves all scenes of a run.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from pydantic import Field
+
+from fcnseg.flows.report import SceneOutcome, markdown_report
+from fcnseg.models import DEMO_MODEL
+from fcnseg.models.checkpoint import CheckpointError, verify_checkpoint
+from fcnseg.pipeline.cluster import dask_client
+from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.segment import (
+    ChunkRun,
+    RunPlan,
+    RunReport,
+    SegmentOptions,
+    Stages,
+    compute_chunks,
+    export_polygons,
+    export_rasters,
+    plan_run,
+    publish,
+    run_stages,
+)
+from fcnseg.pipeline.vectorize import VectorizeReport
+
+#: Raster files a folder input is searched for.
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+
+
+def is_transient(task, task_run, state) -> bool:
+    """Retry I/O hiccups (a network file system, an object store); never bad input."""
+    try:
+        state.result()
+    except (InputError, CheckpointError, ValueError, FileNotFoundError, PermissionError):
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+stage = task(
+    cache_policy=NO_CACHE, persist_result=False, retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_condition_fn=is_transient,
+)
+
+
+def find_scenes(inputs: str | list[str]) -> list[str]:
+    """Paths, folders, globs and URIs -> the scenes, in a stable order. Nothing found is an error."""
+    scenes: list[str] = []
+    for item in [inputs] if isinstance(inputs, str) else inputs:
+        if "://" in item or item.startswith("/vsi"):
+            scenes.append(item)  # a URI: GDAL reads it, checked when planned
+        elif Path(item).is_dir():
+            scenes += sorted(str(p) for p in Path(item).iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        elif glob.has_magic(item):
+            scenes += sorted(glob.glob(item))
+        else:
+            scenes.append(item)  # a missing file fails its scene with the clear error, not the run
+    if not scenes:
+        raise InputError(f"{inputs}: no rasters found")
+    return list(dict.fromkeys(scenes))
+
+
+@stage(name="validate")
+def validate(inputs: str | list[str], model: str) -> list[str]:
+    """The scenes to process, after checking the model once (a damaged checkpoint stops the run)."""
+    verify_checkpoint(model)
+    return find_scenes(inputs)
+
+
+@stage(name="plan", task_run_name="plan {scene}")
+def plan(scene: str, model: str, out: Path, options: SegmentOptions) -> RunPlan:
+    return plan_run(scene, model, out, options)
+
+
+@stage(name="infer", task_run_name="infer {plan.input}")
+def infer(plan: RunPlan, scheduler_address: str) -> ChunkRun:
+    return compute_chunks(plan, scheduler=scheduler_address, progress=False)
+
+
+@stage(name="export", task_run_name="export {plan.input}")
+def export(plan: RunPlan) -> list[str]:
+    return export_rasters(plan)
+
+
+@stage(name="vectorize", task_run_name="vectorize {plan.input}")
+def vectorize(plan: RunPlan) -> VectorizeReport | None:
+    return export_polygons(plan)
+
+
+@stage(name="publish", task_run_name="publish {plan.input}")
+def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str],
+                    polygons: VectorizeReport | None) -> RunReport:
+    return publish(plan, chunk_run, seconds, files, polygons)
+
+
+def scene_folder(output_root: str, scene: str) -> Path:
+    """One output folder per scene, named after the scene's file stem."""
+    return Path(output_root) / Path(scene.rstrip("/")).stem
+
+
+def segment_one(scene: str, model: str, output_root: str, options: SegmentOptions, address: str) -> RunReport:
+    """The stages for one scene, as tasks; a complete output is skipped, an interrupted one resumes."""
+    started = time.perf_counter()
+    run_plan = plan(scene, model, scene_folder(output_root, scene), options)
+    stages = Stages(infer=lambda p: infer(p, address), export=export, vectorize=vectorize, publish=publish_outputs)
+    return run_stages(run_plan, stages, started)
+
+
+class ScenesFailed(RuntimeError):
+    """Some scenes failed; the others were processed."""
+
+
+@flow(name="segment-scene", log_prints=False)
+def segment_scene(
+    inputs: str | list[str],
+    output_root: str,
+    model: str | None = None,
+    tile: Annotated[int, Field(ge=32, multiple_of=32)] = 1024,
+    halo: Annotated[int | None, Field(ge=0, multiple_of=32)] = None,
+    stitch: Literal["crop", "blend"] = "crop",
+    batch_size: Annotated[int, Field(ge=1)] = 4,
+    device: str = "auto",
+    probabilities: bool = False,
+    vectorize: bool = True,
+    simplify: Annotated[float, Field(ge=0)] = 0.0,
+    min_area: Annotated[float, Field(ge=0)] = 0.0,
+    scheduler_address: str | None = None,
+    cluster_spec: str | None = None,
+    workers: Annotated[int | None, Field(ge=1)] = None,
+) -> dict[str, Any]:
+    """Segment every scene in ``inputs`` (paths, folders, globs, URIs) into ``output_root/<scene>/``.
+
+    The Dask cluster is ``scheduler_address``, one started from ``cluster_spec``
+    (deploy/clusters/NAME.yaml), or ``workers`` local processes. A scene whose output is
+    complete for this model and these parameters is skipped; a bad scene fails alone, and the
+    run ends Failed naming it after the others are done.
+    """
+    logger = get_run_logger()
+    model = str(model or DEMO_MODEL)
+    options = SegmentOptions(
+        tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device, probabilities=probabilities,
+        polygons=vectorize, simplify=simplify, min_area=min_area,
+    )
+    scenes = validate(inputs, model)
+    outcomes: list[SceneOutcome] = []
+    with dask_client(scheduler_address, cluster_spec, workers) as client:
+        address = client.scheduler.address
+        logger.info("%d scene(s) on Dask at %s (dashboard %s)", len(scenes), address, client.dashboard_link)
+        for scene in scenes:
+            try:
+                report = segment_one(scene, model, output_root, options, address)
+                outcomes.append(SceneOutcome(scene, "skipped" if report.skipped else "processed", report=report))
+            except Exception as exc:  # one bad scene must not stop the others
+                logger.error("%s: %s", scene, exc)
+                outcomes.append(SceneOutcome(scene, "failed", error=f"{type(exc).__name__}: {exc}"))
+    create_markdown_artifact(markdown=markdown_report(outcomes, output_root), key="segment-scene-report",
+                             description="fcnseg: scenes processed, skipped and failed")
+    failed = [o.scene for o in outcomes if o.status == "failed"]
+    if failed:
+        raise ScenesFailed(f"{len(failed)} of {len(outcomes)} scene(s) failed: {', '.join(failed)}")
+    return {o.scene: {"status": o.status, "out": str(o.report.out)} for o in outcomes if o.report is not None}

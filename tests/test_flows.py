@@ -1,0 +1,184 @@
+"""The segment-scene flow end to end: a real Prefect server and worker (deploy/serve.sh, as `make serve`
+starts them), deployments registered from deploy/prefect.yaml, runs triggered with the Prefect CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fcnseg.flows.report import SceneOutcome, markdown_report
+from fcnseg.flows.segment_scene import find_scenes, scene_folder
+from fcnseg.models import DEMO_MODEL
+from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.synth import write_scene
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory):
+    """deploy/serve.sh on a random port with a temporary PREFECT_HOME; stopped by its PID."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = os.environ | {
+        "PREFECT_PORT": str(port), "PREFECT_HOME": str(home), "FCNSEG_SERVE_UI": "false",
+        "PREFECT_BIN": PREFECT, "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    serve = subprocess.Popen(["bash", "deploy/serve.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in serve.stdout:
+        lines.append(line)
+        if "fcnseg serve: ready" in line:
+            break
+    else:
+        serve.wait(timeout=30)
+        pytest.fail("deploy/serve.sh did not get ready:\n" + "".join(lines))
+    env |= {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    yield env
+    serve.send_signal(signal.SIGTERM)  # its trap stops the worker, then the server
+    try:
+        serve.wait(timeout=60)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+    assert "fcnseg serve: stopped" in serve.stdout.read()
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("incoming")
+    for seed in (4, 5):
+        image, _ = write_scene(folder / f"s{seed}", 256, seed=seed)
+        image.rename(folder / f"scene{seed}.tif")
+    (folder / "broken.tif").write_text("not a raster")
+    return folder
+
+
+def run_deployment(env: dict, name: str, **params) -> subprocess.CompletedProcess:
+    args = [PREFECT, "deployment", "run", name, "--watch"]
+    for key, value in params.items():
+        args += ["--param", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def latest_report(env: dict) -> str:
+    """The markdown of the newest segment-scene artifact, read from the server."""
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey\n"
+        "from prefect.client.schemas.sorting import ArtifactSort\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    a = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=['segment-scene-report'])),"
+        " sort=ArtifactSort.CREATED_DESC, limit=1)\n"
+        "    print(a[0].data)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def labels_of(out: Path) -> np.ndarray:
+    return xr.open_zarr(out / "labels.zarr").labels.values
+
+
+def test_deployments_registered_with_the_nightly_schedule(prefect_env):
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    d = c.read_deployment_by_name('segment-scene/nightly')\n"
+        "    s = d.schedules[0].schedule\n"
+        "    print(s.cron, s.timezone, d.work_pool_name, d.parameters['inputs'])\n"
+        "    print(c.read_deployment_by_name('segment-scene/on-demand').schedules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=prefect_env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["0 2 * * * UTC fcnseg incoming", "[]"]
+
+
+def test_on_demand_run_equals_a_direct_segment_run_and_a_rerun_skips(prefect_env, scenes, tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    scene = scenes / "scene4.tif"
+    result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(scene), output_root=str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = root / "scene4"
+    run = json.loads((out / "run.json").read_text())
+    assert all((out / name).exists() for name in run["files"])
+    assert {"labels.tif", "polygons.parquet", "polygons.gpkg", "quicklook.png", "item.json"} <= set(run["files"])
+    direct = segment(scene, DEMO_MODEL, tmp_path_factory.mktemp("direct"), SegmentOptions(tile=1024), workers=1,
+                     progress=False)
+    assert np.array_equal(labels_of(out), labels_of(direct.out))
+    assert run["class_areas"] == direct.class_areas and run["polygons"] == direct.polygons
+    assert "1 processed, 0 skipped" in latest_report(prefect_env)
+
+    again = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(scene), output_root=str(root))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 processed, 1 skipped" in latest_report(prefect_env)
+    assert json.loads((out / "run.json").read_text()) == run  # untouched
+
+
+def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    port = free_port()
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
+    address = f"tcp://127.0.0.1:{port}"
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--name", "external", "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
+    try:
+        result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=[str(scenes / "broken.tif"),
+                                str(scenes / "scene5.tif")], output_root=str(root), scheduler_address=address)
+        assert worker.poll() is None and scheduler.poll() is None  # the flow left the external cluster running
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            process.wait(timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr  # the flow run ended Failed
+    assert (root / "scene5" / "run.json").exists()  # the good scene was processed anyway
+    assert not (root / "broken").exists() or not (root / "broken" / "run.json").exists()
+    report = latest_report(prefect_env)
+    assert "1 processed, 0 skipped (already complete), 1 failed" in report
+    failed_row = next(line for line in report.splitlines() if line.startswith("| broken.tif"))
+    assert "failed: InputError" in failed_row and "broken.tif" in failed_row.split("failed:")[1]
+
+
+def test_find_scenes_expands_folders_and_globs(scenes):
+    tifs = [str(scenes / n) for n in ("broken.tif", "scene4.tif", "scene5.tif")]
+    assert find_scenes(str(scenes)) == tifs
+    assert find_scenes(str(scenes / "scene*.tif")) == tifs[1:]
+    assert find_scenes([tifs[1], str(scenes)]) == [tifs[1], tifs[0], tifs[2]]  # no scene twice
+    assert find_scenes("s3://bucket/scene.tif") == ["s3://bucket/scene.tif"]
+    with pytest.raises(InputError, match="no rasters"):
+        find_scenes(str(scenes / "*.jp2"))
+    assert scene_folder("/out", "/in/a/scene4.tif") == Path("/out/scene4")
+
+
+def test_markdown_report_lists_failures():
+    text = markdown_report([SceneOutcome("/in/x.tif", "failed", error="InputError: x.tif: not a raster")], "/out")
+    assert "0 processed, 0 skipped (already complete), 1 failed" in text and "x.tif: not a raster" in text
+
+
+def test_retrain_deployment_trains_and_evaluates(prefect_env, tmp_path):
+    image, labels = write_scene(tmp_path / "train", 256, seed=21)
+    out = tmp_path / "retrained.safetensors"
+    result = run_deployment(prefect_env, "train-fcn/retrain", image=str(image), labels=str(labels), out=str(out),
+                            steps=3, chip=64, batch_size=2, width=0.0625)
+    assert result.returncode == 0, result.stdout + result.stderr
+    from fcnseg.models.checkpoint import read_card
+
+    card = read_card(out)
+    assert card.arch == "fcn8s" and card.class_names[0] == "water" and card.training["steps"] == 3
