@@ -520,7 +520,6 @@ def run_on_dask(
 
     started = time.perf_counter()
     with dask_client(scheduler, cluster_spec, workers) as client:
-        log.info("Dask dashboard: %s", client.dashboard_link)
         resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -93,6 +93,22 @@ def latest_report(env: dict) -> str:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
 
 
+def latest_task_runs(env: dict) -> list[str]:
+    """Names of the task runs of the newest on-demand flow run (the nightly one is only scheduled)."""
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId\n"
+        "from prefect.client.schemas.sorting import FlowRunSort\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    d = c.read_deployment_by_name('segment-scene/on-demand')\n"
+        "    on_demand = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id]))\n"
+        "    run = c.read_flow_runs(flow_run_filter=on_demand, sort=FlowRunSort.START_TIME_DESC, limit=1)[0]\n"
+        "    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))\n"
+        "    print('\\n'.join(t.name for t in tasks))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def labels_of(out: Path) -> np.ndarray:
     return xr.open_zarr(out / "labels.zarr").labels.values
 
@@ -141,14 +157,17 @@ def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, t
                                "--name", "external", "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
     try:
         result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=[str(scenes / "broken.tif"),
-                                str(scenes / "scene5.tif")], output_root=str(root), scheduler_address=address)
+                                str(scenes / "scene5.tif")], output_root=str(root), scheduler_address=address, tile=64)
         assert worker.poll() is None and scheduler.poll() is None  # the flow left the external cluster running
     finally:
         for process in (worker, scheduler):
             process.terminate()
             process.wait(timeout=30)
     assert result.returncode == 1, result.stdout + result.stderr  # the flow run ended Failed
-    assert (root / "scene5" / "run.json").exists()  # the good scene was processed anyway
+    run = json.loads((root / "scene5" / "run.json").read_text())  # the good scene was processed anyway
+    assert run["chunks"]["total"] == 16
+    # 16 chunks, yet only the stages are task runs: validate, plan (x2 scenes), infer, export, vectorize, publish
+    assert len(latest_task_runs(prefect_env)) == 7
     assert not (root / "broken").exists() or not (root / "broken" / "run.json").exists()
     report = latest_report(prefect_env)
     assert "1 processed, 0 skipped (already complete), 1 failed" in report
