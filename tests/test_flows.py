@@ -201,3 +201,15 @@ def test_retrain_deployment_trains_and_evaluates(prefect_env, tmp_path):
 
     card = read_card(out)
     assert card.arch == "fcn8s" and card.class_names[0] == "water" and card.training["steps"] == 3
+
+
+def test_only_transient_io_errors_are_retried():
+    from prefect.states import Failed
+
+    from fcnseg.flows.segment_scene import is_transient
+    from fcnseg.models.checkpoint import CheckpointError
+
+    assert is_transient(None, None, Failed(data=OSError("connection reset reading s3://b/x.tif")))
+    for error in (InputError("x.tif: not a raster"), CheckpointError("m: damaged"), FileNotFoundError("x.tif"),
+                  ValueError("bad"), RuntimeError("bug")):
+        assert not is_transient(None, None, Failed(data=error)), error
