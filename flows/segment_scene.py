@@ -21,7 +21,7 @@ from pydantic import Field
 
 from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.models import DEMO_MODEL
-from fcnseg.models.checkpoint import CheckpointError, verify_checkpoint
+from fcnseg.models.checkpoint import CheckpointError
 from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.reading import InputError
 from fcnseg.pipeline.segment import (
@@ -30,6 +30,7 @@ from fcnseg.pipeline.segment import (
     RunReport,
     SegmentOptions,
     Stages,
+    checked_model,
     compute_chunks,
     export_polygons,
     export_rasters,
@@ -82,7 +83,7 @@ def find_scenes(inputs: str | list[str]) -> list[str]:
 @stage(name="validate")
 def validate(inputs: str | list[str], model: str) -> list[str]:
     """The scenes to process, after checking the model once (a damaged checkpoint stops the run)."""
-    verify_checkpoint(model)
+    checked_model(model)  # each scene's plan reuses this check
     return find_scenes(inputs)
 
 

@@ -19,13 +19,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 from tqdm import tqdm
 
-from fcnseg.models.checkpoint import file_sha256, verify_checkpoint
+from fcnseg.models.checkpoint import ModelCard, file_sha256, verify_checkpoint
 from fcnseg.pipeline.blend import blend_pass1, blend_pass2, create_scratch, ramp_width
 from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources
 from fcnseg.pipeline.cog import export_labels_cog, export_probabilities_cog
@@ -199,8 +200,7 @@ def plan_run(
         raise ValueError("--simplify and --min-area must not be negative")
     out = Path(out)
     input_name = str(Path(input_path).resolve()) if Path(input_path).exists() else str(input_path)
-    card = verify_checkpoint(model_path)  # a damaged file fails here, not on a worker mid-run
-    model_sha = file_sha256(model_path)
+    card, model_sha = checked_model(model_path)  # a damaged file fails here, not on a worker mid-run
     with open_raster(input_name) as src:
         bands = select_bands(src, card, options.bands)
         halo = default_halo(card.arch) if options.halo is None else options.halo
@@ -226,6 +226,25 @@ def plan_run(
     log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d", input_name, plan.width, plan.height,
              len(tiles), len(plan.reused), options.tile, halo)
     return plan
+
+
+def checked_model(model_path: str | Path) -> tuple[ModelCard, str]:
+    """The card and file sha256 of a checkpoint whose every byte was verified.
+
+    Verified once per process and file version: a flow plans many scenes with one model, and a
+    full-width checkpoint is half a gigabyte to read.
+    """
+    try:
+        stat = os.stat(model_path)
+    except OSError:
+        verify_checkpoint(model_path)  # raises the checkpoint's own clear error for a missing file
+        raise
+    return _checked_model(str(model_path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _checked_model(model_path: str, mtime_ns: int, size: int) -> tuple[ModelCard, str]:
+    return verify_checkpoint(model_path), file_sha256(model_path)
 
 
 def is_complete(plan: RunPlan) -> bool:
