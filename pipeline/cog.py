@@ -20,11 +20,10 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from fcnseg.pipeline.reading import bounded_gdal_cache
 from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, PROBABILITY_SCALE, open_store
 
 BLOCK = 512
-#: GDAL's block cache during the export: its default (5% of RAM) would fill with the whole map.
-GDAL_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def store_geometry(group) -> tuple[CRS, Affine]:
@@ -101,9 +100,9 @@ def _write_cog(group, out_path, count: int, dtype: str, write_bands, resampling:
         transform=transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
     )
     try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(staging, "w", **profile) as dst:
+        with bounded_gdal_cache(), rasterio.open(staging, "w", **profile) as dst:
             write_bands(dst)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        with bounded_gdal_cache():
             with rasterio.open(staging, "r+") as dst:
                 dst.build_overviews(overview_factors(height, width), resampling)
             rasterio.shutil.copy(

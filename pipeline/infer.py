@@ -16,22 +16,16 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 
 from fcnseg.models.checkpoint import ModelCard, load_checkpoint
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import predict_probabilities, resolve_device
-from fcnseg.pipeline.reading import open_raster, read_model_input
+from fcnseg.pipeline.reading import bounded_gdal_cache, open_raster, read_model_input
 from fcnseg.pipeline.store import NODATA, open_store, quantize_probabilities, write_chunk
 from fcnseg.pipeline.tiling import Tile
 
 log = logging.getLogger(__name__)
-
-#: GDAL's block cache per worker. Its default (5% of RAM) fills up with the scene's blocks,
-#: so memory would grow with the scene until the cap; tiles are read once, a small cache suffices.
-GDAL_CACHE_BYTES = 16 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class ChunkResult:
@@ -96,7 +90,7 @@ def predicted_tiles(job: TileJob, tiles: Sequence[Tile]) -> Iterator[tuple[Tile,
     src = cached_raster(job.input_path)
     pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
     for tile in tiles:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        with bounded_gdal_cache():
             x, valid = read_model_input(src, job.bands, tile.read, card)
         if not valid[tile.core_in_read].any():
             yield tile, None, valid

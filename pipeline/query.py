@@ -35,15 +35,13 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from fcnseg.pipeline.areas import row_pixel_areas_m2
-from fcnseg.pipeline.reading import InputError, open_raster
+from fcnseg.pipeline.reading import InputError, bounded_gdal_cache, open_raster
 from fcnseg.pipeline.store import LABELS, NODATA, open_store
 
 log = logging.getLogger(__name__)
 
 #: Side (pixels) of the windows read at once: whole blocks/chunks, grouped up to about this size.
 WINDOW = 1024
-#: GDAL's block cache while querying: windows are block-aligned, so each block is decoded once anyway.
-GDAL_CACHE_BYTES = 16 * 1024 * 1024
 #: Class ids above this are not classes (a DEM or a count raster was given by mistake).
 MAX_CLASS_ID = 65535
 #: Vertices added along each side of a box before it is reprojected.
@@ -176,7 +174,7 @@ def open_labels(path: str | Path) -> Iterator[LabelRaster]:
         _check_crs(raster)
         yield raster
         return
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(path) as src:
+    with bounded_gdal_cache(), open_raster(path) as src:
         raster = _TiffLabels(path, src)
         _check_crs(raster)
         yield raster

@@ -25,7 +25,9 @@ from fcnseg.pipeline.store import NODATA
 
 log = logging.getLogger(__name__)
 
-#: GDAL's block cache while reading: bounded whatever the scene size (as in pipeline/cog.py).
+#: GDAL's block cache while reading: bounded whatever the scene size, and larger than the pipeline's
+#: (reading.GDAL_CACHE_BYTES) because a decimated read of an input without overviews needs a whole
+#: row of its multi-band blocks in cache (32 blocks of 512² x 4 bands x uint16 = 64 MB at 16384 px).
 GDAL_CACHE_BYTES = 64 * 1024 * 1024
 #: Percentiles of the valid pixels that map to black and white, per band.
 STRETCH_PERCENTILES = (2.0, 98.0)

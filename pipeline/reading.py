@@ -12,6 +12,15 @@ from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
 
+#: GDAL's block cache for fcnseg's raster reads and writes. Its default (5% of RAM) fills up with a
+#: scene's blocks, so memory would grow with the scene up to that cap; each block is used about once.
+GDAL_CACHE_BYTES = 16 * 1024 * 1024
+
+
+def bounded_gdal_cache() -> rasterio.Env:
+    """``with bounded_gdal_cache():`` around GDAL work whose memory must not follow the scene's size."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+
 
 class InputError(ValueError):
     """Input that cannot be segmented; the message names the file and the problem."""
