@@ -10,11 +10,10 @@ import rasterio
 from affine import Affine
 from peak_memory import step_extra_mb
 from rasterio.crs import CRS
-from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
+from stores import store_from_array
 
 from fcnseg.pipeline.cog import export_labels_cog, export_probabilities_cog
-from fcnseg.pipeline.store import create_store, write_chunk
 
 NAMES = ["water", "forest", "road"]
 COLORS = [(30, 100, 200), (20, 110, 40), (120, 120, 120)]
@@ -22,18 +21,8 @@ TRANSFORM = Affine(0.5, 0, 500000.0, 0, -0.5, 5400000.0)
 
 
 def make_store(path: Path, labels: np.ndarray, chunk: int = 256, probabilities: bool = False) -> Path:
-    height, width = labels.shape
-    group = create_store(path, height=height, width=width, crs=CRS.from_epsg(32633), transform=TRANSFORM,
-                         chunk=chunk, class_names=NAMES, class_colors=COLORS, attrs={}, probabilities=probabilities)
-    for r in range(0, height, chunk):
-        for c in range(0, width, chunk):
-            window = Window(c, r, min(chunk, width - c), min(chunk, height - r))
-            block = labels[window.toslices()]
-            probs = None
-            if probabilities:
-                probs = np.stack([(block == k) * 254 for k in range(len(NAMES))]).astype(np.uint8)
-            write_chunk(group, window, block, probs)
-    return path
+    return store_from_array(path, labels, chunk=chunk, class_names=NAMES, class_colors=COLORS, transform=TRANSFORM,
+                            probabilities=probabilities)
 
 
 def test_labels_cog_is_valid_and_carries_everything(tmp_path):

@@ -17,12 +17,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
+from stores import store_from_array
 
 from fcnseg.pipeline.areas import geometries_area_m2, row_pixel_areas_m2
 from fcnseg.pipeline.cog import export_labels_cog
 from fcnseg.pipeline.query import WINDOW, LabelRaster, query_classes, query_windows
 from fcnseg.pipeline.reading import InputError
-from fcnseg.pipeline.store import create_store, write_chunk
 
 UTM = CRS.from_epsg(32633)
 WGS84 = CRS.from_epsg(4326)
@@ -33,14 +33,8 @@ PIXEL_AREA = 0.25  # TRANSFORM has 0.5 m pixels
 
 def make_store(path: Path, labels: np.ndarray, chunk: int) -> Path:
     """A labels.zarr holding ``labels``, written chunk by chunk as the pipeline does."""
-    height, width = labels.shape
-    group = create_store(path, height=height, width=width, crs=UTM, transform=TRANSFORM, chunk=chunk,
-                         class_names=NAMES, class_colors=[(0, 0, 255), (0, 128, 0), (128, 128, 128)], attrs={})
-    for r in range(0, height, chunk):
-        for c in range(0, width, chunk):
-            window = Window(c, r, min(chunk, width - c), min(chunk, height - r))
-            write_chunk(group, window, labels[window.toslices()])
-    return path
+    return store_from_array(path, labels, chunk=chunk, class_names=NAMES, crs=UTM, transform=TRANSFORM,
+                            class_colors=[(0, 0, 255), (0, 128, 0), (128, 128, 128)])
 
 
 def blocky_labels(height: int, width: int, seed: int = 0) -> np.ndarray:

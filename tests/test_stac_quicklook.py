@@ -18,8 +18,8 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.transform import array_bounds
-from rasterio.windows import Window
 from shapely.geometry import Point, Polygon
+from stores import store_from_array
 
 from fcnseg.pipeline.cog import export_labels_cog
 from fcnseg.pipeline.quicklook import write_quicklook
@@ -32,7 +32,6 @@ from fcnseg.pipeline.stac import (
     validate_stac_item,
     write_stac_item,
 )
-from fcnseg.pipeline.store import create_store, write_chunk
 from fcnseg.pipeline.synth import CLASSES, write_scene
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -48,13 +47,8 @@ def scene(tmp_path_factory) -> tuple[Path, Path]:
 def make_output(out: Path, labels: np.ndarray, crs: CRS, transform: Affine, names, colors, chunk: int = 256) -> Path:
     """An output folder as `fcnseg segment` leaves it (labels.zarr + labels.tif), without the model."""
     out.mkdir(parents=True, exist_ok=True)
-    height, width = labels.shape
-    group = create_store(out / "labels.zarr", height=height, width=width, crs=crs, transform=transform, chunk=chunk,
-                         class_names=names, class_colors=colors, attrs={"model_sha256": "0" * 64})
-    for r in range(0, height, chunk):
-        for c in range(0, width, chunk):
-            window = Window(c, r, min(chunk, width - c), min(chunk, height - r))
-            write_chunk(group, window, labels[window.toslices()])
+    store_from_array(out / "labels.zarr", labels, chunk=chunk, class_names=names, class_colors=colors, crs=crs,
+                     transform=transform, attrs={"model_sha256": "0" * 64})
     export_labels_cog(out / "labels.zarr", out / "labels.tif")
     return out
 

@@ -12,26 +12,14 @@ from affine import Affine
 from peak_memory import step_extra_mb
 from rasterio.crs import CRS
 from rasterio.features import rasterize
-from rasterio.windows import Window
+from stores import TRANSFORM, store_from_array
 
 from fcnseg.pipeline.areas import row_pixel_areas_m2
-from fcnseg.pipeline.store import NODATA, create_store, write_chunk
+from fcnseg.pipeline.store import NODATA
 from fcnseg.pipeline.vectorize import VectorizeOptions, vectorize_store
 
-TRANSFORM = Affine(0.5, 0, 500000.0, 0, -0.5, 5400000.0)
 NAMES = ["water", "forest", "cropland", "grassland", "road", "building"]
 COLORS = [(30, 100, 200), (20, 110, 40), (220, 200, 80), (140, 200, 90), (120, 120, 120), (200, 60, 50)]
-
-
-def store_from(path, labels: np.ndarray, chunk: int, crs=CRS.from_epsg(32633), transform=TRANSFORM):
-    height, width = labels.shape
-    group = create_store(path, height=height, width=width, crs=crs, transform=transform, chunk=chunk,
-                         class_names=NAMES, class_colors=COLORS, attrs={})
-    for r in range(0, height, chunk):
-        for c in range(0, width, chunk):
-            window = Window(c, r, min(chunk, width - c), min(chunk, height - r))
-            write_chunk(group, window, labels[window.toslices()])
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +35,8 @@ def scene_labels(tmp_path_factory) -> np.ndarray:
 
 
 def vectorize(tmp_path, labels, chunk, options=VectorizeOptions(), **store_kwargs) -> gpd.GeoDataFrame:
-    store = store_from(tmp_path / f"labels-{chunk}.zarr", labels, chunk, **store_kwargs)
+    store = store_from_array(tmp_path / f"labels-{chunk}.zarr", labels, chunk=chunk, class_names=NAMES,
+                             class_colors=COLORS, **store_kwargs)
     parquet, gpkg = tmp_path / f"p-{chunk}.parquet", tmp_path / f"p-{chunk}.gpkg"
     vectorize_store(store, parquet, gpkg, options)
     frame = gpd.read_parquet(parquet)
