@@ -204,8 +204,7 @@ def vectorize_store(
     polygons = dropped = pixels = 0
     geometry_types = ["Polygon", "MultiPolygon"] if tolerance_px > 0 else ["Polygon"]
     spill = PieceSpill(Path(store_path).parent / f".{Path(store_path).name}.pieces.sqlite")
-    uf = UnionFind()
-    waiting: set[int] = set()
+    uf = UnionFind()  # its items are the border pieces waiting in the spill
     above_labels = np.full(width, NODATA, np.uint8)
     above_ids = np.zeros(width, np.int64)
     left_labels, left_ids = above_labels[:0], above_ids[:0]  # the last column of the chunk to the left
@@ -226,8 +225,9 @@ def vectorize_store(
             r0, c0 = window.row_off, window.col_off
             rows, cols = window.toslices()
             block = np.asarray(labels[rows, cols])
-            pixels += int(np.count_nonzero(block != NODATA))
-            if not (block != NODATA).all():
+            valid_pixels = int(np.count_nonzero(block != NODATA))
+            pixels += valid_pixels
+            if valid_pixels < block.size:
                 nodata_chunks.add((r0, c0))
             pieces, ids = chunk_pieces(block, r0, c0, next_gid)
             next_gid += len(pieces) + 1
@@ -249,7 +249,6 @@ def vectorize_store(
             spill.put(border_pieces)
             for p in border_pieces:
                 uf.add(p.gid)
-            waiting.update(p.gid for p in border_pieces)
 
             if c0 > 0:
                 join_border(uf, left_labels, left_ids, block[:, 0], ids[:, 0])
@@ -262,12 +261,11 @@ def vectorize_store(
 
             if window.col_off == last_col:  # a chunk row is done: only regions on its bottom edge can grow
                 still_open = {uf.find(g) for g in np.unique(above_ids).tolist() if g} if r0 < last_row else set()
-                for root, gids in uf.groups(waiting).items():
+                for root, gids in uf.groups(list(uf.parent)).items():
                     if root in still_open:
                         continue
                     class_id, parts = spill.take(gids)
                     emit(class_id, shapely.union_all(parts) if len(parts) > 1 else parts[0])
-                    waiting.difference_update(gids)
                     uf.discard(gids)
     seconds = time.perf_counter() - started
     log.info("vectorised %d regions (%d dropped by --min-area) in %.1f s", polygons, dropped, seconds)
