@@ -167,11 +167,17 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> tu
             raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite to replace it")
     elif (out / STORE_NAME).exists() and not overwrite:
         raise OutputConflict(f"{out}: holds a {STORE_NAME} that fcnseg did not record; use --overwrite to replace it")
-    for stale in (out / name for name in OUTPUT_FILES):
-        remove(stale)
+    remove_outputs(out, keep_store=False)
     remove(state)
     (state / "done").mkdir(parents=True)
     return state, False
+
+
+def remove_outputs(out: Path, *, keep_store: bool) -> None:
+    """Every file a run leaves in OUT (run.json first: the folder stops looking complete at once)."""
+    for name in OUTPUT_FILES:
+        if not (keep_store and name == STORE_NAME):
+            remove(out / name)
 
 
 def remove(path: Path) -> None:
@@ -306,9 +312,7 @@ def export_rasters(plan: RunPlan) -> list[str]:
     made with other options) and run.json with them: until publish, the folder is not complete.
     """
     out, options = plan.out, plan.options
-    for name in OUTPUT_FILES:
-        if name != STORE_NAME:
-            remove(out / name)
+    remove_outputs(out, keep_store=True)
     written = []
     if options.cog or options.quicklook:  # the quicklook reads the labels COG's overviews
         export_labels_cog(plan.store_path, out / LABELS_COG)
