@@ -1,16 +1,30 @@
-"""Windowed reads of model input: selected bands, the checkpoint's normalisation, the nodata mask."""
+"""Raster I/O at the bottom of the pipeline: opening rasters with one clear error, windowed reads of
+model input (selected bands, the checkpoint's normalisation, the nodata mask), GDAL's cache, and the
+atomic write every output goes through (``fcnseg.atomic``).
+
+Light on purpose (no torch import): ``fcnseg query`` and the products import it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
+from fcnseg.atomic import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
+
+__all__ = [
+    "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "normalize",
+    "open_raster", "read_model_input", "select_bands", "valid_mask",
+]
 
 #: GDAL's block cache for fcnseg's raster reads and writes. Its default (5% of RAM) fills up with a
 #: scene's blocks, so memory would grow with the scene up to that cap; each block is used about once.

@@ -90,6 +90,13 @@ def open_store(path: str | Path, mode: str = "r+") -> zarr.Group:
     return zarr.open_group(str(path), mode=mode, zarr_format=3)
 
 
+def store_geometry(group: zarr.Group) -> tuple[CRS, Affine]:
+    """CRS and transform from the store's CF grid mapping."""
+    attrs = group["spatial_ref"].attrs
+    c, a, b, f, d, e = (float(v) for v in attrs["GeoTransform"].split())
+    return CRS.from_wkt(attrs["crs_wkt"]), Affine(a, b, c, d, e, f)
+
+
 def write_chunk(group: zarr.Group, window: Window, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
     """Write one core window (a whole chunk, or the clipped chunk at the raster's edge)."""
     rows = slice(int(window.row_off), int(window.row_off + window.height))

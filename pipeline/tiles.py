@@ -1,4 +1,5 @@
-"""Tile geometry: a grid of core windows, each read with a halo, origins on the model's stride.
+"""Tile geometry: a grid of core windows, each read with a halo, origins on the model's stride;
+and the chunk windows every reader of the label store walks.
 
 A tile owns its *core* (the output it writes) and reads *core + halo*, clipped at the raster's
 edges (never padded with invented pixels). Cores and halos are multiples of the model stride, so
@@ -18,16 +19,19 @@ from fcnseg.models.fcn import STRIDE
 
 @dataclass(frozen=True)
 class Tile:
+    """One chunk of the output grid: ``core`` is the chunk it writes, ``read_window`` the
+    core grown by the halo (clipped at the raster's edges) that the model sees."""
+
     row: int
     col: int
     core: Window
-    read: Window
+    read_window: Window
 
     @property
     def core_in_read(self) -> tuple[slice, slice]:
         """Where the core lies inside the read window, as array slices."""
-        r0 = int(self.core.row_off - self.read.row_off)
-        c0 = int(self.core.col_off - self.read.col_off)
+        r0 = int(self.core.row_off - self.read_window.row_off)
+        c0 = int(self.core.col_off - self.read_window.col_off)
         return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
 
 
@@ -57,3 +61,12 @@ def default_halo(arch: str, stride: int = STRIDE) -> int:
 
     radius = receptive_field(arch) // 2
     return -(-radius // stride) * stride
+
+
+def chunk_windows(height: int, width: int, chunks: tuple[int, ...]) -> Iterator[Window]:
+    """Windows that follow a store's chunks row by row (the last two of ``chunks``): each read
+    touches one chunk."""
+    ch, cw = chunks[-2:]
+    for r in range(0, height, ch):
+        for c in range(0, width, cw):
+            yield Window(c, r, min(cw, width - c), min(ch, height - r))

@@ -33,10 +33,10 @@ for r in range(0, side, 512):
 def status(key):
     return int(Path("/proc/self/status").read_text().split(key + ":")[1].split()[0]) / 1024
 if step == "cog":
-    from fcnseg.pipeline.cog import export_labels_cog as run
+    from fcnseg.pipeline.products.cog import export_labels_cog as run
     args = (out / "s.zarr", out / "s.tif")
 else:
-    from fcnseg.pipeline.vectorize import vectorize_store as run
+    from fcnseg.pipeline.products.vectorize import vectorize_store as run
     args = (out / "s.zarr", out / "p.parquet", out / "p.gpkg")
 del group
 Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark: measure the step alone

@@ -10,8 +10,8 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from fcnseg.pipeline.cog import chunk_windows
 from fcnseg.pipeline.store import create_store, write_chunk
+from fcnseg.pipeline.tiles import chunk_windows
 
 UTM = CRS.from_epsg(32633)
 #: 0.5 m pixels in UTM zone 33N.

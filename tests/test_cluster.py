@@ -23,20 +23,17 @@ import dask
 import pytest
 import yaml
 
-from fcnseg.pipeline.cluster import (
-    GPU_RESOURCE,
+from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, default_local_workers, gpu_resources
+from fcnseg.pipeline.cluster_specs import (
     JOBQUEUE_CLASSES,
     ClusterSpec,
-    dask_client,
-    default_local_workers,
-    gpu_resources,
     jobqueue_keywords,
     load_cluster_spec,
     resolve_cluster_spec,
     resources_from_args,
     worker_container,
 )
-from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = ROOT / "deploy" / "clusters"

@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 from stores import store_from_array
 
-from fcnseg.pipeline.cog import export_labels_cog, export_probabilities_cog
+from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
 
 NAMES = ["water", "forest", "road"]
 COLORS = [(30, 100, 200), (20, 110, 40), (120, 120, 120)]

@@ -7,7 +7,7 @@ import torch
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.pipeline import synth
-from fcnseg.pipeline.evaluate import evaluate_raster
+from fcnseg.pipeline.training.evaluate import evaluate_raster
 
 
 def test_demo_model_is_small_and_describes_itself():

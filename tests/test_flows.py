@@ -18,7 +18,7 @@ import xarray as xr
 from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.flows.segment_scene import find_scenes, scene_folder
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 

@@ -19,10 +19,10 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 from stores import store_from_array
 
-from fcnseg.pipeline.areas import geometries_area_m2, row_pixel_areas_m2
-from fcnseg.pipeline.cog import export_labels_cog
-from fcnseg.pipeline.query import WINDOW, LabelRaster, query_classes, query_windows
-from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.analysis.areas import geometries_area_m2, row_pixel_areas_m2
+from fcnseg.pipeline.analysis.query import WINDOW, LabelRaster, query_classes, query_windows
+from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.products.cog import export_labels_cog
 
 UTM = CRS.from_epsg(32633)
 WGS84 = CRS.from_epsg(4326)
@@ -352,7 +352,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
-from fcnseg.pipeline.query import WINDOW, LabelRaster, query_classes, query_windows
+from fcnseg.pipeline.analysis.query import WINDOW, LabelRaster, query_classes, query_windows
 path, side = Path(sys.argv[1]), int(sys.argv[2])
 block = np.random.default_rng(0).integers(0, 6, (512, 512), dtype=np.uint8)
 with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=1, dtype="uint8", nodata=255,

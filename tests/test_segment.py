@@ -16,7 +16,7 @@ from affine import Affine
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError, ClassInfo, ModelCard, Normalization, save_checkpoint
 from fcnseg.models.fcn import build_model
-from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
@@ -64,7 +64,7 @@ def test_tiled_run_equals_whole_image_run(tmp_path, odd_scene, cluster):
     from distributed import Client
 
     with Client(cluster) as client:
-        caches = client.run(lambda: __import__("fcnseg.pipeline.infer", fromlist=["_"]).cached_model.cache_info())
+        caches = client.run(lambda: __import__("fcnseg.pipeline.segment.predict", fromlist=["_"]).cached_model.cache_info())
     assert all(info.misses <= 1 for info in caches.values())
     assert sum(info.hits + info.misses for info in caches.values()) == 1 + 15
 
@@ -208,7 +208,7 @@ def test_segment_command_reports_bad_input_in_one_line(tmp_path):
 
 
 def test_blend_weights_sum_to_one_across_every_border():
-    from fcnseg.pipeline.blend import axis_weights, ramp_width
+    from fcnseg.pipeline.segment.blend import axis_weights, ramp_width
 
     size, tile, r = 1100, 256, ramp_width(256, 256)
     cores = [(a, min(a + tile, size)) for a in range(0, size, tile)]
@@ -240,7 +240,7 @@ def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster):
 def test_every_output_for_analysts_and_a_complete_rerun_is_a_no_op(tmp_path, cluster):
     import geopandas as gpd
 
-    from fcnseg.pipeline.stac import validate_stac_item
+    from fcnseg.pipeline.products.stac import validate_stac_item
 
     image, _ = write_scene(tmp_path / "scene", 320, seed=9, collar=40)
     out = tmp_path / "out"

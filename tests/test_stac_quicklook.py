@@ -21,9 +21,9 @@ from rasterio.transform import array_bounds
 from shapely.geometry import Point, Polygon
 from stores import store_from_array
 
-from fcnseg.pipeline.cog import export_labels_cog
-from fcnseg.pipeline.quicklook import write_quicklook
-from fcnseg.pipeline.stac import (
+from fcnseg.pipeline.products.cog import export_labels_cog
+from fcnseg.pipeline.products.quicklook import write_quicklook
+from fcnseg.pipeline.products.stac import (
     CLASSIFICATION_EXTENSION,
     PROJECTION_EXTENSION,
     ZARR_MEDIA_TYPE,

@@ -11,7 +11,6 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Compression
 
-from fcnseg.pipeline import synth
 from fcnseg.pipeline.synth import (
     BAND_NAMES,
     CLASSES,
@@ -20,7 +19,9 @@ from fcnseg.pipeline.synth import (
     LABEL_NODATA,
     PIXEL_SIZE,
     render_window,
+    scene,
     write_scene,
+    writer,
 )
 
 NAMES = [c.name for c in CLASSES]
@@ -42,7 +43,7 @@ def test_classes_are_the_six_documented_ones_in_order():
 
 def test_render_is_deterministic_per_seed():
     first = render_window(3, 512, 128, 64, 200, 300)
-    synth._scene.cache_clear()  # recompute the scene parameters too, not just the pixels
+    scene.plan_scene.cache_clear()  # recompute the scene parameters too, not just the pixels
     second = render_window(3, 512, 128, 64, 200, 300)
     assert first[0].dtype == np.uint16 and first[0].shape == (4, 200, 300)
     assert first[1].dtype == np.uint8 and first[1].shape == (200, 300)
@@ -173,7 +174,7 @@ def test_interrupted_write_leaves_no_complete_looking_file(tmp_path: Path, monke
             raise RuntimeError("interrupted")
         return render_window(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "render_window", failing_render)
+    monkeypatch.setattr(writer, "render_window", failing_render)
     with pytest.raises(RuntimeError, match="interrupted"):
         write_scene(tmp_path, 512, seed=1, block=256)
     assert list(tmp_path.iterdir()) == []

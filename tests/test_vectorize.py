@@ -14,9 +14,9 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize
 from stores import TRANSFORM, store_from_array
 
-from fcnseg.pipeline.areas import row_pixel_areas_m2
+from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
+from fcnseg.pipeline.products.vectorize import VectorizeOptions, vectorize_store
 from fcnseg.pipeline.store import NODATA
-from fcnseg.pipeline.vectorize import VectorizeOptions, vectorize_store
 
 NAMES = ["water", "forest", "cropland", "grassland", "road", "building"]
 COLORS = [(30, 100, 200), (20, 110, 40), (220, 200, 80), (140, 200, 90), (120, 120, 120), (200, 60, 50)]

@@ -8,14 +8,13 @@ a window (at most ``WINDOW`` x ``WINDOW`` pixels), never by the raster.
 Pixel rule: a pixel belongs to a box or an area of interest when its **centre** lies inside the
 polygon (GDAL's rasterisation with ``all_touched=False``, applied per window). A box in another CRS
 is densified into a polygon and reprojected (a reprojected box is not a box), then treated like an
-area of interest. Areas are true areas (``fcnseg.pipeline.areas``): per-row pixel areas on the
+area of interest. Areas are true areas (``fcnseg.pipeline.analysis.areas``): per-row pixel areas on the
 ellipsoid for geographic rasters.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -34,9 +33,10 @@ from rasterio.enums import MaskFlags
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
-from fcnseg.pipeline.areas import row_pixel_areas_m2
-from fcnseg.pipeline.reading import InputError, bounded_gdal_cache, open_raster
-from fcnseg.pipeline.store import LABELS, NODATA, open_store
+from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
+from fcnseg.pipeline.classes import raster_classes, store_classes
+from fcnseg.pipeline.io import InputError, bounded_gdal_cache, open_raster
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class _TiffLabels(LabelRaster):
         self.nodata = int(src.nodata) if src.nodata is not None and float(src.nodata).is_integer() else None
         flags = src.mask_flag_enums[0]
         self.mask_band = self.nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
-        self.class_names = _tiff_class_names(path, src)
+        self.class_names = raster_classes(src).names
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         values = self.src.read(1, window=window)
@@ -132,8 +132,6 @@ class _TiffLabels(LabelRaster):
 
 class _ZarrLabels(LabelRaster):
     def __init__(self, path: str, group) -> None:
-        from fcnseg.pipeline.cog import store_geometry
-
         self.path = path
         if LABELS not in group or "spatial_ref" not in group:
             raise InputError(f"{path}: not an fcnseg label store (no '{LABELS}' array or no 'spatial_ref')")
@@ -146,7 +144,7 @@ class _ZarrLabels(LabelRaster):
         self.height, self.width = self.array.shape
         self.block = tuple(self.array.chunks)
         self.nodata = int(self.array.attrs.get("nodata", NODATA))
-        self.class_names = [str(n) for n in self.array.attrs.get("class_names", [])]
+        self.class_names = store_classes(self.array.attrs).names
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(self.array[window.toslices()])
@@ -183,24 +181,6 @@ def open_labels(path: str | Path) -> Iterator[LabelRaster]:
 def _check_crs(raster: LabelRaster) -> None:
     if raster.crs is None:
         raise InputError(f"{raster.path}: has no CRS, so areas and coordinates cannot be placed on it")
-
-
-def _tiff_class_names(path: str, src: rasterio.io.DatasetReader) -> list[str]:
-    """Names from fcnseg's ``class_names`` tag, else its per-band ``CLASS_<id>`` tags, else none."""
-    tag = src.tags().get("class_names")
-    if tag:
-        try:
-            names = json.loads(tag)
-            if isinstance(names, list):
-                return [str(n) for n in names]
-        except json.JSONDecodeError:
-            pass
-        log.warning("%s: class_names tag is not a JSON list; using class_<id>", path)
-    band = src.tags(1)
-    ids = sorted(int(k[6:]) for k in band if k.startswith("CLASS_") and k[6:].isdigit())
-    if ids:
-        return [band.get(f"CLASS_{i}", f"class_{i}") for i in range(ids[-1] + 1)]
-    return []
 
 
 # --- selections: everything becomes "a polygon in the raster's CRS" or a point ----------------

@@ -10,27 +10,18 @@ is self-describing in QGIS and GDAL. The result appears under its final name onl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import rasterio
 import rasterio.shutil
-from affine import Affine
-from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.windows import Window
 
-from fcnseg.pipeline.reading import bounded_gdal_cache
-from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, PROBABILITY_SCALE, open_store
+from fcnseg.atomic import partial_path
+from fcnseg.pipeline.io import atomic_write, bounded_gdal_cache
+from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, PROBABILITY_SCALE, open_store, store_geometry
+from fcnseg.pipeline.tiles import chunk_windows
 
 BLOCK = 512
-
-
-def store_geometry(group) -> tuple[CRS, Affine]:
-    """CRS and transform from the store's CF grid mapping."""
-    attrs = group["spatial_ref"].attrs
-    c, a, b, f, d, e = (float(v) for v in attrs["GeoTransform"].split())
-    return CRS.from_wkt(attrs["crs_wkt"]), Affine(a, b, c, d, e, f)
 
 
 def overview_factors(height: int, width: int, smallest: int = 256) -> list[int]:
@@ -81,38 +72,27 @@ def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Pa
     return _write_cog(group, out_path, len(names), "uint8", write_bands, resampling=Resampling.average)
 
 
-def chunk_windows(height: int, width: int, chunks: tuple[int, ...]):
-    """Windows that follow the store's chunks: each read touches one chunk."""
-    ch, cw = chunks[-2:]
-    for r in range(0, height, ch):
-        for c in range(0, width, cw):
-            yield Window(c, r, min(cw, width - c), min(ch, height - r))
-
-
 def _write_cog(group, out_path, count: int, dtype: str, write_bands, resampling: Resampling = Resampling.mode) -> Path:
     out_path = Path(out_path)
     crs, transform = store_geometry(group)
     height, width = group[LABELS].shape
-    staging = out_path.with_name(f".{out_path.name}.staging.tif")
-    partial = out_path.with_name(f".{out_path.name}.partial")
+    staging = partial_path(out_path.with_name(f"{out_path.stem}.staging.tif"))
     profile = dict(
         driver="GTiff", width=width, height=height, count=count, dtype=dtype, nodata=NODATA, crs=crs,
         transform=transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
     )
     try:
-        with bounded_gdal_cache(), rasterio.open(staging, "w", **profile) as dst:
-            write_bands(dst)
-        with bounded_gdal_cache():
+        with atomic_write(out_path) as partial, bounded_gdal_cache():
+            with rasterio.open(staging, "w", **profile) as dst:
+                write_bands(dst)
             with rasterio.open(staging, "r+") as dst:
                 dst.build_overviews(overview_factors(height, width), resampling)
             rasterio.shutil.copy(
                 staging, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK, OVERVIEWS="FORCE_USE_EXISTING",
                 RESAMPLING=resampling.name.upper(), BIGTIFF="IF_SAFER",
             )
-        os.replace(partial, out_path)
     finally:
         staging.unlink(missing_ok=True)
-        Path(str(staging) + ".ovr").unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        Path(f"{staging}.ovr").unlink(missing_ok=True)
     return out_path
 

@@ -4,13 +4,13 @@
 label map is being vectorised, so the GeoParquet file is written with pyarrow's ``ParquetWriter``
 (WKB geometry plus the GeoParquet 1.1 ``geo`` metadata, which geopandas, GDAL and QGIS read) and
 the GeoPackage by appending each batch with pyogrio. Both are written under hidden names and
-renamed into place only when complete.
+renamed into place only when complete (``atomic_write``).
 """
 
 from __future__ import annotations
 
 import json
-import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 import pyogrio
 import shapely
 from rasterio.crs import CRS
+
+from fcnseg.pipeline.io import atomic_write
 
 LAYER = "polygons"
 COLUMNS = ("class_id", "class_name", "pixels", "area", "area_m2")
@@ -74,12 +76,12 @@ class PolygonWriter:
     _gpkg_started: bool = False
 
     def __enter__(self) -> PolygonWriter:
-        for final in (self.parquet_path, self.gpkg_path):
-            if final is not None:
-                partial(final).unlink(missing_ok=True)
+        self._files = ExitStack()  # each file is written under a partial name, renamed when complete
+        self._partial = {final: self._files.enter_context(atomic_write(final))
+                         for final in (self.parquet_path, self.gpkg_path) if final is not None}
         if self.parquet_path is not None:
             self._schema = geoparquet_schema(self.crs, self.geometry_types)
-            self._parquet = pq.ParquetWriter(partial(self.parquet_path), self._schema, compression="zstd")
+            self._parquet = pq.ParquetWriter(self._partial[self.parquet_path], self._schema, compression="zstd")
         return self
 
     def add(self, row: PolygonRow) -> None:
@@ -101,25 +103,19 @@ class PolygonWriter:
             frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometries, crs=self.crs), crs=self.crs)
             frame["class_id"] = frame["class_id"].astype("int16")  # GeoPackage has no unsigned bytes
             pyogrio.write_dataframe(
-                frame, partial(self.gpkg_path), layer=LAYER, driver="GPKG", append=self._gpkg_started,
+                frame, self._partial[self.gpkg_path], layer=LAYER, driver="GPKG", append=self._gpkg_started,
                 promote_to_multi=False, geometry_type="Unknown" if len(self.geometry_types) > 1 else self.geometry_types[0],
             )
             self._gpkg_started = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.flush()
-        if self._parquet is not None:
-            self._parquet.close()
-        for final in (self.parquet_path, self.gpkg_path):
-            if final is None:
-                continue
+        try:
             if exc_type is None:
-                os.replace(partial(final), final)
-            else:
-                partial(final).unlink(missing_ok=True)
-
-
-def partial(path: Path) -> Path:
-    """Where a file is written until it is complete (hidden, so it never looks finished)."""
-    return path.with_name(f".{path.name}.partial{path.suffix}")
+                self.flush()
+        except BaseException as error:
+            exc_type, exc, tb = type(error), error, error.__traceback__
+            raise
+        finally:
+            if self._parquet is not None:
+                self._parquet.close()
+            self._files.__exit__(exc_type, exc, tb)  # renames on success; on error removes the partial files

@@ -10,9 +10,7 @@ overviews GDAL still streams the decimation through its (capped) block cache.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 
+from fcnseg.pipeline.classes import UNKNOWN_COLOR, colour_table, raster_classes
+from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.store import NODATA
 
 log = logging.getLogger(__name__)
@@ -154,31 +154,19 @@ def draw_legend(img: Image.Image, names: Sequence[str], colors: np.ndarray) -> N
 
 
 def _classes(src) -> tuple[list[str], np.ndarray]:
-    """Class names and RGB colours (n, 3) from labels.tif: its tags, else band tags and colour table.
+    """Class names and RGB colours (n, 3) of labels.tif.
 
     Without names (a labels.tif from elsewhere) the colour table still tints, but no legend is drawn.
     """
-    tags = src.tags()
-    if "class_names" in tags:
-        names = [str(n) for n in json.loads(tags["class_names"])]
-    else:
-        band = src.tags(1)
-        names = [band[f"CLASS_{k}"] for k in range(NODATA) if f"CLASS_{k}" in band]
-    if "class_colors" in tags:
-        return names, np.array(json.loads(tags["class_colors"]), np.float32).reshape(-1, 3)
-    try:
-        cmap = src.colormap(1)
-    except ValueError:  # no colour table: grey tint
-        cmap = {}
-    n = len(names) or NODATA
-    return names, np.array([cmap.get(v, (128, 128, 128, 255))[:3] for v in range(n)], np.float32)
+    table = raster_classes(src)
+    if table.colors is not None:
+        return table.names, np.array(table.colors, np.float32).reshape(-1, 3)
+    colormap = colour_table(src)  # grey where it has no entry (or there is none)
+    n = len(table.names) or NODATA
+    return table.names, np.array([colormap.get(v, UNKNOWN_COLOR) for v in range(n)], np.float32)
 
 
 def _save_png(img: Image.Image, out_png: Path) -> None:
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(out_png) as tmp:
         img.save(tmp, format="PNG", optimize=False)
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)

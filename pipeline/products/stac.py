@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import transform as warp_transform
 
-from fcnseg.pipeline.cog import store_geometry
+from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
+from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.outputs import (
     ITEM_JSON,
     LABELS_COG,
@@ -48,7 +48,7 @@ from fcnseg.pipeline.outputs import (
     RUN_JSON,
     STORE_NAME,
 )
-from fcnseg.pipeline.store import LABELS, NODATA, open_store
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_stac_item(
     """
     out_dir = Path(out_dir)
     created = _utc(created or datetime.now(UTC))
-    grid, names, colors, store_attrs = _read_output(out_dir)
+    grid, table, store_attrs = _read_output(out_dir)
     run = _read_run_json(out_dir / RUN_JSON)
     model_sha256 = model_sha256 or run.get("model_sha256") or store_attrs.get("model_sha256")
     if parameters is None:
@@ -149,7 +149,7 @@ def build_stac_item(
     if parameters is not None:
         properties["fcnseg:parameters"] = dict(parameters)
 
-    classes = class_entries(names, colors) if names else None
+    classes = class_entries(table.names, table.colors) if table.names else None
     extensions = [PROJECTION_EXTENSION] + ([CLASSIFICATION_EXTENSION] if classes else [])
     item = {
         "type": "Feature",
@@ -182,13 +182,7 @@ def write_stac_item(
     out_dir = Path(out_dir)
     item = build_stac_item(out_dir, input_path=input_path, model_sha256=model_sha256,
                            parameters=parameters, created=created, acquired=acquired)
-    target = out_dir / ITEM_JSON
-    tmp = out_dir / f".{ITEM_JSON}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(item, indent=2) + "\n")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    target = atomic_write_text(out_dir / ITEM_JSON, json.dumps(item, indent=2) + "\n")
     log.info("wrote STAC item %s (%d assets)", target, len(item["assets"]))
     return target
 
@@ -290,27 +284,21 @@ def class_entries(names: Sequence[str], colors: Sequence[Sequence[int]] | None) 
 # --------------------------------------------------------------------------- reading the output folder
 
 
-def _read_output(out_dir: Path) -> tuple[Grid, list[str], list[list[int]] | None, dict[str, Any]]:
-    """Grid, class names, class colours and store attributes: from labels.zarr, else labels.tif."""
+def _read_output(out_dir: Path) -> tuple[Grid, ClassTable, dict[str, Any]]:
+    """Grid, class table and store attributes: from labels.zarr, else labels.tif."""
     store = out_dir / STORE_NAME
     if store.is_dir():
         group = open_store(store, mode="r")
         crs, transform = store_geometry(group)
         labels = group[LABELS]
         height, width = labels.shape
-        names = list(labels.attrs.get("class_names", []))
-        colors = labels.attrs.get("class_colors")
-        return Grid(crs, transform, int(height), int(width)), names, colors, dict(group.attrs)
+        return Grid(crs, transform, int(height), int(width)), store_classes(labels.attrs), dict(group.attrs)
     cog = out_dir / LABELS_COG
     if cog.is_file():
         with rasterio.open(cog) as src:
             if src.crs is None:
                 raise ValueError(f"{cog}: has no CRS; a STAC item needs the raster's georeferencing")
-            tags = src.tags()
-            grid = Grid(src.crs, src.transform, src.height, src.width)
-        names = json.loads(tags["class_names"]) if "class_names" in tags else []
-        colors = json.loads(tags["class_colors"]) if "class_colors" in tags else None
-        return grid, names, colors, {}
+            return Grid(src.crs, src.transform, src.height, src.width), raster_classes(src), {}
     raise FileNotFoundError(f"{out_dir}: holds neither {STORE_NAME} nor {LABELS_COG}; nothing to describe")
 
 

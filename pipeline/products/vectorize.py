@@ -30,10 +30,10 @@ from rasterio.features import rasterize, shapes
 from shapely.affinity import affine_transform
 from tqdm import tqdm
 
-from fcnseg.pipeline.areas import geometries_area_m2
-from fcnseg.pipeline.cog import chunk_windows, store_geometry
-from fcnseg.pipeline.polygon_writer import PolygonRow, PolygonWriter
-from fcnseg.pipeline.store import LABELS, NODATA, open_store
+from fcnseg.pipeline.analysis.areas import geometries_area_m2
+from fcnseg.pipeline.products.polygon_writer import PolygonRow, PolygonWriter
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
+from fcnseg.pipeline.tiles import chunk_windows
 
 log = logging.getLogger(__name__)
 

@@ -20,19 +20,39 @@ Pass 1 writes scratch only, so running any task twice (a dead worker, a resumed 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
 from rasterio.windows import Window, intersect
 
-from fcnseg.pipeline.infer import ChunkResult, TileJob, core_result, finish_chunk, predicted_tiles
+from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
+from fcnseg.pipeline.segment.predict import Submitter, TileJob, core_result, predicted_tiles
 from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
-from fcnseg.pipeline.tiling import Tile
+from fcnseg.pipeline.tiles import Tile
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from fcnseg.pipeline.segment.plan import RunPlan
 
 RING = "ring"
+#: Scratch under the run's state folder: pass-1 results and their ledger (removed when the run completes).
+SCRATCH_STORE = "blend.zarr"
+PASS1_LEDGER = "pass1"
 #: The widest cross-fade: wider zones cost scratch space (ring strips are stored per tile).
 MAX_RAMP = 64
+
+
+@dataclass(frozen=True)
+class BlendGrid:
+    """What both passes know of the run: the raster's size and r, half the cross-fade zone."""
+
+    height: int
+    width: int
+    ramp: int
 
 
 def ramp_width(tile: int, halo: int) -> int:
@@ -87,30 +107,30 @@ def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], t
                        chunks=(1, 1, num_classes + 1, zone, zone))
 
 
-def blend_pass1(job: TileJob, scratch: str, pass1_dir: str, tiles: Sequence[Tile],
-                height: int, width: int, r: int) -> list[ChunkResult]:
+def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[Tile], grid: BlendGrid) -> list[ChunkResult]:
     """Run the model on ``tiles``; store their core results and ring contributions in scratch."""
     interior = open_store(scratch)
     ring_array = interior[RING]
     results = []
     for tile, scores, valid in predicted_tiles(job, tiles):
         if scores is None:
-            results.append(finish_chunk(pass1_dir, tile, "nodata", 0))
+            results.append(pass1.record(tile, "nodata", 0))
             continue
-        if r > 0:
-            write_ring(ring_array, tile, scores, valid, height, width, r)
+        if grid.ramp > 0:
+            write_ring(ring_array, tile, scores, valid, grid)
         labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
         write_chunk(interior, tile.core, labels, probs)
-        results.append(finish_chunk(pass1_dir, tile, "computed", n_valid))
+        results.append(pass1.record(tile, "computed", n_valid))
     return results
 
 
-def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np.ndarray,
-               height: int, width: int, r: int) -> None:
+def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid) -> None:
     """Store the tile's weighted probabilities and weights over its ring (zero elsewhere, not stored)."""
+    height, width, r = grid.height, grid.width, grid.ramp
     ext = extended(tile, height, width, r)
-    rows = slice(int(ext.row_off - tile.read.row_off), int(ext.row_off - tile.read.row_off + ext.height))
-    cols = slice(int(ext.col_off - tile.read.col_off), int(ext.col_off - tile.read.col_off + ext.width))
+    read = tile.read_window
+    rows = slice(int(ext.row_off - read.row_off), int(ext.row_off - read.row_off + ext.height))
+    cols = slice(int(ext.col_off - read.col_off), int(ext.col_off - read.col_off + ext.width))
     core_rows = (int(tile.core.row_off), int(tile.core.row_off + tile.core.height))
     core_cols = (int(tile.core.col_off), int(tile.core.col_off + tile.core.width))
     weight = (
@@ -123,20 +143,21 @@ def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np
     ring_array[tile.row, tile.col, :, : int(ext.height), : int(ext.width)] = contribution
 
 
-def blend_pass2(job: TileJob, scratch: str, final_store: str, done_dir: str, tile: Tile,
-                neighbours: Sequence[Tile], height: int, width: int, r: int, *_pass1: object) -> list[ChunkResult]:
+def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedger, tile: Tile,
+                neighbours: Sequence[Tile], grid: BlendGrid, *_pass1: object) -> list[ChunkResult]:
     """The final chunk: the tile's own core, with the ring cross-faded with its neighbours'.
 
     ``_pass1`` are the results of the pass-1 tasks this chunk needs: passing them makes Dask run
     this task after them (and rerun them, should a worker holding them die first).
     """
+    height, width, r = grid.height, grid.width, grid.ramp
     scratch_group = open_store(scratch, mode="r")
     core = tile.core
     rows, cols = core.toslices()
     labels = scratch_group[LABELS][rows, cols]
     valid = labels != NODATA
     if not valid.any():
-        return [finish_chunk(done_dir, tile, "nodata", 0)]
+        return [ledger.record(tile, "nodata", 0)]
     probs = scratch_group[PROBABILITIES][:, rows, cols] if job.probabilities else None
 
     ring_array = scratch_group[RING]
@@ -157,5 +178,53 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, done_dir: str, til
         mixed = total[:-1] / np.maximum(weight, 1e-12)
         probs[:, blended] = quantize_probabilities(mixed, blended)[:, blended]
     write_chunk(open_store(final_store), core, labels, probs)
-    return [finish_chunk(done_dir, tile, "computed", int(valid.sum()))]
+    return [ledger.record(tile, "computed", int(valid.sum()))]
 
+
+# --- the run's tasks -----------------------------------------------------------------------
+
+
+def prepare_scratch(plan: RunPlan) -> tuple[Path, ChunkLedger]:
+    """The scratch store and pass-1 ledger under the run's state folder, created on the first run
+    and kept by a resumed one (its finished pass-1 tiles are not run again)."""
+    scratch, pass1 = plan.state / SCRATCH_STORE, plan.state / PASS1_LEDGER
+    if not scratch.exists():
+        grid = (max(t.row for t in plan.tiles) + 1, max(t.col for t in plan.tiles) + 1)
+        r = ramp_width(plan.options.tile, plan.halo)
+        create_scratch(scratch, plan.height, plan.width, grid, plan.options.tile, r, plan.num_classes,
+                       plan.options.probabilities)
+    pass1.mkdir(exist_ok=True)
+    return scratch, ChunkLedger(str(pass1))
+
+
+def blend_tasks(job: TileJob, plan: RunPlan, scratch: Path, pass1: ChunkLedger) -> Submitter:
+    """Pass 1 for every tile a pending chunk needs (itself and its neighbours) that has not run
+    yet, then pass 2 per pending chunk, each depending on the pass-1 tasks of its 3x3 neighbourhood."""
+    grid = BlendGrid(plan.height, plan.width, ramp_width(plan.options.tile, plan.halo))
+    by_index = {(t.row, t.col): t for t in plan.tiles}
+
+    def neighbours(t: Tile) -> list[Tile]:
+        keys = [(t.row + dr, t.col + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+        return [by_index[k] for k in keys if k in by_index]
+
+    todo = plan.todo
+    needed = {(n.row, n.col): n for t in todo for n in (t, *neighbours(t))}
+    first = [n for _, n in sorted(needed.items()) if not pass1.is_finished(n)]
+    group = max(1, job.batch_size)
+
+    def submit(client: Client, resources: dict[str, float] | None) -> list[Future]:
+        pass1_future = {}
+        for i in range(0, len(first), group):
+            batch = first[i : i + group]
+            future = client.submit(blend_pass1, job, str(scratch), pass1, batch, grid, pure=False, resources=resources)
+            pass1_future.update({(t.row, t.col): future for t in batch})
+        finals = []
+        for t in todo:
+            around = neighbours(t)
+            deps = dict.fromkeys(pass1_future[k] for k in [(n.row, n.col) for n in (t, *around)] if k in pass1_future)
+            finals.append(client.submit(
+                blend_pass2, job, str(scratch), str(plan.store_path), plan.ledger, t, around, grid, *deps, pure=False,
+            ))
+        return finals
+
+    return submit

@@ -9,8 +9,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import ModelCard, Normalization
-from fcnseg.pipeline.labels import UNLABELLED, LabelSource
-from fcnseg.pipeline.reading import InputError, read_model_input, valid_mask
+from fcnseg.pipeline.io import InputError, read_model_input, valid_mask
+from fcnseg.pipeline.training.labels import UNLABELLED, LabelSource
 
 
 class ChipSampler:

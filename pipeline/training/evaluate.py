@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +12,11 @@ from tqdm import tqdm
 
 from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
-from fcnseg.models.inference import predict_probabilities
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
-from fcnseg.pipeline.labels import open_labels
-from fcnseg.pipeline.reading import open_raster, read_model_input, select_bands
-from fcnseg.pipeline.tiling import default_halo, iter_tiles
+from fcnseg.pipeline.io import open_raster, select_bands
+from fcnseg.pipeline.segment.predict import predict_tiles
+from fcnseg.pipeline.tiles import Tile, default_halo, iter_tiles
+from fcnseg.pipeline.training.labels import open_labels
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,14 @@ def evaluate_raster(
     bands: Sequence[int] | None = None,
     tile: int = 1024,
     halo: int | None = None,
+    batch_size: int = 4,
     progress: bool = False,
 ) -> Metrics:
-    """Metrics over every pixel that is valid in the image and labelled (not 255) in the labels."""
+    """Metrics over every pixel that is valid in the image and labelled (not 255) in the labels.
+
+    The tiles run through ``segment``'s own loop (``predict_tiles``: same tiles, halo and batches),
+    so the score is the score of what ``segment`` writes; tiles without a label are not run.
+    """
     halo = default_halo(card.arch) if halo is None else halo
     num_classes = card.num_classes
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -42,16 +47,22 @@ def evaluate_raster(
     with open_raster(image) as src:
         band_indexes = select_bands(src, card, bands)
         label_source = open_labels(labels, src, label_field, card.class_names)
-        try:
+        targets: dict[tuple[int, int], np.ndarray] = {}  # labels of the tiles in flight
+
+        def labelled_tiles() -> Iterator[Tile]:
             tiles = list(iter_tiles(src.height, src.width, tile, halo))
             for t in tqdm(tiles, desc="evaluate", unit="tile", disable=not progress):
                 target = label_source.read(t.core)
-                x, valid = read_model_input(src, band_indexes, t.read, card)
-                core_valid = valid[t.core_in_read]
-                target[~core_valid] = IGNORE_INDEX
-                if not core_valid.any() or (target == IGNORE_INDEX).all():
+                if (target != IGNORE_INDEX).any():
+                    targets[(t.row, t.col)] = target
+                    yield t
+
+        try:
+            for t, scores, valid in predict_tiles(model, card, device, src, band_indexes, labelled_tiles(), batch_size):
+                target = targets.pop((t.row, t.col))
+                if scores is None:
                     continue
-                scores = predict_probabilities(model, x[None], device)[0]
+                target[~valid[t.core_in_read]] = IGNORE_INDEX
                 predicted = scores.argmax(axis=0)[t.core_in_read]
                 confusion += confusion_matrix(predicted, target, num_classes)
         finally:

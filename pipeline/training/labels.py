@@ -8,7 +8,6 @@ so memory follows the vector data, never the raster's size.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +18,8 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
-from fcnseg.pipeline.reading import InputError, open_raster
+from fcnseg.pipeline.classes import raster_classes
+from fcnseg.pipeline.io import InputError, open_raster
 
 UNLABELLED = 255
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet"}
@@ -45,8 +45,9 @@ class RasterLabels:
         ):
             self.src.close()
             raise InputError(f"{path}: label raster is not on the image's grid (size or transform differ)")
-        self.class_names = raster_class_names(self.src)
-        self.class_colors = raster_class_colors(self.src)
+        table = raster_classes(self.src)
+        self.class_names = table.names or None
+        self.class_colors = table.colors
 
     def read(self, window: Window) -> np.ndarray:
         labels = self.src.read(1, window=window)
@@ -112,17 +113,6 @@ def _box(bounds: tuple[float, float, float, float]):
     from shapely.geometry import box
 
     return box(*bounds)
-
-
-def raster_class_names(src: DatasetReader) -> list[str] | None:
-    """Class names stored in a label raster's tags (as ``fcnseg synth`` and ``segment`` write them)."""
-    names = src.tags().get("class_names")
-    return json.loads(names) if names else None
-
-
-def raster_class_colors(src: DatasetReader) -> list[tuple[int, int, int]] | None:
-    colors = src.tags().get("class_colors")
-    return [tuple(c) for c in json.loads(colors)] if colors else None
 
 
 def open_labels(

@@ -31,19 +31,13 @@ from fcnseg.models.fcn import FCNBase, build_model
 from fcnseg.models.inference import resolve_device
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
-from fcnseg.pipeline.chips import ChipSampler, band_statistics
-from fcnseg.pipeline.evaluate import evaluate_raster
-from fcnseg.pipeline.labels import open_labels
-from fcnseg.pipeline.reading import InputError, open_raster
+from fcnseg.pipeline.classes import default_colors
+from fcnseg.pipeline.io import InputError, open_raster
+from fcnseg.pipeline.training.chips import ChipSampler, band_statistics
+from fcnseg.pipeline.training.evaluate import evaluate_raster
+from fcnseg.pipeline.training.labels import open_labels
 
 log = logging.getLogger(__name__)
-
-#: Colours for classes whose labels carry none (tab10-like, distinct on a map).
-DEFAULT_COLORS = [
-    (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-]
-
 
 @dataclass
 class TrainRequest:
@@ -98,7 +92,7 @@ def class_list(request: TrainRequest, label_names: list[str] | None, label_color
     elif init_card and init_card.num_classes == len(names):
         colors = [c.color for c in init_card.classes]
     else:
-        colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(names))]
+        colors = default_colors(len(names))
     return [ClassInfo(n, tuple(c)) for n, c in zip(names, colors, strict=True)]
 
 

@@ -1,0 +1,81 @@
+"""The stages after inference: the files made from the finished store, then the run's record.
+
+``export_rasters`` (COGs, quicklook), ``export_polygons`` (GeoParquet, GeoPackage) and ``publish``
+(class areas, run.json, item.json). Each is a plain function of the plan, so the Prefect flow runs
+each as a task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fcnseg.pipeline.analysis.query import query_classes
+from fcnseg.pipeline.outputs import (
+    ITEM_JSON,
+    LABELS_COG,
+    POLYGONS_GPKG,
+    POLYGONS_PARQUET,
+    PROBABILITIES_COG,
+    QUICKLOOK_PNG,
+    STORE_NAME,
+)
+from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
+from fcnseg.pipeline.products.quicklook import write_quicklook
+from fcnseg.pipeline.products.stac import write_stac_item
+from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
+from fcnseg.pipeline.segment.plan import RunPlan, remove_outputs
+from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json
+
+
+def export_rasters(plan: RunPlan) -> list[str]:
+    """The export stage: labels.tif (and probabilities.tif) as COGs, and quicklook.png.
+
+    Starts by removing every file an earlier run left beside the store (its outputs may have been
+    made with other options) and run.json with them: until publish, the folder is not complete.
+    """
+    out, options = plan.out, plan.options
+    remove_outputs(out, keep_store=True)
+    written = []
+    if options.cog or options.quicklook:  # the quicklook reads the labels COG's overviews
+        export_labels_cog(plan.store_path, out / LABELS_COG)
+        written.append(LABELS_COG)
+        if options.probabilities and options.cog:
+            export_probabilities_cog(plan.store_path, out / PROBABILITIES_COG)
+            written.append(PROBABILITIES_COG)
+    if options.quicklook:
+        write_quicklook(plan.input, out / LABELS_COG, out / QUICKLOOK_PNG)
+        written.append(QUICKLOOK_PNG)
+        if not options.cog:
+            (out / LABELS_COG).unlink()
+            written.remove(LABELS_COG)
+    return written
+
+
+def export_polygons(plan: RunPlan, *, progress: bool = False) -> VectorizeReport | None:
+    """The vectorise stage: polygons.parquet and polygons.gpkg, merged across chunk borders."""
+    if not plan.options.polygons:
+        return None
+    options = VectorizeOptions(simplify=plan.options.simplify, min_area=plan.options.min_area)
+    return vectorize_store(plan.store_path, plan.out / POLYGONS_PARQUET, plan.out / POLYGONS_GPKG, options,
+                           progress=progress)
+
+
+def class_areas(plan: RunPlan) -> list[dict[str, Any]]:
+    """Per class: pixels, m² and share of the valid area, counted chunk by chunk from the store."""
+    return query_classes(plan.store_path).to_dict()["classes"]
+
+
+def publish(
+    plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], polygons: VectorizeReport | None,
+) -> RunReport:
+    """The publish stage: per-class areas, run.json (the record of a complete output), item.json."""
+    files = [STORE_NAME, *files]
+    if polygons is not None:
+        files += [POLYGONS_PARQUET, POLYGONS_GPKG]
+    if plan.options.stac:
+        files.append(ITEM_JSON)  # written right after run.json; a run.json without it is incomplete
+    report = run_report(plan, chunk_run, seconds, files, class_areas(plan), polygons)
+    write_run_json(plan, report)
+    if plan.options.stac:
+        write_stac_item(plan.out, input_path=plan.input, model_sha256=plan.model_sha256, parameters=plan.parameters)
+    return report

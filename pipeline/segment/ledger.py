@@ -1,0 +1,48 @@
+"""The chunk ledger: which chunks of a run are finished, one marker file per chunk.
+
+A chunk's marker is written after its data, durably and atomically, so a marker on disk always
+means the chunk's bytes are in the store: a rerun skips exactly the marked chunks. The crop and
+blend paths (and blend's first pass, over its scratch store) all keep their progress this way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from fcnseg.pipeline.io import atomic_write_text
+from fcnseg.pipeline.tiles import Tile
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    row: int
+    col: int
+    status: Literal["computed", "nodata"]
+    valid_pixels: int
+
+
+@dataclass(frozen=True)
+class ChunkLedger:
+    """The markers in ``directory`` (a plain path, so the ledger travels to Dask workers)."""
+
+    directory: str
+
+    def marker(self, tile: Tile) -> Path:
+        return Path(self.directory) / f"{tile.row}_{tile.col}.json"
+
+    def record(self, tile: Tile, status: Literal["computed", "nodata"], valid_pixels: int) -> ChunkResult:
+        """Mark ``tile``'s chunk finished; call it only once the chunk's data is written."""
+        result = ChunkResult(tile.row, tile.col, status, valid_pixels)
+        atomic_write_text(self.marker(tile), json.dumps(asdict(result)), durable=True)
+        return result
+
+    def is_finished(self, tile: Tile) -> bool:
+        return self.marker(tile).exists()
+
+    def finished(self, tiles: Iterable[Tile]) -> set[tuple[int, int]]:
+        """(row, col) of the chunks among ``tiles`` that are marked finished."""
+        return {(t.row, t.col) for t in tiles if self.is_finished(t)}

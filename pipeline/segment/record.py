@@ -1,0 +1,116 @@
+"""The record of a run: the report ``segment`` returns, and run.json, which says OUT is complete.
+
+run.json is written (durably, atomically) only once every output file exists, and lists them
+with the parameters: a rerun that finds it, its files and every chunk marked is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fcnseg.pipeline.io import atomic_write_text
+from fcnseg.pipeline.outputs import RUN_JSON
+from fcnseg.pipeline.segment.ledger import ChunkResult
+
+if TYPE_CHECKING:
+    from fcnseg.pipeline.products.vectorize import VectorizeReport
+    from fcnseg.pipeline.segment.plan import RunPlan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkRun:
+    """What the infer stage did: the chunks' results, each worker's peak memory (MB), seconds."""
+
+    results: list[ChunkResult]
+    worker_peaks_mb: list[float]
+    seconds: dict[str, float]
+
+
+@dataclass
+class RunReport:
+    out: Path
+    chunks: dict[str, int]
+    seconds: dict[str, float]
+    megapixels_per_second: float
+    peak_memory_mb: float
+    parameters: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    class_areas: list[dict[str, Any]] = field(default_factory=list)
+    polygons: int | None = None
+    skipped: bool = False  # the folder already held this exact output: nothing was done
+
+
+class Stopwatch:
+    """``with timed("stage"):`` adds the stage's seconds to a dict."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+
+def run_report(
+    plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], areas: list[dict[str, Any]],
+    polygons: VectorizeReport | None,
+) -> RunReport:
+    results = chunk_run.results
+    chunks = {
+        "total": len(plan.tiles),
+        "computed": sum(r.status == "computed" for r in results),
+        "skipped_nodata": sum(r.status == "nodata" for r in results),
+        "reused": len(plan.reused),
+    }
+    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in chunk_run.worker_peaks_mb])
+    infer_seconds = max(seconds.get("infer", 0.0), 1e-9)
+    return RunReport(
+        out=plan.out, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
+        megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
+        peak_memory_mb=round(driver_peak + sum(chunk_run.worker_peaks_mb), 1), parameters=plan.parameters,
+        files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
+    )
+
+
+def write_run_json(plan: RunPlan, report: RunReport) -> None:
+    """run.json, written once every output file exists: it records what the folder holds."""
+    record = {
+        "input": plan.input,
+        "model_sha256": plan.model_sha256,
+        "parameters": report.parameters,
+        "outputs": plan.options.outputs(),
+        "files": report.files,
+        "chunks": report.chunks,
+        "seconds": report.seconds,
+        "megapixels_per_second": report.megapixels_per_second,
+        "peak_memory_mb": report.peak_memory_mb,
+        "polygons": report.polygons,
+        "class_areas": report.class_areas,
+    }
+    atomic_write_text(plan.out / RUN_JSON, json.dumps(record, indent=2), durable=True)
+
+
+def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
+    """The report of the complete output in ``out``, from its run.json."""
+    record = json.loads((Path(out) / RUN_JSON).read_text())
+    return RunReport(
+        out=Path(out), chunks=record["chunks"], seconds=record["seconds"],
+        megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
+        parameters=record["parameters"], files=record["files"], class_areas=record["class_areas"],
+        polygons=record.get("polygons"), skipped=skipped,
+    )
