@@ -48,7 +48,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
 def clear_errors() -> Iterator[None]:
     """Turn the library's input errors into one line on stderr and exit status 1."""
     from fcnseg.models.checkpoint import CheckpointError
-    from fcnseg.pipeline.reading import InputError
+    from fcnseg.pipeline.io import InputError
 
     try:
         yield
@@ -106,7 +106,7 @@ def train(
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
-    from fcnseg.pipeline.training import TrainRequest, train_model
+    from fcnseg.pipeline.training.train import TrainRequest, train_model
 
     with clear_errors():
         if (val_image is None) != (val_labels is None):
@@ -131,20 +131,21 @@ def evaluate(
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
     tile: Annotated[int, typer.Option(help="Tile core size (multiple of 32).")] = 1024,
     halo: Annotated[Optional[int], typer.Option(help="Halo around each tile (multiple of 32); default from the model.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU, per-class IU, confusion matrix."""
     from fcnseg.models.checkpoint import load_checkpoint
     from fcnseg.models.inference import resolve_device
-    from fcnseg.pipeline.evaluate import evaluate_raster
+    from fcnseg.pipeline.training.evaluate import evaluate_raster
 
     with clear_errors():
         torch_device = resolve_device(device)
         net, card = load_checkpoint(model, torch_device)
         metrics = evaluate_raster(
             net, card, image, labels, device=torch_device, label_field=label_field,
-            bands=csv_ints(bands), tile=tile, halo=halo, progress=not as_json,
+            bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=not as_json,
         )
     if as_json:
         typer.echo(json.dumps(metrics))
@@ -187,7 +188,7 @@ def init_model(
     from fcnseg.models.checkpoint import ClassInfo, ModelCard, Normalization, save_checkpoint
     from fcnseg.models.fcn import build_model
     from fcnseg.models.vgg_weights import load_vgg16_imagenet
-    from fcnseg.pipeline.training import DEFAULT_COLORS
+    from fcnseg.pipeline.classes import default_colors
 
     with clear_errors():
         names = csv_list(class_names) or [f"class_{i}" for i in range(classes)]
@@ -199,7 +200,7 @@ def init_model(
             load_vgg16_imagenet(model, vgg16_weights)
         card = ModelCard(
             arch=arch, width=width, bands=bands,
-            classes=[ClassInfo(n, DEFAULT_COLORS[i % len(DEFAULT_COLORS)]) for i, n in enumerate(names)],
+            classes=[ClassInfo(n, c) for n, c in zip(names, default_colors(len(names)), strict=True)],
             normalization=Normalization(mean=[0.0] * bands, std=[1.0] * bands),
             training={"init": "random", "seed": seed, "vgg16_weights": str(vgg16_weights) if vgg16_weights else None},
         )
@@ -309,7 +310,7 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """How much of each class is in a box, an area of interest (pixel centres inside), at a point, or everywhere."""
-    from fcnseg.pipeline.query import query_classes
+    from fcnseg.pipeline.analysis.query import query_classes
 
     with clear_errors():
         given = [name for name, value in (("--bbox", bbox), ("--aoi", aoi), ("--point", point)) if value is not None]

@@ -22,9 +22,9 @@ from fcnseg.flows.segment_scene import segment_scene
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
-from fcnseg.pipeline.evaluate import evaluate_raster
 from fcnseg.pipeline.segment import read_run_report
 from fcnseg.pipeline.synth import write_scene
+from fcnseg.pipeline.training.evaluate import evaluate_raster
 
 #: A seed the demo model never saw in training or validation (see README).
 DEMO_SEED = 2026

@@ -23,13 +23,13 @@ from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError
 from fcnseg.pipeline.cluster import dask_client
-from fcnseg.pipeline.reading import InputError
+from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment import (
     ChunkRun,
     RunPlan,
     RunReport,
     SegmentOptions,
-    Stages,
     checked_model,
     compute_chunks,
     export_polygons,
@@ -38,7 +38,6 @@ from fcnseg.pipeline.segment import (
     publish,
     run_stages,
 )
-from fcnseg.pipeline.vectorize import VectorizeReport
 
 #: Raster files a folder input is searched for.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
@@ -122,8 +121,8 @@ def segment_one(scene: str, model: str, output_root: str, options: SegmentOption
     """The stages for one scene, as tasks; a complete output is skipped, an interrupted one resumes."""
     started = time.perf_counter()
     run_plan = plan(scene, model, scene_folder(output_root, scene), options)
-    stages = Stages(infer=lambda p: infer(p, address), export=export, vectorize=vectorize, publish=publish_outputs)
-    return run_stages(run_plan, stages, started)
+    return run_stages(run_plan, started, infer=lambda p: infer(p, address), export=export, vectorize=vectorize,
+                      publish=publish_outputs)
 
 
 class ScenesFailed(RuntimeError):

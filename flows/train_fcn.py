@@ -1,6 +1,6 @@
 """Flow ``train-fcn``: scheduled retraining — train on a labelled raster, then evaluate the result.
 
-The work is ``fcnseg.pipeline.training.train_model`` and ``evaluate_raster``, as two tasks; the
+The work is ``fcnseg.pipeline.training.train.train_model`` and ``evaluate_raster``, as two tasks; the
 metrics of the new checkpoint on the evaluation scene land in a markdown artifact, so a
 retraining run can be compared with the last one before the checkpoint is put to use.
 """
@@ -17,8 +17,8 @@ from pydantic import Field
 
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
-from fcnseg.pipeline.evaluate import evaluate_raster
-from fcnseg.pipeline.training import TrainRequest, train_model
+from fcnseg.pipeline.training.evaluate import evaluate_raster
+from fcnseg.pipeline.training.train import TrainRequest, train_model
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)

@@ -20,7 +20,8 @@ from rasterio.windows import Window
 from stores import store_from_array
 
 from fcnseg.pipeline.analysis.areas import geometries_area_m2, row_pixel_areas_m2
-from fcnseg.pipeline.analysis.query import WINDOW, LabelRaster, query_classes, query_windows
+from fcnseg.pipeline.analysis.label_raster import WINDOW, LabelRaster, query_windows
+from fcnseg.pipeline.analysis.query import query_classes
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.cog import export_labels_cog
 
@@ -352,7 +353,8 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
-from fcnseg.pipeline.analysis.query import WINDOW, LabelRaster, query_classes, query_windows
+from fcnseg.pipeline.analysis.label_raster import WINDOW, LabelRaster, query_windows
+from fcnseg.pipeline.analysis.query import query_classes
 path, side = Path(sys.argv[1]), int(sys.argv[2])
 block = np.random.default_rng(0).integers(0, 6, (512, 512), dtype=np.uint8)
 with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=1, dtype="uint8", nodata=255,

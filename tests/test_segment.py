@@ -240,7 +240,7 @@ def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster):
 def test_every_output_for_analysts_and_a_complete_rerun_is_a_no_op(tmp_path, cluster):
     import geopandas as gpd
 
-    from fcnseg.pipeline.products.stac import validate_stac_item
+    from fcnseg.pipeline.products.stac_checks import validate_stac_item
 
     image, _ = write_scene(tmp_path / "scene", 320, seed=9, collar=40)
     out = tmp_path / "out"

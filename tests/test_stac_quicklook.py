@@ -23,15 +23,8 @@ from stores import store_from_array
 
 from fcnseg.pipeline.products.cog import export_labels_cog
 from fcnseg.pipeline.products.quicklook import write_quicklook
-from fcnseg.pipeline.products.stac import (
-    CLASSIFICATION_EXTENSION,
-    PROJECTION_EXTENSION,
-    ZARR_MEDIA_TYPE,
-    build_stac_item,
-    class_entries,
-    validate_stac_item,
-    write_stac_item,
-)
+from fcnseg.pipeline.products.stac import ZARR_MEDIA_TYPE, build_stac_item, class_entries, write_stac_item
+from fcnseg.pipeline.products.stac_checks import CLASSIFICATION_EXTENSION, PROJECTION_EXTENSION, validate_stac_item
 from fcnseg.pipeline.synth import CLASSES, write_scene
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"

@@ -8,8 +8,8 @@ labels are coded (classification extension: value, name, colour, nodata 255) and
 Everything is read from what is already on disk, never from the full-resolution data: the grid
 from the Zarr store's grid mapping (or labels.tif's header), the classes from the store's
 attributes (or labels.tif's tags), the model and parameters from run.json (or the store's
-attributes). The item is validated offline (stac-pydantic for the core Item, plus the rules of
-the two extension schemas that matter here) before it is written, and it is written atomically.
+attributes). The item is validated offline (``stac_checks``) before it is written, and it is
+written atomically.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
-import stac_pydantic
 from affine import Affine
 from PIL import Image
-from pydantic import ValidationError
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
@@ -48,13 +46,12 @@ from fcnseg.pipeline.outputs import (
     RUN_JSON,
     STORE_NAME,
 )
+from fcnseg.pipeline.products.stac_checks import CLASSIFICATION_EXTENSION, PROJECTION_EXTENSION, check_stac_item
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 
 log = logging.getLogger(__name__)
 
 STAC_VERSION = "1.1.0"
-PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-CLASSIFICATION_EXTENSION = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 #: The STAC Zarr best practice (radiantearth/stac-best-practices, 2025): versioned ``application/vnd.zarr``.
@@ -64,9 +61,6 @@ ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
 #: polygon follows it closely enough that the bbox computed from it contains the raster.
 EDGE_POINTS = 21
 
-#: classification v2.0.0: ``name`` must match this; ``color_hint`` is six hex digits.
-CLASS_NAME_PATTERN = re.compile(r"^[0-9A-Za-z_-]+$")
-COLOR_HINT_PATTERN = re.compile(r"^[0-9A-Fa-f]{6}$")
 ID_PATTERN = re.compile(r"[^0-9A-Za-z._-]+")
 
 
@@ -185,46 +179,6 @@ def write_stac_item(
     target = atomic_write_text(out_dir / ITEM_JSON, json.dumps(item, indent=2) + "\n")
     log.info("wrote STAC item %s (%d assets)", target, len(item["assets"]))
     return target
-
-
-def validate_stac_item(path: str | Path) -> None:
-    """Validate a written item.json offline; ValueError says what is wrong.
-
-    Beyond the schema checks, every relative asset href must name a file beside the item: an
-    item whose links dangle is worse than none.
-    """
-    path = Path(path)
-    try:
-        item = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable JSON file: {e}") from e
-    try:
-        check_stac_item(item)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
-    for key, asset in item.get("assets", {}).items():
-        href = asset["href"]
-        if not urlsplit(href).scheme and not (path.parent / href).exists():
-            raise ValueError(f"{path}: asset {key!r} points to {href}, which does not exist")
-
-
-def check_stac_item(item: Mapping[str, Any]) -> None:
-    """Core STAC Item (stac-pydantic) plus the projection and classification rules; ValueError if not."""
-    try:
-        stac_pydantic.Item.model_validate(item)
-    except ValidationError as e:
-        raise ValueError(f"not a valid STAC Item: {e}") from e
-    extensions = item.get("stac_extensions") or []
-    objects = [("properties", item["properties"])] + [(f"assets.{k}", a) for k, a in item["assets"].items()]
-    for where, fields in objects:
-        if any(k.startswith("proj:") for k in fields) and PROJECTION_EXTENSION not in extensions:
-            raise ValueError(f"{where} uses proj: fields but stac_extensions lacks {PROJECTION_EXTENSION}")
-        _check_projection_fields(where, fields)
-        if "classification:classes" in fields:
-            if CLASSIFICATION_EXTENSION not in extensions:
-                raise ValueError(f"{where} has classification:classes but stac_extensions lacks {CLASSIFICATION_EXTENSION}")
-            _check_classes(where, fields["classification:classes"])
-    _check_bbox(item["bbox"])
 
 
 # --------------------------------------------------------------------------- pieces of the item
@@ -417,57 +371,3 @@ def _utc(value: datetime) -> datetime:
 
 def _iso(value: datetime) -> str:
     return _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --------------------------------------------------------------------------- offline extension checks
-
-
-def _check_projection_fields(where: str, fields: Mapping[str, Any]) -> None:
-    """The projection v2.0.0 rules for the fields this module writes."""
-    if "proj:code" in fields:
-        code = fields["proj:code"]
-        if code is None and not (fields.get("proj:wkt2") or fields.get("proj:projjson")):
-            raise ValueError(f"{where}: proj:code is null but neither proj:wkt2 nor proj:projjson is given")
-        if code is not None and not (isinstance(code, str) and re.match(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$", code)):
-            raise ValueError(f"{where}: proj:code {code!r} is not AUTHORITY:CODE")
-    shape = fields.get("proj:shape")
-    if shape is not None and not (len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
-        raise ValueError(f"{where}: proj:shape {shape!r} is not [height, width]")
-    transform = fields.get("proj:transform")
-    if transform is not None and not (len(transform) in (6, 9) and all(_is_number(v) for v in transform)):
-        raise ValueError(f"{where}: proj:transform needs 6 or 9 numbers, got {transform!r}")
-    bbox = fields.get("proj:bbox")
-    if bbox is not None and not (len(bbox) in (4, 6) and all(_is_number(v) for v in bbox)):
-        raise ValueError(f"{where}: proj:bbox needs 4 or 6 numbers, got {bbox!r}")
-
-
-def _check_classes(where: str, classes: Any) -> None:
-    """The classification v2.0.0 class-object rules: value, name pattern, color_hint, unique."""
-    if not isinstance(classes, list) or not classes:
-        raise ValueError(f"{where}: classification:classes must be a non-empty list")
-    values, names = set(), set()
-    for entry in classes:
-        value, name = entry.get("value"), entry.get("name")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{where}: class value {value!r} is not an integer")
-        if not isinstance(name, str) or not CLASS_NAME_PATTERN.match(name):
-            raise ValueError(f"{where}: class name {name!r} must match {CLASS_NAME_PATTERN.pattern}")
-        hint = entry.get("color_hint")
-        if hint is not None and not (isinstance(hint, str) and COLOR_HINT_PATTERN.match(hint)):
-            raise ValueError(f"{where}: color_hint {hint!r} of class {name} is not six hex digits")
-        if "nodata" in entry and not isinstance(entry["nodata"], bool):
-            raise ValueError(f"{where}: nodata of class {name} must be true or false")
-        if value in values or name in names:
-            raise ValueError(f"{where}: class value {value} or name {name} appears twice")
-        values.add(value)
-        names.add(name)
-
-
-def _check_bbox(bbox: Sequence[float]) -> None:
-    west, south, east, north = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else bbox
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
-        raise ValueError(f"bbox {list(bbox)} is not in longitude/latitude (EPSG:4326)")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
