@@ -14,3 +14,7 @@ ITEM_JSON = "item.json"
 RUN_JSON = "run.json"
 #: Resume state: parameters.json and one marker per finished chunk.
 STATE_DIR = ".fcnseg-run"
+
+#: Every file a run may leave in OUT (a run with other parameters starts by removing them).
+OUTPUT_FILES = (RUN_JSON, ITEM_JSON, STORE_NAME, LABELS_COG, PROBABILITIES_COG, POLYGONS_PARQUET, POLYGONS_GPKG,
+                QUICKLOOK_PNG)

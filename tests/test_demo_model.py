@@ -27,3 +27,15 @@ def test_demo_model_segments_an_unseen_scene(tmp_path):
     # 0.85 is the bar on 1024 px scenes (README); a 512 px crop has fewer pixels per class
     assert metrics["mean_iou"] >= 0.8, metrics
     assert metrics["pixel_acc"] >= 0.9, metrics
+
+
+def test_evaluate_batches_tiles_like_segment(scene):
+    """evaluate runs segment's batched tile loop: the batch size never changes the confusion."""
+    image, labels = scene
+    model, card = load_checkpoint(DEMO_MODEL)
+    one, four = (
+        evaluate_raster(model, card, image, labels, device=torch.device("cpu"), tile=128, batch_size=b)
+        for b in (1, 4)
+    )
+    assert one["confusion"] == four["confusion"]
+    assert sum(map(sum, one["confusion"])) > 0.9 * 384 * 384

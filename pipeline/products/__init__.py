@@ -1,0 +1,1 @@
+"""Files made from a finished label store: COGs, polygons, the quicklook and the STAC item."""

@@ -9,16 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fcnseg.pipeline import outputs
 from fcnseg.pipeline.analysis.query import query_classes
-from fcnseg.pipeline.outputs import (
-    ITEM_JSON,
-    LABELS_COG,
-    POLYGONS_GPKG,
-    POLYGONS_PARQUET,
-    PROBABILITIES_COG,
-    QUICKLOOK_PNG,
-    STORE_NAME,
-)
 from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
 from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
@@ -37,17 +29,17 @@ def export_rasters(plan: RunPlan) -> list[str]:
     remove_outputs(out, keep_store=True)
     written = []
     if options.cog or options.quicklook:  # the quicklook reads the labels COG's overviews
-        export_labels_cog(plan.store_path, out / LABELS_COG)
-        written.append(LABELS_COG)
+        export_labels_cog(plan.store_path, out / outputs.LABELS_COG)
+        written.append(outputs.LABELS_COG)
         if options.probabilities and options.cog:
-            export_probabilities_cog(plan.store_path, out / PROBABILITIES_COG)
-            written.append(PROBABILITIES_COG)
+            export_probabilities_cog(plan.store_path, out / outputs.PROBABILITIES_COG)
+            written.append(outputs.PROBABILITIES_COG)
     if options.quicklook:
-        write_quicklook(plan.input, out / LABELS_COG, out / QUICKLOOK_PNG)
-        written.append(QUICKLOOK_PNG)
+        write_quicklook(plan.input, out / outputs.LABELS_COG, out / outputs.QUICKLOOK_PNG)
+        written.append(outputs.QUICKLOOK_PNG)
         if not options.cog:
-            (out / LABELS_COG).unlink()
-            written.remove(LABELS_COG)
+            (out / outputs.LABELS_COG).unlink()
+            written.remove(outputs.LABELS_COG)
     return written
 
 
@@ -56,8 +48,8 @@ def export_polygons(plan: RunPlan, *, progress: bool = False) -> VectorizeReport
     if not plan.options.polygons:
         return None
     options = VectorizeOptions(simplify=plan.options.simplify, min_area=plan.options.min_area)
-    return vectorize_store(plan.store_path, plan.out / POLYGONS_PARQUET, plan.out / POLYGONS_GPKG, options,
-                           progress=progress)
+    return vectorize_store(plan.store_path, plan.out / outputs.POLYGONS_PARQUET, plan.out / outputs.POLYGONS_GPKG,
+                           options, progress=progress)
 
 
 def class_areas(plan: RunPlan) -> list[dict[str, Any]]:
@@ -69,11 +61,11 @@ def publish(
     plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], polygons: VectorizeReport | None,
 ) -> RunReport:
     """The publish stage: per-class areas, run.json (the record of a complete output), item.json."""
-    files = [STORE_NAME, *files]
+    files = [outputs.STORE_NAME, *files]
     if polygons is not None:
-        files += [POLYGONS_PARQUET, POLYGONS_GPKG]
+        files += [outputs.POLYGONS_PARQUET, outputs.POLYGONS_GPKG]
     if plan.options.stac:
-        files.append(ITEM_JSON)  # written right after run.json; a run.json without it is incomplete
+        files.append(outputs.ITEM_JSON)  # written right after run.json; a run.json without it is incomplete
     report = run_report(plan, chunk_run, seconds, files, class_areas(plan), polygons)
     write_run_json(plan, report)
     if plan.options.stac:

@@ -20,26 +20,13 @@ from typing import Any, Literal
 from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.models.checkpoint import ModelCard, file_sha256, verify_checkpoint
 from fcnseg.pipeline.io import InputError, atomic_write_text, open_raster, select_bands
-from fcnseg.pipeline.outputs import (
-    ITEM_JSON,
-    LABELS_COG,
-    POLYGONS_GPKG,
-    POLYGONS_PARQUET,
-    PROBABILITIES_COG,
-    QUICKLOOK_PNG,
-    RUN_JSON,
-    STATE_DIR,
-    STORE_NAME,
-)
+from fcnseg.pipeline.outputs import OUTPUT_FILES, RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.segment.ledger import ChunkLedger
 from fcnseg.pipeline.store import create_store
 from fcnseg.pipeline.tiles import Tile, default_halo, iter_tiles
 
 log = logging.getLogger(__name__)
 
-#: Every file a run may leave in OUT (a run with other parameters starts by removing them).
-OUTPUT_FILES = (RUN_JSON, ITEM_JSON, STORE_NAME, LABELS_COG, PROBABILITIES_COG, POLYGONS_PARQUET, POLYGONS_GPKG,
-                QUICKLOOK_PNG)
 PARAMETERS_JSON = "parameters.json"
 
 

@@ -1,0 +1,1 @@
+"""Training and evaluation glue between labelled rasters on disk and ``fcnseg.models``."""
