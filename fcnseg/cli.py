@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -34,9 +35,12 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("fcnseg").setLevel(logging.DEBUG if verbose else logging.INFO)
     # GDAL's errors reach us as exceptions; Dask's cluster start/stop messages are noise here.
     # Dask sets its loggers up when imported (also in worker processes): tell it through its config.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    for name in ("rasterio", "distributed", "tornado"):
+    # A task's error reaches the command as its exception (one line below), so the workers' own
+    # "Compute Failed" tracebacks are noise too.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    for name in ("rasterio", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 @app.callback()
@@ -46,15 +50,42 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
 
 @contextlib.contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the library's input errors into one line on stderr and exit status 1."""
+    """Turn every failure into one line on stderr and a non-zero exit: 1 for errors, 130 for Ctrl-C.
+
+    The library's errors name the file or option and the problem; operating-system errors (a full
+    disk, a read-only folder) are put in those words here. Anything else is a bug: one line still,
+    and the traceback with ``--verbose``.
+    """
     from fcnseg.models.checkpoint import CheckpointError
     from fcnseg.pipeline.io import InputError
 
     try:
         yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume", status=130)
     except (InputError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]fcnseg: error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
+    except OSError as exc:
+        fail(os_error_line(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        log.debug("unexpected error", exc_info=True)
+        fail(f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
+
+
+def fail(message: str, status: int = 1) -> None:
+    first = " ".join(message.split())  # one line, whatever the library put in it
+    console.print(f"[red]fcnseg: error:[/red] {first}", highlight=False, soft_wrap=True)
+    raise typer.Exit(status)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as ``FILE: what happened`` (and what to do about a full disk)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"{where}no space left on the device; free some and run the same command again: it resumes"
+    return f"{where}{exc.strerror or exc}"
 
 
 def csv_list(value: str | None) -> list[str] | None:
@@ -237,8 +268,6 @@ def segment(
     from fcnseg.pipeline.segment import segment as run_segment
 
     with clear_errors():
-        if stitch not in ("crop", "blend"):
-            raise ValueError(f"--stitch must be crop or blend, got {stitch!r}")
         options = SegmentOptions(
             tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device,
             probabilities=probabilities, bands=tuple(csv_ints(bands)) if bands else None, cog=cog,

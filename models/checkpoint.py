@@ -154,17 +154,45 @@ def _header_metadata(path: Path) -> dict[str, str]:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    _check_format(path, metadata)
+    return metadata
+
+
+def _check_format(path: Path, metadata: dict[str, str]) -> None:
     if metadata.get("format") != FORMAT or METADATA_KEY not in metadata:
         raise CheckpointError(f"{path}: a safetensors file, but not an fcnseg checkpoint (no model card)")
     if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {metadata['format_version']} is newer than this fcnseg")
-    return metadata
 
 
 def read_card(path: str | Path) -> ModelCard:
     """The model card alone, from the file's header (cheap: reads no tensors)."""
     path = Path(path)
-    metadata = _header_metadata(path)
+    return _parse_card(path, _header_metadata(path))
+
+
+def _verified_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header metadata and all tensors of the file, read through one open file and checked
+    against the stored content hash (a file replaced meanwhile cannot mix two checkpoints)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        file = safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    with file as f:
+        metadata = f.metadata() or {}
+        _check_format(path, metadata)
+        try:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: cannot read tensors, file truncated or damaged ({exc})") from None
+    if content_hash(metadata[METADATA_KEY], tensors) != metadata.get("content_sha256"):
+        raise CheckpointError(f"{path}: content hash mismatch, file damaged or edited")
+    return metadata, tensors
+
+
+def _parse_card(path: Path, metadata: dict[str, str]) -> ModelCard:
     try:
         card = ModelCard.from_json(json.loads(metadata[METADATA_KEY]))
         card.validate()
@@ -173,31 +201,32 @@ def read_card(path: str | Path) -> ModelCard:
     return card
 
 
-def _verified_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of the file, after checking them and the card against the stored content hash."""
-    metadata = _header_metadata(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot read tensors, file truncated or damaged ({exc})") from None
-    if content_hash(metadata[METADATA_KEY], tensors) != metadata.get("content_sha256"):
-        raise CheckpointError(f"{path}: content hash mismatch, file damaged or edited")
-    return tensors
+def content_sha256(path: str | Path) -> str:
+    """The checkpoint's stored content hash (card and tensors), from its header: what identifies
+    the model whatever the file's name or timestamps."""
+    return _header_metadata(Path(path))["content_sha256"]
 
 
 def verify_checkpoint(path: str | Path) -> ModelCard:
     """The card of a checkpoint whose every byte has been checked (no model is built)."""
-    card = read_card(path)
-    _verified_tensors(Path(path))
-    return card
+    metadata, _ = _verified_tensors(Path(path))
+    return _parse_card(Path(path), metadata)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[FCNBase, ModelCard]:
-    """The model (in eval mode, on ``device``) and its card; refuses damaged or foreign files."""
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", *, expected_content_sha256: str | None = None,
+) -> tuple[FCNBase, ModelCard]:
+    """The model (in eval mode, on ``device``) and its card; refuses damaged or foreign files, and
+    with ``expected_content_sha256`` any checkpoint but that one (a file replaced since a run was
+    planned)."""
     path = Path(path)
-    card = read_card(path)
-    tensors = _verified_tensors(path)
+    metadata, tensors = _verified_tensors(path)
+    if expected_content_sha256 is not None and metadata["content_sha256"] != expected_content_sha256:
+        raise CheckpointError(
+            f"{path}: the checkpoint changed since the run was planned (content hash "
+            f"{metadata['content_sha256'][:12]}, planned {expected_content_sha256[:12]}); rerun to plan with this one"
+        )
+    card = _parse_card(path, metadata)
     model = build_model(card.arch, card.bands, card.num_classes, card.width)
     try:
         model.load_state_dict(tensors, strict=True)

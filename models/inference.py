@@ -15,16 +15,30 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
     return torch.device(device)
+
+
+def precision_for(device: torch.device) -> str:
+    """The arithmetic a forward pass uses on ``device``: bf16 on GPUs that have it, fp16 on older
+    ones, fp32 on the CPU."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def execution_of(device: torch.device) -> str:
+    """Device type and precision, e.g. ``cpu fp32`` or ``cuda bf16``: labels computed two ways
+    may differ in near ties, so a run records this and never mixes two."""
+    return f"{device.type} {precision_for(device)}"
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on GPUs that have it, fp16 on older ones, full precision on the CPU."""
-    if device.type != "cuda":
+    precision = precision_for(device)
+    if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @torch.inference_mode()

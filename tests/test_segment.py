@@ -228,7 +228,7 @@ def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster):
     assert agreement(labels_of(tmp_path / "whole"), blended) >= 0.9999
     probs = xr.open_zarr(out / "labels.zarr").probabilities.values
     assert np.allclose(probs.sum(axis=0), 1.0, atol=0.03)  # cross-faded probabilities stay probabilities
-    assert sorted(p.name for p in (out / ".fcnseg-run").iterdir()) == ["done", "parameters.json"]  # scratch gone
+    assert sorted(p.name for p in (out / ".fcnseg-run").iterdir()) == ["done", "execution.json", "parameters.json"]  # scratch gone
     # forget three chunks: a rerun recomputes them (and the pass-1 tiles they need) identically
     for marker in sorted((out / ".fcnseg-run" / "done").iterdir())[7:10]:
         marker.unlink()

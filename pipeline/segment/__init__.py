@@ -2,7 +2,7 @@
 
 The stages, each a plain function (the Prefect flow runs each as a task):
 
-* ``plan.plan_run`` — options, tiles, the run's identity, the guard of OUT;
+* ``plan.plan_run`` — options, tiles, the run's identity (``identity``), OUT made ready (``guard``);
 * ``run.compute_chunks`` — the chunks on Dask (``predict`` crop or ``blend`` tasks), each
   recorded in the chunk ledger after its data, so a rerun skips what is done;
 * ``finish.export_rasters``, ``finish.export_polygons``, ``finish.publish`` — the files made
@@ -17,13 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fcnseg.pipeline.products.vectorize import VectorizeReport
+from fcnseg.pipeline.segment.faults import crash_point
 from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
-from fcnseg.pipeline.segment.plan import OutputConflict, RunPlan, SegmentOptions, checked_model, plan_run
+from fcnseg.pipeline.segment.guard import OutputBusy, OutputConflict, output_lock
+from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, Stopwatch, read_run_report
 from fcnseg.pipeline.segment.run import compute_chunks
 
 __all__ = [
-    "ChunkRun", "OutputConflict", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
+    "ChunkRun", "OutputBusy", "OutputConflict", "output_lock", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
     "export_polygons", "export_rasters", "plan_run", "publish", "read_run_report", "run_stages", "segment",
 ]
 
@@ -46,14 +48,20 @@ def segment(
 
     A local cluster is started unless ``scheduler`` gives one. OUT holding this exact output
     already is a no-op (``report.skipped``); an interrupted run resumes from its finished chunks.
+    OUT is held for the whole run: a second run on it fails at once (``OutputBusy``).
     """
     started = time.perf_counter()
-    plan = plan_run(input_path, model_path, out, options, overwrite=overwrite)
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    options.validate()
 
     def infer(plan: RunPlan) -> ChunkRun:
         return compute_chunks(plan, scheduler=scheduler, cluster_spec=cluster_spec, workers=workers, progress=progress)
 
-    return run_stages(plan, started, infer=infer, vectorize=lambda p: export_polygons(p, progress=progress))
+    with output_lock(out):
+        plan = plan_run(input_path, model_path, out, options, overwrite=overwrite,
+                        local=scheduler is None and cluster_spec is None)
+        return run_stages(plan, started, infer=infer, vectorize=lambda p: export_polygons(p, progress=progress))
 
 
 def run_stages(
@@ -76,6 +84,7 @@ def run_stages(
     timed = Stopwatch(seconds)
     with timed("export"):
         files = export(plan)
+    crash_point("vectorize")
     with timed("vectorize"):
         polygons = vectorize(plan)
     seconds["total"] = time.perf_counter() - started

@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 from rasterio.windows import Window, intersect
 
+from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import Submitter, TileJob, core_result, predicted_tiles
 from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
@@ -191,8 +192,9 @@ def prepare_scratch(plan: RunPlan) -> tuple[Path, ChunkLedger]:
     if not scratch.exists():
         grid = (max(t.row for t in plan.tiles) + 1, max(t.col for t in plan.tiles) + 1)
         r = ramp_width(plan.options.tile, plan.halo)
-        create_scratch(scratch, plan.height, plan.width, grid, plan.options.tile, r, plan.num_classes,
-                       plan.options.probabilities)
+        with atomic_write(scratch) as partial:  # whole or absent: a crash here never blocks the rerun
+            create_scratch(partial, plan.height, plan.width, grid, plan.options.tile, r, plan.num_classes,
+                           plan.options.probabilities)
     pass1.mkdir(exist_ok=True)
     return scratch, ChunkLedger(str(pass1))
 

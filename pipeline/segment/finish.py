@@ -15,7 +15,9 @@ from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities
 from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
-from fcnseg.pipeline.segment.plan import RunPlan, remove_outputs
+from fcnseg.pipeline.segment.faults import crash_point
+from fcnseg.pipeline.segment.guard import remove_outputs
+from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json
 
 
@@ -31,6 +33,7 @@ def export_rasters(plan: RunPlan) -> list[str]:
     if options.cog or options.quicklook:  # the quicklook reads the labels COG's overviews
         export_labels_cog(plan.store_path, out / outputs.LABELS_COG)
         written.append(outputs.LABELS_COG)
+        crash_point("export")
         if options.probabilities and options.cog:
             export_probabilities_cog(plan.store_path, out / outputs.PROBABILITIES_COG)
             written.append(outputs.PROBABILITIES_COG)
@@ -64,10 +67,12 @@ def publish(
     files = [outputs.STORE_NAME, *files]
     if polygons is not None:
         files += [outputs.POLYGONS_PARQUET, outputs.POLYGONS_GPKG]
-    if plan.options.stac:
+    stac = plan.options.stac and plan.georeferenced  # a STAC item needs a footprint on the Earth
+    if stac:
         files.append(outputs.ITEM_JSON)  # written right after run.json; a run.json without it is incomplete
     report = run_report(plan, chunk_run, seconds, files, class_areas(plan), polygons)
     write_run_json(plan, report)
-    if plan.options.stac:
+    crash_point("publish")
+    if stac:
         write_stac_item(plan.out, input_path=plan.input, model_sha256=plan.model_sha256, parameters=plan.parameters)
     return report

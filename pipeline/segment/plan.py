@@ -1,33 +1,37 @@
-"""The plan stage: options, the run's identity and tiles, and the guard of the output folder.
+"""The plan stage: options, the run's identity and tiles, and OUT made ready for them.
 
 Everything is decided here before any chunk is computed, and bad input fails here, before any
-output exists: a damaged checkpoint, an unreadable raster, bands the model cannot take, or an OUT
-that holds another run. A run's identity is its ``parameters`` (input, model hash, tile geometry,
-stitching, bands): a rerun with the same ones resumes from the chunk ledger, any other is refused
-unless ``--overwrite``.
+output exists: an invalid option, a damaged checkpoint, an unreadable raster, bands the model
+cannot take, or an OUT that holds another run (``guard``). A run's identity is its
+``parameters``: the input and its content's fingerprint, the model's hash, the device, the tile
+geometry, stitching, bands. A rerun with the same ones resumes from the chunk ledger.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from fcnseg.atomic import remove_path, stale_partials
-from fcnseg.models.checkpoint import ModelCard, file_sha256, verify_checkpoint
-from fcnseg.pipeline.io import InputError, atomic_write_text, open_raster, select_bands
-from fcnseg.pipeline.outputs import OUTPUT_FILES, RUN_JSON, STATE_DIR, STORE_NAME
+from fcnseg.models.checkpoint import ModelCard, content_sha256, file_sha256, verify_checkpoint
+from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
+from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.segment.faults import crash_point
+from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, check_output_folder, prepare_output
+from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.segment.ledger import ChunkLedger
 from fcnseg.pipeline.store import create_store
-from fcnseg.pipeline.tiles import Tile, default_halo, iter_tiles
+from fcnseg.pipeline.tiles import STRIDE, Tile, default_halo, iter_tiles
 
 log = logging.getLogger(__name__)
 
-PARAMETERS_JSON = "parameters.json"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,24 @@ class SegmentOptions:
     quicklook: bool = True  # quicklook.png
     stac: bool = True  # item.json
 
+    def validate(self) -> None:
+        """Every option checked before anything is read or written; ValueError names the option."""
+        if self.tile <= 0 or self.tile % STRIDE:
+            raise ValueError(f"--tile must be a positive multiple of {STRIDE}, got {self.tile}")
+        if self.halo is not None and (self.halo < 0 or self.halo % STRIDE):
+            raise ValueError(f"--halo must be a non-negative multiple of {STRIDE}, got {self.halo}")
+        if self.stitch not in ("crop", "blend"):
+            raise ValueError(f"--stitch must be crop or blend, got {self.stitch!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not DEVICE_PATTERN.match(self.device):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.bands is not None and (not self.bands or any(b < 1 for b in self.bands)):
+            raise ValueError(f"--bands must be 1-based band numbers, got {list(self.bands)}")
+        for name, value in (("--simplify", self.simplify), ("--min-area", self.min_area)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative number, got {value}")
+
     def outputs(self) -> dict[str, Any]:
         """The options that shape the files made from the store, as recorded in run.json."""
         return {"cog": self.cog, "polygons": self.polygons, "simplify": self.simplify, "min_area": self.min_area,
@@ -60,6 +82,7 @@ class RunPlan:
     input: str
     model_path: str
     model_sha256: str
+    model_content_sha256: str  # what workers check the checkpoint they load against
     out: Path
     options: SegmentOptions
     halo: int
@@ -70,6 +93,8 @@ class RunPlan:
     num_classes: int
     height: int
     width: int
+    georeferenced: bool = True  # False: a raster without CRS, segmented in pixel coordinates
+    overwrite: bool = False  # --overwrite: replace what OUT holds
     complete: bool = False  # run.json says this exact output is already there
 
     @property
@@ -89,51 +114,58 @@ class RunPlan:
         return [t for t in self.tiles if (t.row, t.col) not in self.reused]
 
 
-class OutputConflict(InputError):
-    """The output folder holds a run with another model or other parameters."""
-
-
-def run_parameters(input_path: str, model_sha256: str, options: SegmentOptions, halo: int, bands: list[int]) -> dict[str, Any]:
+def run_parameters(
+    input_path: str, fingerprint: dict[str, Any], model_sha256: str, options: SegmentOptions, halo: int, bands: list[int],
+) -> dict[str, Any]:
     """What makes two runs produce the same chunks: a rerun must match these to reuse them."""
     return {
-        "input": input_path, "model_sha256": model_sha256, "tile": options.tile, "halo": halo,
-        "stitch": options.stitch, "bands": bands, "probabilities": options.probabilities,
+        "input": input_path, "input_fingerprint": fingerprint, "model_sha256": model_sha256, "device": options.device,
+        "tile": options.tile, "halo": halo, "stitch": options.stitch, "bands": bands,
+        "probabilities": options.probabilities,
     }
 
 
 def plan_run(
     input_path: str | Path, model_path: str | Path, out: str | Path, options: SegmentOptions = SegmentOptions(),
-    *, overwrite: bool = False,
+    *, overwrite: bool = False, local: bool = True,
 ) -> RunPlan:
-    """Validate the input and model, plan the tiles and prepare OUT (the store, resume state)."""
-    if options.stitch not in ("crop", "blend"):
-        raise ValueError(f"--stitch must be crop or blend, not {options.stitch!r}")
-    if options.simplify < 0 or options.min_area < 0:
-        raise ValueError("--simplify and --min-area must not be negative")
+    """Validate the options, model and input, plan the tiles and prepare OUT (the run state and
+    the store). Call it holding ``guard.output_lock(out)``. ``local``: the workers run on this
+    machine, so ``--device cuda`` is checked here (remote workers are checked when reached)."""
+    options.validate()
     out = Path(out)
+    check_output_folder(out)
+    if local and options.device != "auto":
+        from fcnseg.models.inference import resolve_device
+
+        resolve_device(options.device)  # --device cuda without CUDA: one line now, not a worker traceback
     input_name = str(Path(input_path).resolve()) if Path(input_path).exists() else str(input_path)
     card, model_sha = checked_model(model_path)  # a damaged file fails here, not on a worker mid-run
     with open_raster(input_name) as src:
         bands = select_bands(src, card, options.bands)
         halo = default_halo(card.arch) if options.halo is None else options.halo
         tiles = list(iter_tiles(src.height, src.width, options.tile, halo))
-        parameters = run_parameters(input_name, model_sha, options, halo, bands)
-        plan = RunPlan(input_name, str(model_path), model_sha, out, options, halo, bands, tiles, set(), parameters,
-                       card.num_classes, src.height, src.width)
+        parameters = run_parameters(input_name, input_fingerprint(input_name), model_sha, options, halo, bands)
+        plan = RunPlan(input_name, str(model_path), model_sha, content_sha256(model_path), out, options, halo, bands,
+                       tiles, set(), parameters, card.num_classes, src.height, src.width,
+                       georeferenced=src.crs is not None, overwrite=overwrite)
         if is_complete(plan):
             plan.complete = True
             return plan
         out.mkdir(parents=True, exist_ok=True)
         reuse = prepare_output(out, parameters, overwrite)
-        if not reuse or not plan.store_path.exists():
-            create_store(
-                plan.store_path, height=src.height, width=src.width, crs=src.crs, transform=src.transform,
-                chunk=options.tile, class_names=card.class_names, class_colors=[c.color for c in card.classes],
-                attrs={"fcnseg_complete": False, "model_sha256": model_sha, "parameters": parameters,
-                       "source": input_name},
-                probabilities=options.probabilities,
-            )
+        if not reuse:  # the run is recorded before its store exists: a crash in between resumes
             atomic_write_text(plan.state / PARAMETERS_JSON, json.dumps(parameters, indent=2), durable=True)
+            crash_point("plan")
+        if not reuse or not plan.store_path.exists():
+            with atomic_write(plan.store_path) as partial:  # a store is whole or absent
+                create_store(
+                    partial, height=src.height, width=src.width, crs=src.crs, transform=src.transform,
+                    chunk=options.tile, class_names=card.class_names, class_colors=[c.color for c in card.classes],
+                    attrs={"fcnseg_complete": False, "model_sha256": model_sha, "parameters": parameters,
+                           "source": input_name},
+                    probabilities=options.probabilities,
+                )
     plan.reused = plan.ledger.finished(tiles)
     log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d", input_name, plan.width, plan.height,
              len(tiles), len(plan.reused), options.tile, halo)
@@ -175,36 +207,3 @@ def is_complete(plan: RunPlan) -> bool:
         and all((plan.out / name).exists() for name in record.get("files", []))
         and len(plan.ledger.finished(plan.tiles)) == len(plan.tiles)
     )
-
-
-# --- the guard of OUT ------------------------------------------------------------------------
-
-
-def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bool:
-    """Check a previous run in OUT; True when its chunks may be reused. Otherwise (nothing there,
-    or ``overwrite``) clear OUT's fcnseg files and start an empty ledger."""
-    state = out / STATE_DIR
-    params_file = state / PARAMETERS_JSON
-    if params_file.exists():
-        previous = json.loads(params_file.read_text())
-        if previous == parameters:
-            return True
-        if not overwrite:
-            changed = sorted(k for k in parameters if previous.get(k) != parameters[k])
-            raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite to replace it")
-    elif (out / STORE_NAME).exists() and not overwrite:
-        raise OutputConflict(f"{out}: holds a {STORE_NAME} that fcnseg did not record; use --overwrite to replace it")
-    remove_outputs(out, keep_store=False)
-    remove_path(state)
-    (state / "done").mkdir(parents=True)
-    return False
-
-
-def remove_outputs(out: Path, *, keep_store: bool) -> None:
-    """Every file a run leaves in OUT, and what killed writers left of them (run.json first: the
-    folder stops looking complete at once)."""
-    for name in OUTPUT_FILES:
-        if not (keep_store and name == STORE_NAME):
-            remove_path(out / name)
-        for leftover in stale_partials(out / name):
-            remove_path(leftover)

@@ -22,8 +22,8 @@ from rasterio.io import DatasetReader
 
 from fcnseg.models.checkpoint import ModelCard, load_checkpoint
 from fcnseg.models.fcn import FCNBase
-from fcnseg.models.inference import predict_probabilities, resolve_device
-from fcnseg.pipeline.io import bounded_gdal_cache, open_raster, read_model_input
+from fcnseg.models.inference import execution_of, predict_probabilities, resolve_device
+from fcnseg.pipeline.io import InputError, bounded_gdal_cache, open_raster, read_model_input
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.store import NODATA, open_store, quantize_probabilities, write_chunk
 from fcnseg.pipeline.tiles import Tile
@@ -47,7 +47,8 @@ class TileJob:
 
     input_path: str
     model_path: str
-    model_sha256: str
+    model_content_sha256: str  # the checkpoint planned: a worker refuses any other
+    execution: str  # what the run computes with (``cpu fp32`` ...): a worker refuses any other
     bands: tuple[int, ...]
     device: str
     batch_size: int
@@ -112,13 +113,21 @@ def worker_device(device: str) -> torch.device:
     return resolved
 
 
+class ExecutionMismatch(InputError):
+    """A worker would compute with another device or precision than the run's."""
+
+
 @lru_cache(maxsize=2)
-def cached_model(model_path: str, model_sha256: str, device: str) -> tuple[FCNBase, ModelCard, torch.device]:
-    """The model, loaded once per process (the hash in the key makes a changed file reload)."""
+def cached_model(model_path: str, content_sha256: str, device: str, execution: str) -> tuple[FCNBase, ModelCard, torch.device]:
+    """The planned model on this worker's device, loaded once per process. The checkpoint must be
+    the one planned (its content hash) and the device compute as planned (``execution``)."""
     target = worker_device(device)
+    if execution_of(target) != execution:
+        raise ExecutionMismatch(f"a worker computes with {execution_of(target)}, the run with {execution}; "
+                                "a run never mixes two")
     if target.type == "cpu" and os.environ.get("FCNSEG_TORCH_THREADS"):
         torch.set_num_threads(int(os.environ["FCNSEG_TORCH_THREADS"]))
-    model, card = load_checkpoint(model_path, target)
+    model, card = load_checkpoint(model_path, target, expected_content_sha256=content_sha256)
     log.info("loaded %s on %s", model_path, target)
     return model, card, target
 
@@ -130,7 +139,7 @@ def cached_raster(path: str) -> DatasetReader:
 
 def predicted_tiles(job: TileJob, tiles: Sequence[Tile]) -> Iterator[Prediction]:
     """``predict_tiles`` with this worker's cached model and raster."""
-    model, card, target = cached_model(job.model_path, job.model_sha256, job.device)
+    model, card, target = cached_model(job.model_path, job.model_content_sha256, job.device, job.execution)
     return predict_tiles(model, card, target, cached_raster(job.input_path), job.bands, tiles, job.batch_size)
 
 

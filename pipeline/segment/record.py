@@ -34,6 +34,7 @@ class ChunkRun:
     results: list[ChunkResult]
     worker_peaks_mb: list[float]
     seconds: dict[str, float]
+    execution: str | None = None  # how the chunks were computed (``cpu fp32`` ...)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RunReport:
     files: list[str] = field(default_factory=list)
     class_areas: list[dict[str, Any]] = field(default_factory=list)
     polygons: int | None = None
+    execution: str | None = None
     skipped: bool = False  # the folder already held this exact output: nothing was done
 
 
@@ -84,6 +86,7 @@ def run_report(
         megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
         peak_memory_mb=round(driver_peak + sum(chunk_run.worker_peaks_mb), 1), parameters=plan.parameters,
         files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
+        execution=chunk_run.execution,
     )
 
 
@@ -93,6 +96,7 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
         "input": plan.input,
         "model_sha256": plan.model_sha256,
         "parameters": report.parameters,
+        "execution": report.execution,
         "outputs": plan.options.outputs(),
         "files": report.files,
         "chunks": report.chunks,
@@ -112,5 +116,5 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
         out=Path(out), chunks=record["chunks"], seconds=record["seconds"],
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
         parameters=record["parameters"], files=record["files"], class_areas=record["class_areas"],
-        polygons=record.get("polygons"), skipped=skipped,
+        polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
     )

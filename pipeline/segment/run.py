@@ -1,28 +1,46 @@
 """The infer stage: every pending chunk of a plan computed on a Dask cluster.
 
 The cluster is the one at ``scheduler``, one started from ``cluster_spec``, or a LocalCluster.
-The tasks come from the stitching mode (``predict.crop_tasks`` or ``blend.blend_tasks``); when
-every planned chunk has reported back the store is marked complete and its metadata consolidated.
+Its workers are asked first how they would compute (``cpu fp32``, ``cuda bf16`` ...): they must
+agree with each other and with the chunks already in OUT. The tasks come from the stitching mode
+(``predict.crop_tasks`` or ``blend.blend_tasks``); the store is marked complete only when every
+planned chunk is in the ledger.
 """
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zarr
 from tqdm import tqdm
 
+from fcnseg.atomic import remove_path
 from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources
+from fcnseg.pipeline.io import InputError, atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
+from fcnseg.pipeline.segment.faults import crash_point
+from fcnseg.pipeline.segment.guard import OutputConflict
+from fcnseg.pipeline.segment.identity import worker_execution
 from fcnseg.pipeline.segment.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.predict import Submitter, TileJob, crop_tasks
 from fcnseg.pipeline.segment.record import ChunkRun
 from fcnseg.pipeline.store import open_store
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+EXECUTION_JSON = "execution.json"
+
+
+class IncompleteRun(RuntimeError):
+    """Some planned chunks never reported back; the store is not marked complete."""
 
 
 def compute_chunks(
@@ -30,22 +48,84 @@ def compute_chunks(
     workers: int | None = None, progress: bool = True,
 ) -> ChunkRun:
     """Compute every chunk the plan has not reused (crop or blend), then finish the store."""
-    options, todo = plan.options, plan.todo
-    if not todo:  # every chunk finished before: no cluster needed
+    if not plan.todo:  # every chunk finished before: no cluster needed
         finish_store(plan)
-        return ChunkRun([], [], {"infer": 0.0})
-    job = TileJob(plan.input, plan.model_path, plan.model_sha256, tuple(plan.bands), options.device,
-                  options.batch_size, options.probabilities)
-    if options.stitch == "crop":
-        submit = crop_tasks(job, todo, str(plan.store_path), plan.ledger)
-    else:
-        scratch, pass1 = prepare_scratch(plan)
-        submit = blend_tasks(job, plan, scratch, pass1)
+        return ChunkRun([], [], {"infer": 0.0}, recorded_execution(plan))
     seconds: dict[str, float] = {}
-    results, peaks = run_on_dask(submit, len(todo), scheduler=scheduler, workers=workers, progress=progress,
-                                 seconds=seconds, cluster_spec=cluster_spec)
+    started = time.perf_counter()
+    with dask_client(scheduler, cluster_spec, workers) as client:
+        resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
+        execution = agree_execution(client, plan)
+        seconds["cluster"] = time.perf_counter() - started
+        started = time.perf_counter()
+        options = plan.options
+        job = TileJob(plan.input, plan.model_path, plan.model_content_sha256, execution, tuple(plan.bands),
+                      options.device, options.batch_size, options.probabilities)
+        if options.stitch == "crop":
+            submit = crop_tasks(job, plan.todo, str(plan.store_path), plan.ledger)
+        else:
+            submit = blend_tasks(job, plan, *prepare_scratch(plan))
+        results = run_tasks(client, submit, resources, len(plan.todo), progress)
+        seconds["infer"] = time.perf_counter() - started
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    missing = [t for t in plan.tiles if not plan.ledger.is_finished(t)]
+    if missing:
+        raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.tiles)} planned chunks did not report back; "
+                            "rerun the same command to finish them")
     finish_store(plan)
-    return ChunkRun(results, peaks, seconds)
+    return ChunkRun(results, list(peaks.values()), seconds, execution)
+
+
+def run_tasks(client: Client, submit: Submitter, resources: dict[str, float] | None, total: int,
+              progress: bool) -> list[ChunkResult]:
+    """The final chunks' results, as the tasks finish. Inference tasks ask for a ``GPU`` resource
+    when the workers advertise one, so that each GPU runs one batch at a time."""
+    from distributed import as_completed
+
+    results: list[ChunkResult] = []
+    with tqdm(total=total, desc="segment", unit="chunk", disable=not progress) as bar:
+        for future in as_completed(submit(client, resources)):
+            chunk_results = future.result()
+            results.extend(chunk_results)
+            bar.update(len(chunk_results))
+            crash_point("infer")
+    return results
+
+
+def agree_execution(client: Client, plan: RunPlan) -> str:
+    """How the workers compute for ``--device``: one way for all of them, and the way of the
+    chunks already in OUT (with ``--overwrite`` those are dropped instead). Recorded in the run state."""
+    found = client.run(worker_execution, plan.options.device)
+    if not found:
+        raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
+    for address, execution in found.items():
+        if execution.startswith("error: "):
+            raise InputError(f"{execution[7:]} (worker {address})")
+    kinds = sorted(set(found.values()))
+    if len(kinds) > 1:
+        raise InputError(f"the workers compute differently ({', '.join(kinds)}); choose one with --device")
+    execution = kinds[0]
+    recorded = recorded_execution(plan)
+    if recorded not in (None, execution) and plan.ledger.finished(plan.tiles):
+        if not plan.overwrite:
+            raise OutputConflict(f"{plan.out}: its chunks were computed with {recorded}, these workers compute with "
+                                 f"{execution}; finish it where it started, or use --overwrite to start again")
+        restart_chunks(plan)
+    atomic_write_text(plan.state / EXECUTION_JSON, json.dumps({"execution": execution}), durable=True)
+    return execution
+
+
+def recorded_execution(plan: RunPlan) -> str | None:
+    path = plan.state / EXECUTION_JSON
+    return json.loads(path.read_text())["execution"] if path.exists() else None
+
+
+def restart_chunks(plan: RunPlan) -> None:
+    """Forget every finished chunk (and blend scratch): the store's chunks are all written again."""
+    for name in ("done", SCRATCH_STORE, PASS1_LEDGER):
+        remove_path(plan.state / name)
+    (plan.state / "done").mkdir()
+    plan.reused = set()
 
 
 def finish_store(plan: RunPlan) -> None:
@@ -56,31 +136,3 @@ def finish_store(plan: RunPlan) -> None:
     with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray reads it
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(str(plan.store_path))
-
-
-def run_on_dask(
-    submit: Submitter, total: int, *, scheduler: str | None, workers: int | None, progress: bool,
-    seconds: dict[str, float], cluster_spec: str | Path | None = None,
-) -> tuple[list[ChunkResult], list[float]]:
-    """Run the submitted tasks; return the final chunks' results and each worker's peak memory (MB).
-
-    Inference tasks ask for a ``GPU`` resource when the workers advertise one, so that each GPU
-    runs one batch at a time. Adds the time to reach the cluster (``cluster``) and to run the
-    tiles (``infer``) to ``seconds``.
-    """
-    from distributed import as_completed
-
-    started = time.perf_counter()
-    with dask_client(scheduler, cluster_spec, workers) as client:
-        resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
-        seconds["cluster"] = time.perf_counter() - started
-        started = time.perf_counter()
-        results: list[ChunkResult] = []
-        with tqdm(total=total, desc="segment", unit="chunk", disable=not progress) as bar:
-            for future in as_completed(submit(client, resources)):
-                chunk_results = future.result()
-                results.extend(chunk_results)
-                bar.update(len(chunk_results))
-        seconds["infer"] = time.perf_counter() - started
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        return results, list(peaks.values())

@@ -1,0 +1,112 @@
+"""The guard of an output folder: one run at a time, nothing of the user's touched, and a rerun
+that continues the run it finds there only when that run is the same one.
+
+* ``output_lock``: an advisory lock (``flock`` on ``OUT/.fcnseg.lock``) held for the whole run and
+  naming its holder (host, pid). The kernel drops it when the holder dies, even by kill -9.
+* ``prepare_output``: OUT's run state against this run's parameters: the same run resumes; the
+  same options on a changed input start again (the old chunks are stale); other options, or
+  files fcnseg did not write, are refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fcnseg.atomic import remove_path, stale_partials
+from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.outputs import OUTPUT_FILES, STATE_DIR, STORE_NAME
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".fcnseg.lock"
+PARAMETERS_JSON = "parameters.json"
+#: The parameter that names the input's content: when only it changed, the run starts again.
+FINGERPRINT = "input_fingerprint"
+
+
+class OutputConflict(InputError):
+    """The output folder holds a run with another model or other parameters, or files of the user's."""
+
+
+class OutputBusy(InputError):
+    """Another fcnseg run holds the output folder."""
+
+
+def check_output_folder(out: Path) -> None:
+    """OUT must be a folder or not exist yet."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; --out must name a folder")
+
+
+@contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """Hold OUT for this process; a second run on it fails at once with one line naming the holder.
+    An OUT this run created is removed again if nothing but the lock was left in it."""
+    out = Path(out)
+    check_output_folder(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputBusy(f"{out}: in use by another fcnseg run ({holder}); one run per output folder at a time") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+                path.unlink(missing_ok=True)
+                out.rmdir()
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bool:
+    """Check the run state in OUT against ``parameters``; True when its chunks may be reused.
+    Otherwise clear OUT's fcnseg files and start an empty ledger (the caller then records the
+    parameters and creates the store)."""
+    state = out / STATE_DIR
+    params_file = state / PARAMETERS_JSON
+    if params_file.exists():
+        previous = json.loads(params_file.read_text())
+        if previous == parameters:
+            return True
+        changed = sorted(k for k in parameters if previous.get(k) != parameters[k])
+        if changed == [FINGERPRINT]:
+            log.warning("%s changed since the run in %s began (size, time or content): its chunks are stale, "
+                        "segmenting it again", parameters["input"], out)
+        elif not overwrite:
+            raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite to replace it")
+    elif not overwrite:
+        foreign = [name for name in OUTPUT_FILES if (out / name).exists()]
+        if foreign:
+            raise OutputConflict(f"{out}: holds {', '.join(foreign)}, which fcnseg did not write (no run record); "
+                                 "use --overwrite to replace them, or another --out")
+    remove_outputs(out, keep_store=False)
+    remove_path(state)
+    (state / "done").mkdir(parents=True)
+    return False
+
+
+def remove_outputs(out: Path, *, keep_store: bool) -> None:
+    """Every file a run leaves in OUT, and what killed writers left of them (run.json first: the
+    folder stops looking complete at once)."""
+    for name in OUTPUT_FILES:
+        if not (keep_store and name == STORE_NAME):
+            remove_path(out / name)
+        for leftover in stale_partials(out / name):
+            remove_path(leftover)

@@ -1,0 +1,86 @@
+"""What identifies a run besides its options: the input's content and how the model is executed.
+
+A path names a file, not its content: a scene replaced at the same path after a killed run must
+not be resumed with chunks of the old one, nor found "complete". The input's fingerprint is cheap
+(a few megabytes read, whatever the scene's size) and changes when the file does:
+
+* a local file: its size, modification time and a sha256 over its header and evenly spaced
+  samples of its bytes (a replaced file with the old timestamp still differs there);
+* a URI or GDAL virtual path (``s3://``, ``/vsicurl/``, a VRT): what GDAL exposes of the
+  dataset (size, bands, types, georeferencing) and a sha256 over the pixels of sampled windows.
+
+The execution (``cpu fp32``, ``cuda bf16`` ...) is what the workers compute with; two executions
+may label near ties differently, so the chunks of one output all come from one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from fcnseg.pipeline.io import open_raster
+
+#: Bytes read at the start of a file (the TIFF header and its first directories).
+HEADER_BYTES = 1 << 20
+#: Bytes read at each of SAMPLES evenly spaced offsets (and at the end).
+SAMPLE_BYTES = 1 << 16
+SAMPLES = 32
+#: Side of the windows sampled on a grid of WINDOW_GRID x WINDOW_GRID for a URI.
+WINDOW = 256
+WINDOW_GRID = 3
+
+
+def input_fingerprint(path: str) -> dict[str, Any]:
+    """The input's fingerprint: equal for the same content, different when the file changes."""
+    local = Path(path)
+    if local.is_file() and local.suffix.lower() != ".vrt":
+        return file_fingerprint(local)
+    return dataset_fingerprint(path)
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(HEADER_BYTES))
+        if stat.st_size > HEADER_BYTES:
+            step = max(SAMPLE_BYTES, (stat.st_size - HEADER_BYTES) // SAMPLES)
+            for offset in [*range(HEADER_BYTES, stat.st_size, step), max(HEADER_BYTES, stat.st_size - SAMPLE_BYTES)]:
+                f.seek(offset)
+                digest.update(f.read(SAMPLE_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_sampled": digest.hexdigest()}
+
+
+def dataset_fingerprint(path: str) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open_raster(path) as src:
+        header = (src.width, src.height, src.count, src.dtypes, src.nodatavals, tuple(src.transform),
+                  src.crs.to_wkt() if src.crs else None)
+        digest.update(repr(header).encode())
+        for window in sample_windows(src.height, src.width):
+            digest.update(np.ascontiguousarray(src.read(window=window)).tobytes())
+    return {"sha256_sampled": digest.hexdigest()}
+
+
+def sample_windows(height: int, width: int) -> list[Window]:
+    """WINDOW_GRID x WINDOW_GRID windows spread over the raster (corners and centre included)."""
+    h, w = min(WINDOW, height), min(WINDOW, width)
+    rows = np.linspace(0, height - h, WINDOW_GRID).astype(int)
+    cols = np.linspace(0, width - w, WINDOW_GRID).astype(int)
+    return [Window(int(c), int(r), w, h) for r in dict.fromkeys(rows) for c in dict.fromkeys(cols)]
+
+
+def worker_execution(device: str) -> str:
+    """On a worker: the execution its tasks will use for ``device`` (``cuda bf16`` ...); a
+    one-line error message instead when it cannot (``--device cuda`` without CUDA)."""
+    from fcnseg.models.inference import execution_of
+    from fcnseg.pipeline.segment.predict import worker_device
+
+    try:
+        return execution_of(worker_device(device))
+    except ValueError as exc:
+        return f"error: {exc}"
