@@ -9,6 +9,7 @@ scene whatever the scene's size. One Dask cluster serves all scenes of a run.
 from __future__ import annotations
 
 import glob
+import hashlib
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,6 +35,7 @@ from fcnseg.pipeline.segment import (
     compute_chunks,
     export_polygons,
     export_rasters,
+    output_lock,
     plan_run,
     publish,
     run_stages,
@@ -87,8 +89,8 @@ def validate(inputs: str | list[str], model: str) -> list[str]:
 
 
 @stage(name="plan", task_run_name="plan {scene}")
-def plan(scene: str, model: str, out: Path, options: SegmentOptions) -> RunPlan:
-    return plan_run(scene, model, out, options)
+def plan(scene: str, model: str, out: Path, options: SegmentOptions, overwrite: bool, local: bool) -> RunPlan:
+    return plan_run(scene, model, out, options, overwrite=overwrite, local=local)
 
 
 @stage(name="infer", task_run_name="infer {plan.input}")
@@ -113,16 +115,23 @@ def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float
 
 
 def scene_folder(output_root: str, scene: str) -> Path:
-    """One output folder per scene, named after the scene's file stem."""
-    return Path(output_root) / Path(scene.rstrip("/")).stem
+    """One output folder per scene: its file stem and a short hash of its full path or URI, so
+    ``a/x.tif`` and ``b/x.tif`` never share a folder and a scene keeps its folder from run to run."""
+    name = scene.rstrip("/")
+    full = name if "://" in name or name.startswith("/vsi") else str(Path(name).resolve())
+    return Path(output_root) / f"{Path(name).stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
 
 
-def segment_one(scene: str, model: str, output_root: str, options: SegmentOptions, address: str) -> RunReport:
-    """The stages for one scene, as tasks; a complete output is skipped, an interrupted one resumes."""
+def segment_one(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
+                overwrite: bool, local: bool) -> RunReport:
+    """The stages for one scene, as tasks, holding its folder; a complete output is skipped, an
+    interrupted one resumes, a folder held by another run fails this scene."""
     started = time.perf_counter()
-    run_plan = plan(scene, model, scene_folder(output_root, scene), options)
-    return run_stages(run_plan, started, infer=lambda p: infer(p, address), export=export, vectorize=vectorize,
-                      publish=publish_outputs)
+    out = scene_folder(output_root, scene)
+    with output_lock(out):
+        run_plan = plan(scene, model, out, options, overwrite, local)
+        return run_stages(run_plan, started, infer=lambda p: infer(p, address), export=export, vectorize=vectorize,
+                          publish=publish_outputs)
 
 
 class ScenesFailed(RuntimeError):
@@ -146,13 +155,15 @@ def segment_scene(
     scheduler_address: str | None = None,
     cluster_spec: str | None = None,
     workers: Annotated[int | None, Field(ge=1)] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Segment every scene in ``inputs`` (paths, folders, globs, URIs) into ``output_root/<scene>/``.
 
     The Dask cluster is ``scheduler_address``, one started from ``cluster_spec``
     (deploy/clusters/NAME.yaml), or ``workers`` local processes. A scene whose output is
     complete for this model and these parameters is skipped; a bad scene fails alone, and the
-    run ends Failed naming it after the others are done.
+    run ends Failed naming it after the others are done. ``overwrite`` replaces what a scene's
+    folder holds from a run with another model or other parameters (without it that scene fails).
     """
     logger = get_run_logger()
     model = str(model or DEMO_MODEL)
@@ -167,7 +178,8 @@ def segment_scene(
         logger.info("%d scene(s) on Dask at %s (dashboard %s)", len(scenes), address, client.dashboard_link)
         for scene in scenes:
             try:
-                report = segment_one(scene, model, output_root, options, address)
+                report = segment_one(scene, model, output_root, options, address, overwrite=overwrite,
+                                     local=scheduler_address is None and cluster_spec is None)
                 outcomes.append(SceneOutcome(scene, "skipped" if report.skipped else "processed", report=report))
             except Exception as exc:  # one bad scene must not stop the others
                 logger.error("%s: %s", scene, exc)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -70,7 +72,8 @@ def dask_client(
         client = connect(scheduler_address)
     else:
         spec = load_cluster_spec(cluster_spec) if cluster_spec else ClusterSpec(Path("<default>"), "local")
-        cluster = start_cluster(spec, workers)
+        with sigint_ignored_by_children():
+            cluster = start_cluster(spec, workers)
         try:
             client = Client(cluster)
         except BaseException:
@@ -83,6 +86,21 @@ def dask_client(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextmanager
+def sigint_ignored_by_children() -> Iterator[None]:
+    """Processes started in here (a local cluster's workers) ignore Ctrl-C: it is the driver's to
+    handle (one line, then it stops them), not each worker's to print a traceback about. Signal
+    dispositions can only change on the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def connect(address: str) -> Client:

@@ -121,9 +121,10 @@ def test_deployments_registered_with_the_nightly_schedule(prefect_env):
         "    s = d.schedules[0].schedule\n"
         "    print(s.cron, s.timezone, d.work_pool_name, d.parameters['inputs'])\n"
         "    print(c.read_deployment_by_name('segment-scene/on-demand').schedules)\n"
+        "    print(d.global_concurrency_limit.limit, d.concurrency_options.collision_strategy.value)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=prefect_env, capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["0 2 * * * UTC fcnseg incoming", "[]"]
+    assert out.splitlines() == ["0 2 * * * UTC fcnseg incoming", "[]", "1 ENQUEUE"]
 
 
 def test_on_demand_run_equals_a_direct_segment_run_and_a_rerun_skips(prefect_env, scenes, tmp_path_factory):
@@ -131,7 +132,7 @@ def test_on_demand_run_equals_a_direct_segment_run_and_a_rerun_skips(prefect_env
     scene = scenes / "scene4.tif"
     result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(scene), output_root=str(root))
     assert result.returncode == 0, result.stdout + result.stderr
-    out = root / "scene4"
+    out = scene_folder(str(root), str(scene))
     run = json.loads((out / "run.json").read_text())
     assert all((out / name).exists() for name in run["files"])
     assert {"labels.tif", "polygons.parquet", "polygons.gpkg", "quicklook.png", "item.json"} <= set(run["files"])
@@ -164,11 +165,11 @@ def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, t
             process.terminate()
             process.wait(timeout=30)
     assert result.returncode == 1, result.stdout + result.stderr  # the flow run ended Failed
-    run = json.loads((root / "scene5" / "run.json").read_text())  # the good scene was processed anyway
+    run = json.loads((scene_folder(str(root), str(scenes / "scene5.tif")) / "run.json").read_text())  # the good scene was processed anyway
     assert run["chunks"]["total"] == 16
     # 16 chunks, yet only the stages are task runs: validate, plan (x2 scenes), infer, export, vectorize, publish
     assert len(latest_task_runs(prefect_env)) == 7
-    assert not (root / "broken").exists() or not (root / "broken" / "run.json").exists()
+    assert not (scene_folder(str(root), str(scenes / "broken.tif")) / "run.json").exists()
     report = latest_report(prefect_env)
     assert "1 processed, 0 skipped (already complete), 1 failed" in report
     failed_row = next(line for line in report.splitlines() if line.startswith("| broken.tif"))
@@ -183,7 +184,11 @@ def test_find_scenes_expands_folders_and_globs(scenes):
     assert find_scenes("s3://bucket/scene.tif") == ["s3://bucket/scene.tif"]
     with pytest.raises(InputError, match="no rasters"):
         find_scenes(str(scenes / "*.jp2"))
-    assert scene_folder("/out", "/in/a/scene4.tif") == Path("/out/scene4")
+    a, b = scene_folder("/out", "/in/a/scene4.tif"), scene_folder("/out", "/in/b/scene4.tif")
+    assert a.parent == b.parent == Path("/out") and a.name.startswith("scene4-") and b.name.startswith("scene4-")
+    assert a != b  # same file name in two folders: two output folders
+    assert a == scene_folder("/out", "/in/a/scene4.tif")  # stable: a scene keeps its folder
+    assert scene_folder("/out", "s3://bucket/scene4.tif").name.startswith("scene4-")
 
 
 def test_markdown_report_lists_failures():

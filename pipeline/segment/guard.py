@@ -49,30 +49,43 @@ def check_output_folder(out: Path) -> None:
 @contextmanager
 def output_lock(out: str | Path) -> Iterator[None]:
     """Hold OUT for this process; a second run on it fails at once with one line naming the holder.
-    An OUT this run created is removed again if nothing but the lock was left in it."""
+
+    The lock file is removed on release (and an OUT this run created, if nothing else is in it), so
+    a refused run leaves no trace. A process that opened the file just before its removal finds,
+    once it holds the lock, that the path no longer names its file, and tries again.
+    """
     out = Path(out)
     check_output_folder(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, out)
     try:
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still holding the lock: nobody can take the file meanwhile
+        os.close(fd)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _acquire(path: Path, out: Path) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
+            os.close(fd)
             raise OutputBusy(f"{out}: in use by another fcnseg run ({holder}); one run per output folder at a time") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}\n".encode(), 0)
         try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
-                path.unlink(missing_ok=True)
-                out.rmdir()
-    finally:
-        os.close(fd)  # releases the lock
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                os.ftruncate(fd, 0)
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the file was removed by its last holder after we opened it: take the new one
 
 
 def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bool:
@@ -90,12 +103,12 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bo
             log.warning("%s changed since the run in %s began (size, time or content): its chunks are stale, "
                         "segmenting it again", parameters["input"], out)
         elif not overwrite:
-            raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite to replace it")
+            raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite (flow: overwrite=true) to replace it")
     elif not overwrite:
         foreign = [name for name in OUTPUT_FILES if (out / name).exists()]
         if foreign:
             raise OutputConflict(f"{out}: holds {', '.join(foreign)}, which fcnseg did not write (no run record); "
-                                 "use --overwrite to replace them, or another --out")
+                                 "use --overwrite (flow: overwrite=true) to replace them, or another --out")
     remove_outputs(out, keep_store=False)
     remove_path(state)
     (state / "done").mkdir(parents=True)

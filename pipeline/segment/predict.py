@@ -46,6 +46,7 @@ class TileJob:
     """What every task of one run shares: where to read, which model, how to run it."""
 
     input_path: str
+    input_fingerprint: str  # the input's content as planned: a worker's open raster is reused only for it
     model_path: str
     model_content_sha256: str  # the checkpoint planned: a worker refuses any other
     execution: str  # what the run computes with (``cpu fp32`` ...): a worker refuses any other
@@ -133,14 +134,16 @@ def cached_model(model_path: str, content_sha256: str, device: str, execution: s
 
 
 @lru_cache(maxsize=4)
-def cached_raster(path: str) -> DatasetReader:
+def cached_raster(path: str, fingerprint: str) -> DatasetReader:
+    """The input, opened once per process and content: a file rewritten in place at the same
+    path is opened afresh (GDAL would otherwise serve the old file's cached blocks)."""
     return open_raster(path)
 
 
 def predicted_tiles(job: TileJob, tiles: Sequence[Tile]) -> Iterator[Prediction]:
     """``predict_tiles`` with this worker's cached model and raster."""
     model, card, target = cached_model(job.model_path, job.model_content_sha256, job.device, job.execution)
-    return predict_tiles(model, card, target, cached_raster(job.input_path), job.bands, tiles, job.batch_size)
+    return predict_tiles(model, card, target, cached_raster(job.input_path, job.input_fingerprint), job.bands, tiles, job.batch_size)
 
 
 def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Sequence[Tile]) -> list[ChunkResult]:

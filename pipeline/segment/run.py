@@ -59,7 +59,7 @@ def compute_chunks(
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()
         options = plan.options
-        job = TileJob(plan.input, plan.model_path, plan.model_content_sha256, execution, tuple(plan.bands),
+        job = TileJob(plan.input, json.dumps(plan.parameters["input_fingerprint"], sort_keys=True), plan.model_path, plan.model_content_sha256, execution, tuple(plan.bands),
                       options.device, options.batch_size, options.probabilities)
         if options.stitch == "crop":
             submit = crop_tasks(job, plan.todo, str(plan.store_path), plan.ledger)
@@ -109,7 +109,7 @@ def agree_execution(client: Client, plan: RunPlan) -> str:
     if recorded not in (None, execution) and plan.ledger.finished(plan.tiles):
         if not plan.overwrite:
             raise OutputConflict(f"{plan.out}: its chunks were computed with {recorded}, these workers compute with "
-                                 f"{execution}; finish it where it started, or use --overwrite to start again")
+                                 f"{execution}; finish it where it started, or use --overwrite (flow: overwrite=true) to start again")
         restart_chunks(plan)
     atomic_write_text(plan.state / EXECUTION_JSON, json.dumps({"execution": execution}), durable=True)
     return execution

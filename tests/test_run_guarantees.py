@@ -1,0 +1,203 @@
+"""What a finished run guarantees (README): the silent wrong results of issue 10, each refused or
+recomputed, and kill -9 at every stage followed by the same command equals a clean run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+import xarray as xr
+
+from fcnseg.models import DEMO_MODEL
+from fcnseg.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fcnseg.pipeline.segment import OutputBusy, OutputConflict, SegmentOptions, output_lock, plan_run, segment
+from fcnseg.pipeline.segment.run import IncompleteRun, compute_chunks
+from fcnseg.pipeline.synth import write_scene
+
+FCNSEG = str(Path(sys.executable).with_name("fcnseg"))
+OPTIONS = SegmentOptions(tile=128, batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Real Dask worker processes, shared by the in-process tests of this module."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
+        yield c.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    """Two different 256 px scenes (seeds 41 and 42), as image files."""
+    root = tmp_path_factory.mktemp("scenes")
+    return {seed: write_scene(root / str(seed), 256, seed=seed)[0] for seed in (41, 42)}
+
+
+@pytest.fixture(scope="module")
+def clean(scenes, cluster, tmp_path_factory) -> dict[int, Path]:
+    """An uninterrupted run of each scene."""
+    root = tmp_path_factory.mktemp("clean")
+    for seed, image in scenes.items():
+        segment(image, DEMO_MODEL, root / str(seed), OPTIONS, scheduler=cluster, progress=False)
+    return {seed: root / str(seed) for seed in scenes}
+
+
+def labels_of(out: Path) -> np.ndarray:
+    return xr.open_zarr(out / "labels.zarr").labels.values
+
+
+def interrupt(out: Path) -> None:
+    """What a killed run leaves: no run.json, and only some chunks marked finished."""
+    (out / "run.json").unlink()
+    for marker in sorted((out / ".fcnseg-run" / "done").iterdir())[1:]:
+        marker.unlink()
+
+
+def test_an_input_replaced_after_a_killed_run_is_segmented_again(scenes, clean, cluster, tmp_path):
+    image = tmp_path / "scene.tif"
+    shutil.copy(scenes[41], image)
+    out = tmp_path / "out"
+    segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    interrupt(out)
+    shutil.copy(scenes[42], image)  # a new delivery at the same path
+    report = segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    assert report.chunks["reused"] == 0  # no chunk of the old scene
+    assert np.array_equal(labels_of(out), labels_of(clean[42]))
+
+
+def test_an_input_replaced_after_a_complete_run_is_not_complete(scenes, clean, cluster, tmp_path):
+    image = tmp_path / "scene.tif"
+    shutil.copy(scenes[41], image)
+    out = tmp_path / "out"
+    segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    shutil.copy(scenes[42], image)
+    os.utime(image, ns=(os.stat(scenes[41]).st_atime_ns, os.stat(out / "run.json").st_mtime_ns - 10**9))
+    report = segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    assert not report.skipped
+    assert np.array_equal(labels_of(out), labels_of(clean[42]))
+    assert report.class_areas == json.loads((clean[42] / "run.json").read_text())["class_areas"]
+
+
+def test_a_checkpoint_replaced_during_a_run_fails_it(scenes, cluster, tmp_path):
+    model = tmp_path / "model.safetensors"
+    shutil.copy(DEMO_MODEL, model)
+    out = tmp_path / "out"
+    with output_lock(out):
+        plan = plan_run(scenes[41], model, out, OPTIONS, local=False)
+        net, card = load_checkpoint(model)
+        with torch.no_grad():
+            next(net.parameters()).add_(1.0)  # another model with the same card
+        save_checkpoint(model, net, card)
+        with pytest.raises(CheckpointError, match="changed since the run was planned"):
+            compute_chunks(plan, scheduler=cluster, progress=False)
+    assert not (out / "run.json").exists()
+    assert xr.open_zarr(out / "labels.zarr").attrs["fcnseg_complete"] is False
+
+
+def test_a_resume_on_another_device_never_mixes(scenes, clean, cluster, tmp_path):
+    out = tmp_path / "out"
+    segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    interrupt(out)
+    (out / ".fcnseg-run" / "execution.json").write_text(json.dumps({"execution": "cuda bf16"}))  # begun on a GPU
+    with pytest.raises(OutputConflict, match="computed with cuda bf16, these workers compute with cpu fp32"):
+        segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    report = segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False, overwrite=True)
+    assert report.chunks["computed"] == 4 and report.chunks["reused"] == 0
+    assert json.loads((out / "run.json").read_text())["execution"] == "cpu fp32"
+    assert np.array_equal(labels_of(out), labels_of(clean[41]))
+
+
+def test_the_store_is_complete_only_when_every_planned_chunk_reported(scenes, cluster, tmp_path):
+    out = tmp_path / "out"
+    with output_lock(out):
+        plan = plan_run(scenes[41], DEMO_MODEL, out, OPTIONS, local=False)
+        plan.reused = {(0, 0)}  # a chunk the ledger does not hold is never computed
+        with pytest.raises(IncompleteRun, match="1 of 4 planned chunks did not report back"):
+            compute_chunks(plan, scheduler=cluster, progress=False)
+    assert xr.open_zarr(out / "labels.zarr").attrs["fcnseg_complete"] is False
+
+
+def test_files_fcnseg_did_not_write_are_never_overwritten(cluster, tmp_path):
+    image, truth = write_scene(tmp_path / "S", 128, seed=5)
+    before = truth.read_bytes()
+    with pytest.raises(OutputConflict, match="labels.tif, which fcnseg did not write"):
+        segment(image, DEMO_MODEL, tmp_path / "S", OPTIONS, scheduler=cluster, progress=False)
+    assert truth.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "S").iterdir()) == ["image.tif", "labels.tif"]
+
+
+def test_invalid_options_leave_no_output(scenes, cluster, tmp_path):
+    for options in (SegmentOptions(tile=128, batch_size=-3), SegmentOptions(tile=100), SegmentOptions(device="tpu")):
+        with pytest.raises(ValueError):
+            segment(scenes[41], DEMO_MODEL, tmp_path / "out", options, scheduler=cluster, progress=False)
+        assert not (tmp_path / "out").exists()
+
+
+def test_one_run_per_output_folder(scenes, cluster, tmp_path):
+    out = tmp_path / "out"
+    with output_lock(out):
+        with pytest.raises(OutputBusy, match=f"in use by another fcnseg run .*pid {os.getpid()}"):
+            segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    # a holder killed with -9 leaves the lock file, not the lock
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fcnseg.pipeline.segment import output_lock\n"
+                               f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    busy = subprocess.run([FCNSEG, "segment", str(scenes[41]), "--out", str(out), "--scheduler", cluster],
+                          capture_output=True, text=True)
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr
+    assert [line for line in busy.stderr.splitlines() if line.strip()] == [
+        f"fcnseg: error: {out}: in use by another fcnseg run (host {os.uname().nodename}, pid {holder.pid}); "
+        "one run per output folder at a time"
+    ]
+    holder.kill()
+    holder.wait()
+    report = segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
+    assert report.chunks["total"] == 4
+
+
+# --- kill -9 at each stage, then the same command --------------------------------------------
+
+
+def run_command(image: Path, out: Path, *extra: str, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "FCNSEG_CRASH_AT"}
+    if crash_at:
+        env["FCNSEG_CRASH_AT"] = crash_at
+    command = [FCNSEG, "segment", str(image), "--out", str(out), "--tile", "128", "--batch-size", "1",
+               "--workers", "1", *extra]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("stage", "stitch"), [
+    ("plan", "crop"), ("infer", "crop"), ("infer", "blend"), ("export", "crop"), ("vectorize", "crop"),
+    ("publish", "crop"),
+])
+def test_kill_9_at_a_stage_then_the_same_command_equals_a_clean_run(stage, stitch, scenes, tmp_path):
+    image, out, clean_out = scenes[42], tmp_path / "out", tmp_path / "clean"
+    killed = run_command(image, out, "--stitch", stitch, crash_at=stage)
+    assert killed.returncode == -9, killed.stderr
+    assert not (out / "run.json").exists() and not (out / "item.json").exists()  # nothing looks complete
+    again = run_command(image, out, "--stitch", stitch)
+    assert again.returncode == 0, again.stderr
+    clean = run_command(image, clean_out, "--stitch", stitch)
+    assert clean.returncode == 0, clean.stderr
+    record, reference = (json.loads((o / "run.json").read_text()) for o in (out, clean_out))
+    assert record["files"] == reference["files"] and record["class_areas"] == reference["class_areas"]
+    assert np.array_equal(labels_of(out), labels_of(clean_out))
+    with rasterio.open(out / "labels.tif") as a, rasterio.open(clean_out / "labels.tif") as b:
+        assert np.array_equal(a.read(), b.read())
+    polygons, expected = gpd.read_parquet(out / "polygons.parquet"), gpd.read_parquet(clean_out / "polygons.parquet")
+    assert len(polygons) == len(expected) and polygons.pixels.sum() == expected.pixels.sum()
+    assert not [p.name for p in out.iterdir() if ".partial" in p.name]  # no leftovers of the killed writers
+    if stage == "infer":
+        assert record["chunks"]["reused"] >= 1  # the finished chunks were kept
