@@ -92,9 +92,14 @@ def csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def csv_ints(value: str | None) -> list[int] | None:
+def csv_ints(value: str | None, option: str = "--bands") -> list[int] | None:
     items = csv_list(value)
-    return [int(v) for v in items] if items else None
+    if not items:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated whole numbers, got {value!r}") from None
 
 
 @app.command()
@@ -274,7 +279,7 @@ def segment(
             polygons=polygons, simplify=simplify, min_area=min_area, quicklook=quicklook, stac=stac,
         )
         report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, cluster_spec=cluster_spec,
-                             workers=workers, overwrite=overwrite)
+                             workers=workers, overwrite=overwrite, progress=console.is_terminal)
     print_report(report)
 
 

@@ -7,12 +7,14 @@ Light on purpose (no torch import): ``fcnseg query`` and the products import it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "normalize",
-    "open_raster", "read_model_input", "select_bands", "valid_mask",
+    "open_raster", "read_model_input", "read_pixels", "select_bands", "valid_mask",
 ]
 
 #: GDAL's block cache for fcnseg's raster reads and writes. Its default (5% of RAM) fills up with a
@@ -65,10 +67,69 @@ def select_bands(src: DatasetReader, card: ModelCard, bands: Sequence[int] | Non
     return chosen
 
 
-def valid_mask(src: DatasetReader, bands: Sequence[int], window: Window) -> np.ndarray:
-    """True where every selected band holds data (GDAL's masks: nodata value, mask band or alpha)."""
-    masks = src.read_masks(list(bands), window=window)
-    return np.all(masks > 0, axis=0)
+def valid_mask(
+    src: DatasetReader, bands: Sequence[int], window: Window, pixels: np.ndarray | None = None
+) -> np.ndarray:
+    """(h, w) True where the pixel holds data, by GDAL's dataset-mask convention.
+
+    ``pixels`` are the selected bands of ``window`` as read (read here when not given: ``read_pixels``
+    does both in one go). A per-dataset mask
+    (``.msk``, internal mask, alpha band) decides alone: one mask read. Otherwise a pixel is nodata
+    when *all* selected bands are: equal to their nodata value (compared here, in numpy: NaN nodata
+    too), or masked by a band's own mask. Bands without nodata always hold data. Non-finite pixels
+    are never valid, whatever the masks say (the model cannot take them).
+    """
+    if pixels is None:
+        pixels = _read(src, window, lambda: src.read(list(bands), window=window))
+    flags = [src.mask_flag_enums[b - 1] for b in bands]
+    if any(MaskFlags.per_dataset in f for f in flags):
+        band = bands[next(i for i, f in enumerate(flags) if MaskFlags.per_dataset in f)]
+        valid = _read(src, window, lambda: src.read_masks(band, window=window)) > 0
+    elif any(MaskFlags.all_valid in f for f in flags):
+        valid = np.ones(pixels.shape[1:], dtype=bool)
+    else:
+        valid = np.zeros(pixels.shape[1:], dtype=bool)
+        for i, (band, band_flags) in enumerate(zip(bands, flags, strict=True)):
+            if MaskFlags.nodata in band_flags:
+                valid |= _differs_from_nodata(pixels[i], src.nodatavals[band - 1])
+            else:  # a mask of this band's own (rare): read it
+                valid |= _read(src, window, lambda b=band: src.read_masks(b, window=window)) > 0
+    if pixels.dtype.kind in "fc":
+        valid &= np.all(np.isfinite(pixels), axis=0)
+    return valid
+
+
+def _differs_from_nodata(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
+    """True where one band's pixels are not its nodata value, compared as GDAL does (in the band's type)."""
+    if nodata is None:
+        return np.ones(pixels.shape, dtype=bool)
+    if np.isnan(nodata):
+        return ~np.isnan(pixels)
+    if pixels.dtype.kind in "iu":
+        info = np.iinfo(pixels.dtype)
+        if nodata != int(nodata) or not info.min <= nodata <= info.max:
+            return np.ones(pixels.shape, dtype=bool)  # no pixel of this type can hold it
+    elif pixels.dtype.kind == "f" and np.isfinite(nodata) and abs(nodata) > np.finfo(pixels.dtype).max:
+        return np.ones(pixels.shape, dtype=bool)
+    return pixels != np.asarray(nodata).astype(pixels.dtype)
+
+
+def _read(src: DatasetReader, window: Window, read: Callable[[], np.ndarray]) -> np.ndarray:
+    """``read()``, with a damaged or unreadable file as one InputError naming the file and the window."""
+    try:
+        return read()
+    except RasterioError as exc:
+        where = ",".join(str(int(v)) for v in (window.col_off, window.row_off, window.width, window.height))
+        reason = exc  # rasterio says "Read failed. See previous exception": GDAL's own words are at the root
+        while (reason.__cause__ or reason.__context__) is not None:
+            reason = reason.__cause__ or reason.__context__
+        raise InputError(f"{src.name}: cannot read window {where} ({' '.join(str(reason).split())})") from None
+
+
+def read_pixels(src: DatasetReader, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """The selected bands of ``window`` as stored, (bands, h, w), and their (h, w) validity mask."""
+    pixels = _read(src, window, lambda: src.read(list(bands), window=window))
+    return pixels, valid_mask(src, bands, window, pixels)
 
 
 def normalize(
@@ -86,6 +147,5 @@ def read_model_input(
     src: DatasetReader, bands: Sequence[int], window: Window, card: ModelCard
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (bands, h, w) float32 input and its (h, w) validity mask for one window."""
-    pixels = src.read(list(bands), window=window)
-    valid = valid_mask(src, bands, window) & np.all(np.isfinite(pixels), axis=0)
+    pixels, valid = read_pixels(src, bands, window)
     return normalize(pixels, valid, card.normalization, card.nodata), valid

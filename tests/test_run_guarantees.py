@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import geopandas as gpd
@@ -201,3 +203,27 @@ def test_kill_9_at_a_stage_then_the_same_command_equals_a_clean_run(stage, stitc
     assert not [p.name for p in out.iterdir() if ".partial" in p.name]  # no leftovers of the killed writers
     if stage == "infer":
         assert record["chunks"]["reused"] >= 1  # the finished chunks were kept
+
+
+def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: the command and its local workers."""
+    image, _ = write_scene(tmp_path / "scene", 1024, seed=3)
+    out = tmp_path / "out"
+    command = [FCNSEG, "segment", str(image), "--out", str(out), "--tile", "128", "--batch-size", "1", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    done = out / ".fcnseg-run" / "done"
+    deadline = time.monotonic() + 120
+    while not (done.exists() and any(done.iterdir())) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr + stdout and "KeyboardInterrupt" not in stderr + stdout
+    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert errors == ["fcnseg: error: interrupted; run the same command again to resume"]
+    assert not (out / "run.json").exists()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["chunks"]["reused"] >= 1 and record["chunks"]["total"] == 64

@@ -9,7 +9,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import ModelCard, Normalization
-from fcnseg.pipeline.io import InputError, read_model_input, valid_mask
+from fcnseg.pipeline.io import InputError, read_model_input, read_pixels
 from fcnseg.pipeline.training.labels import UNLABELLED, LabelSource
 
 
@@ -70,9 +70,8 @@ def band_statistics(
     count = 0
     for _ in range(windows):
         window = Window(int(rng.integers(0, src.width - size + 1)), int(rng.integers(0, src.height - size + 1)), size, size)
-        pixels = src.read(list(bands), window=window).astype(np.float64)
-        valid = valid_mask(src, bands, window) & np.all(np.isfinite(pixels), axis=0)
-        values = pixels[:, valid]
+        pixels, valid = read_pixels(src, bands, window)
+        values = pixels[:, valid].astype(np.float64)
         total += values.sum(axis=1)
         total_sq += (values**2).sum(axis=1)
         count += values.shape[1]

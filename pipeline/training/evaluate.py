@@ -16,7 +16,7 @@ from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metri
 from fcnseg.pipeline.io import open_raster, select_bands
 from fcnseg.pipeline.segment.predict import predict_tiles
 from fcnseg.pipeline.tiles import Tile, default_halo, iter_tiles
-from fcnseg.pipeline.training.labels import open_labels
+from fcnseg.pipeline.training.labels import check_class_ids, open_labels
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,14 @@ def evaluate_raster(
     halo: int | None = None,
     batch_size: int = 4,
     progress: bool = False,
+    check_labels: bool = True,
 ) -> Metrics:
     """Metrics over every pixel that is valid in the image and labelled (not 255) in the labels.
 
     The tiles run through ``segment``'s own loop (``predict_tiles``: same tiles, halo and batches),
     so the score is the score of what ``segment`` writes; tiles without a label are not run.
+    Labels holding a class id the model does not have are refused before any tile runs (a scan of
+    the labels; ``check_labels=False`` skips it where the caller has checked them already).
     """
     halo = default_halo(card.arch) if halo is None else halo
     num_classes = card.num_classes
@@ -47,17 +50,19 @@ def evaluate_raster(
     with open_raster(image) as src:
         band_indexes = select_bands(src, card, bands)
         label_source = open_labels(labels, src, label_field, card.class_names)
-        targets: dict[tuple[int, int], np.ndarray] = {}  # labels of the tiles in flight
-
-        def labelled_tiles() -> Iterator[Tile]:
-            tiles = list(iter_tiles(src.height, src.width, tile, halo))
-            for t in tqdm(tiles, desc="evaluate", unit="tile", disable=not progress):
-                target = label_source.read(t.core)
-                if (target != IGNORE_INDEX).any():
-                    targets[(t.row, t.col)] = target
-                    yield t
-
         try:
+            if check_labels:
+                check_class_ids(label_source, labels, card.class_names)
+            targets: dict[tuple[int, int], np.ndarray] = {}  # labels of the tiles in flight
+
+            def labelled_tiles() -> Iterator[Tile]:
+                tiles = list(iter_tiles(src.height, src.width, tile, halo))
+                for t in tqdm(tiles, desc="evaluate", unit="tile", disable=not progress):
+                    target = label_source.read(t.core)
+                    if (target != IGNORE_INDEX).any():
+                        targets[(t.row, t.col)] = target
+                        yield t
+
             for t, scores, valid in predict_tiles(model, card, device, src, band_indexes, labelled_tiles(), batch_size):
                 target = targets.pop((t.row, t.col))
                 if scores is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import platform
 import sys
 from collections.abc import Sequence
@@ -27,15 +28,15 @@ from fcnseg.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
-from fcnseg.models.fcn import FCNBase, build_model
+from fcnseg.models.fcn import ARCHS, STRIDE, FCNBase, build_model
 from fcnseg.models.inference import resolve_device
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
-from fcnseg.pipeline.io import InputError, open_raster
+from fcnseg.pipeline.io import InputError, open_raster, select_bands
 from fcnseg.pipeline.training.chips import ChipSampler, band_statistics
 from fcnseg.pipeline.training.evaluate import evaluate_raster
-from fcnseg.pipeline.training.labels import open_labels
+from fcnseg.pipeline.training.labels import check_class_ids, open_labels
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,22 @@ class TrainRequest:
     bands: Sequence[int] | None = None
     val_every: int = 250
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse options that cannot train, before any file is opened (named as on the command line)."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        checks = [
+            ("--steps", self.steps, self.steps >= 1, "at least 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
+            ("--chip", self.chip, self.chip >= STRIDE, f"at least {STRIDE} (the model's stride)"),
+            ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
+            ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
+            ("--width", self.width, self.width > 0 and math.isfinite(self.width), "a positive number"),
+        ]
+        for option, value, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{option} must be {rule}, got {value}")
 
 
 def initial_model(request: TrainRequest, bands: int, num_classes: int) -> tuple[FCNBase, ModelCard | None]:
@@ -96,6 +113,18 @@ def class_list(request: TrainRequest, label_names: list[str] | None, label_color
     return [ClassInfo(n, tuple(c)) for n, c in zip(names, colors, strict=True)]
 
 
+def check_validation_data(request: TrainRequest, card: ModelCard) -> None:
+    """The validation image and labels opened as every validation opens them, and their class ids
+    scanned, once before training: not after ``val_every`` steps, and not at every validation."""
+    with open_raster(request.val_image) as src:
+        select_bands(src, card, request.bands)
+        labels = open_labels(request.val_labels, src, request.label_field, card.class_names)
+        try:
+            check_class_ids(labels, request.val_labels, card.class_names)
+        finally:
+            labels.close()
+
+
 def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
     """Train as requested and write the best checkpoint to ``request.out``."""
     device = resolve_device(request.device)
@@ -108,6 +137,8 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         try:
             init_card = read_card(request.init) if request.init else None
             classes = class_list(request, labels.class_names, labels.class_colors, init_card)
+            class_names = [c.name for c in classes]
+            check_class_ids(labels, request.labels, class_names)
             normalization = init_card.normalization if init_card else band_statistics(src, band_indexes, seed=request.seed)
             descriptions = [src.descriptions[b - 1] for b in band_indexes]
             card = ModelCard(
@@ -120,6 +151,8 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
                 band_names=descriptions if all(descriptions) else None,
             )
             card.validate()
+            if request.val_image is not None and request.val_labels is not None:
+                check_validation_data(request, card)
             model, _ = initial_model(request, card.bands, card.num_classes)
             sampler = ChipSampler(
                 src, band_indexes, labels, card, chip=request.chip, batch_size=request.batch_size, seed=request.seed
@@ -129,7 +162,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
                 def validate(m: FCNBase):  # noqa: E306 - closes over the request
                     return evaluate_raster(
                         m, card, request.val_image, request.val_labels, device=device,
-                        label_field=request.label_field, bands=request.bands,
+                        label_field=request.label_field, bands=request.bands, check_labels=False,
                     )
             config = TrainConfig(
                 steps=request.steps, lr=request.lr, seed=request.seed,
