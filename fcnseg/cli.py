@@ -37,10 +37,10 @@ def setup_logging(verbose: bool = False) -> None:
     # Dask sets its loggers up when imported (also in worker processes): tell it through its config.
     # A task's error reaches the command as its exception (one line below), so the workers' own
     # "Compute Failed" tracebacks are noise too.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     for name in ("rasterio", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 @app.callback()

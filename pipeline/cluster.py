@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: The worker resource that GPU workers advertise (``dask worker --resources GPU=1``); inference
 #: tasks ask for one unit so that a worker runs one model forward pass at a time on its GPU.
 GPU_RESOURCE = "GPU"
+#: How long to try reaching a scheduler given by address (it should be running already).
+CONNECT_TIMEOUT = "10s"
 
 
 def default_local_workers() -> int:
@@ -108,7 +110,7 @@ def connect(address: str) -> Client:
     from distributed import Client
 
     try:
-        return Client(address)
+        return Client(address, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise InputError(f"{address}: cannot reach a Dask scheduler there ({exc})") from None
 

@@ -45,10 +45,13 @@ class InputError(ValueError):
 def open_raster(path: str | Path) -> DatasetReader:
     """rasterio.open with one clear error for anything that is not a readable raster."""
     try:
-        src = rasterio.open(path)
+        return _checked(rasterio.open(path), path)
     except rasterio.errors.RasterioIOError as exc:
         reason = "no such file" if not str(path).count("://") and not Path(path).exists() else str(exc)
-        raise InputError(f"{path}: cannot open as a raster ({reason})") from None
+    raise InputError(f"{path}: cannot open as a raster ({reason})")  # unchained: it may travel from a Dask worker
+
+
+def _checked(src: DatasetReader, path: str | Path) -> DatasetReader:
     if src.width == 0 or src.height == 0 or src.count == 0:
         src.close()
         raise InputError(f"{path}: empty raster ({src.width}x{src.height}, {src.count} bands)")
@@ -63,7 +66,7 @@ def select_bands(src: DatasetReader, card: ModelCard, bands: Sequence[int] | Non
     if not bands and src.count != card.bands:
         raise InputError(f"{src.name}: has {src.count} bands, the model takes {card.bands} (choose them with --bands)")
     if any(b < 1 or b > src.count for b in chosen):
-        raise InputError(f"{src.name}: has {src.count} bands, the model needs bands {chosen}")
+        raise InputError(f"{src.name}: has {src.count} bands, --bands asks for {chosen}")
     return chosen
 
 
@@ -123,7 +126,9 @@ def _read(src: DatasetReader, window: Window, read: Callable[[], np.ndarray]) ->
         reason = exc  # rasterio says "Read failed. See previous exception": GDAL's own words are at the root
         while (reason.__cause__ or reason.__context__) is not None:
             reason = reason.__cause__ or reason.__context__
-        raise InputError(f"{src.name}: cannot read window {where} ({' '.join(str(reason).split())})") from None
+        message = f"{src.name}: cannot read window {where} ({' '.join(str(reason).split())})"
+    # raised outside the handler: no chained GDAL exception, which Dask could not send back from a worker
+    raise InputError(message)
 
 
 def read_pixels(src: DatasetReader, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:

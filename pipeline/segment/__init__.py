@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment.faults import crash_point
 from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
@@ -54,6 +55,8 @@ def segment(
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     options.validate()
+    if cluster_spec is not None:
+        load_cluster_spec(cluster_spec)  # a bad spec fails before OUT is touched
 
     def infer(plan: RunPlan) -> ChunkRun:
         return compute_chunks(plan, scheduler=scheduler, cluster_spec=cluster_spec, workers=workers, progress=progress)

@@ -27,7 +27,7 @@ from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, check_output_folder, 
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.segment.ledger import ChunkLedger
 from fcnseg.pipeline.store import create_store
-from fcnseg.pipeline.tiles import STRIDE, Tile, default_halo, iter_tiles
+from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,9 @@ class SegmentOptions:
 
     def validate(self) -> None:
         """Every option checked before anything is read or written; ValueError names the option."""
-        if self.tile <= 0 or self.tile % STRIDE:
-            raise ValueError(f"--tile must be a positive multiple of {STRIDE}, got {self.tile}")
-        if self.halo is not None and (self.halo < 0 or self.halo % STRIDE):
-            raise ValueError(f"--halo must be a non-negative multiple of {STRIDE}, got {self.halo}")
+        check_tiling(self.tile, self.halo, self.batch_size)
         if self.stitch not in ("crop", "blend"):
             raise ValueError(f"--stitch must be crop or blend, got {self.stitch!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.bands is not None and (not self.bands or any(b < 1 for b in self.bands)):

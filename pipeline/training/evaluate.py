@@ -15,7 +15,7 @@ from fcnseg.models.fcn import FCNBase
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.pipeline.io import open_raster, select_bands
 from fcnseg.pipeline.segment.predict import predict_tiles
-from fcnseg.pipeline.tiles import Tile, default_halo, iter_tiles
+from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 from fcnseg.pipeline.training.labels import check_class_ids, open_labels
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def evaluate_raster(
     Labels holding a class id the model does not have are refused before any tile runs (a scan of
     the labels; ``check_labels=False`` skips it where the caller has checked them already).
     """
+    check_tiling(tile, halo, batch_size)
     halo = default_halo(card.arch) if halo is None else halo
     num_classes = card.num_classes
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -132,7 +132,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
     with open_raster(request.image) as src:
         band_indexes = list(request.bands) if request.bands else list(range(1, src.count + 1))
         if any(b < 1 or b > src.count for b in band_indexes):
-            raise InputError(f"{request.image}: has {src.count} bands, asked for {band_indexes}")
+            raise InputError(f"{request.image}: has {src.count} bands, --bands asks for {band_indexes}")
         labels = open_labels(request.labels, src, request.label_field, list(request.classes or []) or None)
         try:
             init_card = read_card(request.init) if request.init else None
