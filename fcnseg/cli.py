@@ -341,6 +341,7 @@ def query(
     bbox_crs: Annotated[Optional[str], typer.Option("--bbox-crs", "--crs", help="CRS of --bbox or --point, e.g. EPSG:4326 (default: the raster's).")] = None,
     aoi: Annotated[Optional[str], typer.Option(help="Area of interest: a vector file (GeoPackage, GeoJSON, Shapefile...) in any CRS.")] = None,
     point: Annotated[Optional[tuple[float, float]], typer.Option(help="The class at X Y (in --bbox-crs).")] = None,
+    partial: Annotated[bool, typer.Option(help="Read a label store whose run was interrupted, as it is.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """How much of each class is in a box, an area of interest (pixel centres inside), at a point, or everywhere."""
@@ -352,7 +353,8 @@ def query(
             raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
         if bbox_crs is not None and bbox is None and point is None:
             raise ValueError("--bbox-crs (--crs) applies to --bbox or --point; give one of them")
-        result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs)
+        result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs,
+                               allow_partial=partial)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return

@@ -19,6 +19,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from fcnseg.pipeline.io import InputError
+
 LABELS = "labels"
 PROBABILITIES = "probabilities"
 NODATA = 255
@@ -88,6 +90,18 @@ def create_store(
 
 def open_store(path: str | Path, mode: str = "r+") -> zarr.Group:
     return zarr.open_group(str(path), mode=mode, zarr_format=3)
+
+
+#: The store's group attribute that its segment run sets once every planned chunk is written.
+COMPLETE = "fcnseg_complete"
+
+
+def require_complete(group: zarr.Group, path: str | Path, *, allow_partial: bool = False) -> None:
+    """Refuse a store whose run was interrupted (products and areas of it would look complete).
+    A store without the attribute (written by another tool) counts as complete."""
+    if group.attrs.get(COMPLETE, True) is False and not allow_partial:
+        raise InputError(f"{path}: the label store is incomplete (its run was interrupted); rerun the segment "
+                         "command to finish it, or pass --partial to read it as it is")
 
 
 def store_geometry(group: zarr.Group) -> tuple[CRS, Affine]:

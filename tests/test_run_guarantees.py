@@ -227,3 +227,31 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     record = json.loads((out / "run.json").read_text())
     assert record["chunks"]["reused"] >= 1 and record["chunks"]["total"] == 64
+
+
+def test_nothing_is_made_from_an_incomplete_store(tmp_path):
+    from stores import store_from_array
+
+    from fcnseg.pipeline.analysis.query import query_classes
+    from fcnseg.pipeline.io import InputError
+    from fcnseg.pipeline.products.cog import export_labels_cog
+    from fcnseg.pipeline.products.vectorize import vectorize_store
+
+    labels = np.random.default_rng(0).integers(0, 3, (64, 64), dtype=np.uint8)
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=32, class_names=["a", "b", "c"],
+                             class_colors=[(1, 1, 1)] * 3, attrs={"fcnseg_complete": False})
+    with pytest.raises(InputError, match="the label store is incomplete .*--partial"):
+        query_classes(store)
+    assert query_classes(store, allow_partial=True).valid_pixels == 64 * 64
+    with pytest.raises(InputError, match="incomplete"):
+        export_labels_cog(store, tmp_path / "labels.tif")
+    with pytest.raises(InputError, match="incomplete"):
+        vectorize_store(store, tmp_path / "polygons.parquet", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
+    refused = subprocess.run([FCNSEG, "query", str(store)], capture_output=True, text=True)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert [line for line in refused.stderr.splitlines() if line.strip()] == [
+        f"fcnseg: error: {store}: the label store is incomplete (its run was interrupted); rerun the segment command "
+        "to finish it, or pass --partial to read it as it is"
+    ]
+    assert subprocess.run([FCNSEG, "query", str(store), "--partial", "--json"], capture_output=True).returncode == 0

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
 from fcnseg.pipeline.io import InputError, bounded_gdal_cache, open_raster
-from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
 #: Side (pixels) of the windows read at once: whole blocks/chunks, grouped up to about this size.
 WINDOW = 1024
@@ -95,8 +95,9 @@ def is_store(path: str | Path) -> bool:
 
 
 @contextlib.contextmanager
-def open_labels(path: str | Path) -> Iterator[LabelRaster]:
-    """Open a labels GeoTIFF (or any single-band class raster) or a labels.zarr store, read-only."""
+def open_labels(path: str | Path, *, allow_partial: bool = False) -> Iterator[LabelRaster]:
+    """Open a labels GeoTIFF (or any single-band class raster) or a labels.zarr store, read-only;
+    an incomplete store only with ``allow_partial``."""
     path = str(path)
     if is_store(path):
         try:
@@ -107,6 +108,7 @@ def open_labels(path: str | Path) -> Iterator[LabelRaster]:
         except Exception as exc:  # a corrupt zarr.json and the like
             raise InputError(f"{path}: cannot open as a Zarr label store ({exc})") from None
         raster = _ZarrLabels(path, group)
+        require_complete(group, path, allow_partial=allow_partial)
         _check_crs(raster)
         yield raster
         return

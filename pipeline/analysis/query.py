@@ -152,7 +152,7 @@ def _point_result(raster: LabelRaster, x: float, y: float, point_crs: CRS) -> Qu
     px, py = shapely.get_coordinates(reproject_geometry(shapely.Point(x, y), point_crs, raster.crs))[0]
     col, row = ~raster.transform @ (px, py)
     if not (math.isfinite(col) and math.isfinite(row) and 0 <= col < raster.width and 0 <= row < raster.height):
-        raise InputError(f"point ({x}, {y}) in {point_crs.to_string()} is outside {raster.path}")
+        raise InputError(f"--point ({x}, {y}) in {point_crs.to_string()} is outside {raster.path}")
     col, row = int(math.floor(col)), int(math.floor(row))
     values, valid = raster.read(Window(col, row, 1, 1))
     selection = {"type": "point", "x": x, "y": y, "crs": point_crs.to_string()}
@@ -174,6 +174,7 @@ def query_classes(
     aoi: str | Path | None = None,
     point: Sequence[float] | None = None,
     point_crs: str | CRS | None = None,
+    allow_partial: bool = False,
 ) -> QueryResult:
     """Pixels, true area (m²) and share of each class in a selection of a class raster.
 
@@ -185,17 +186,18 @@ def query_classes(
     ``all_touched=False``); nodata pixels are counted apart and never belong to a class. ``share`` is
     a class's pixels over the valid pixels of the selection.
 
-    Raises InputError (one line naming the file) for unreadable or non-class rasters, bad selections,
-    a selection that does not overlap the raster, and a point outside it.
+    Raises InputError (one line naming the file) for unreadable or non-class rasters, an
+    incomplete label store (unless ``allow_partial``), bad selections, a selection that does not
+    overlap the raster, and a point outside it.
     """
     given = [name for name, value in (("bbox", bbox), ("aoi", aoi), ("point", point)) if value is not None]
     if len(given) > 1:
         raise InputError(f"choose one selection: {', '.join(given)} given together")
-    with open_labels(raster) as labels:
+    with open_labels(raster, allow_partial=allow_partial) as labels:
         crs_text = labels.crs.to_string()
         if point is not None:
             if len(point) != 2:
-                raise InputError(f"a point has 2 coordinates (X Y), got {len(point)}")
+                raise InputError(f"--point has 2 coordinates (X Y), got {len(point)}")
             return _point_result(labels, float(point[0]), float(point[1]), parse_crs(point_crs, labels.crs))
         geom, selection = None, {"type": "raster"}
         if bbox is not None:
@@ -206,7 +208,7 @@ def query_classes(
             geom, selection = read_aoi(aoi, labels.crs)
         whole = footprint(labels.transform, Window(0, 0, labels.width, labels.height))
         if geom is not None and not geom.intersects(whole):
-            what = f"bbox {selection['bbox']}" if bbox is not None else f"area of interest {aoi}"
+            what = f"--bbox {selection['bbox']}" if bbox is not None else f"area of interest --aoi {aoi}"
             raise InputError(f"{what} does not overlap {labels.path}")
         tally = count_classes(labels, geom)
         classes = _class_table(labels, tally)

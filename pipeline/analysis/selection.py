@@ -66,10 +66,10 @@ def reproject_geometry(geom: shapely.Geometry, src: CRS, dst: CRS) -> shapely.Ge
 def bbox_polygon(bbox: Sequence[float], bbox_crs: CRS, raster_crs: CRS) -> shapely.Geometry:
     """The box MINX MINY MAXX MAXY as a polygon in the raster's CRS (densified when reprojected)."""
     if len(bbox) != 4:
-        raise InputError(f"a bbox has 4 numbers (MINX MINY MAXX MAXY), got {len(bbox)}")
+        raise InputError(f"--bbox has 4 numbers (MINX MINY MAXX MAXY), got {len(bbox)}")
     minx, miny, maxx, maxy = (float(v) for v in bbox)
     if not all(map(math.isfinite, bbox)) or minx >= maxx or miny >= maxy:
-        raise InputError(f"bbox {list(bbox)} is empty or inverted: expected MINX MINY MAXX MAXY, MINX < MAXX, MINY < MAXY")
+        raise InputError(f"--bbox {list(bbox)} is empty or inverted: expected MINX MINY MAXX MAXY, MINX < MAXX, MINY < MAXY")
     box = shapely.box(minx, miny, maxx, maxy)
     if bbox_crs != raster_crs:
         box = shapely.segmentize(box, max(maxx - minx, maxy - miny) / DENSIFY)

@@ -18,7 +18,15 @@ from rasterio.enums import Resampling
 
 from fcnseg.atomic import partial_path
 from fcnseg.pipeline.io import atomic_write, bounded_gdal_cache
-from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, PROBABILITY_SCALE, open_store, store_geometry
+from fcnseg.pipeline.store import (
+    LABELS,
+    NODATA,
+    PROBABILITIES,
+    PROBABILITY_SCALE,
+    open_store,
+    require_complete,
+    store_geometry,
+)
 from fcnseg.pipeline.tiles import chunk_windows
 
 BLOCK = 512
@@ -36,6 +44,7 @@ def overview_factors(height: int, width: int, smallest: int = 256) -> list[int]:
 def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
     """labels.zarr -> labels.tif (COG: uint8, nodata 255, DEFLATE, mode overviews, colour table, class names)."""
     group = open_store(store_path, mode="r")
+    require_complete(group, store_path)  # never a product of an interrupted run
     labels = group[LABELS]
     names = labels.attrs["class_names"]
     colors = labels.attrs["class_colors"]
@@ -57,6 +66,7 @@ def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
 def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Path:
     """probabilities in the store -> probabilities.tif (COG, one uint8 band per class, value = p * 254)."""
     group = open_store(store_path, mode="r")
+    require_complete(group, store_path)  # never a product of an interrupted run
     probs = group[PROBABILITIES]
     names = probs.attrs["class_names"]
 

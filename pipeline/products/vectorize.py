@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fcnseg.pipeline.analysis.areas import geometries_area_m2
 from fcnseg.pipeline.products.polygon_writer import PolygonRow, PolygonWriter
-from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 from fcnseg.pipeline.tiles import chunk_windows
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def vectorize_store(
     """Write the regions of ``labels.zarr`` to GeoParquet and/or GeoPackage (either may be None)."""
     started = time.perf_counter()
     group = open_store(store_path, mode="r")
+    require_complete(group, store_path)  # never a product of an interrupted run
     labels = group[LABELS]
     names: list[str] = list(labels.attrs["class_names"])
     crs, transform = store_geometry(group)
