@@ -38,7 +38,7 @@ def setup_logging(verbose: bool = False) -> None:
     # A task's error reaches the command as its exception (one line below), so the workers' own
     # "Compute Failed" tracebacks are noise too.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
-    for name in ("rasterio", "tornado"):
+    for name in ("rasterio", "tornado", "pyogrio"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
@@ -305,10 +305,13 @@ def class_area_table(title: str, classes: list[dict]) -> Table:
     table.add_column("id", "", justify="right")
     table.add_column("class", "total")
     table.add_column("pixels", f"{valid:,}", justify="right")
-    table.add_column("area m²", f"{sum(c['area_m2'] for c in classes):,.2f}", justify="right")
+    metres = all(c["area_m2"] is not None for c in classes)  # a raster without CRS has no m²
+    total = f"{sum(c['area_m2'] for c in classes):,.2f}" if metres else "-"
+    table.add_column("area m²", total, justify="right")
     table.add_column("share %", "100.00" if valid else "-", justify="right")
     for c in classes:
-        table.add_row(str(c["class_id"]), c["class_name"], f"{c['pixels']:,}", f"{c['area_m2']:,.2f}", f"{100 * c['share']:.2f}")
+        area = f"{c['area_m2']:,.2f}" if c["area_m2"] is not None else "-"
+        table.add_row(str(c["class_id"]), c["class_name"], f"{c['pixels']:,}", area, f"{100 * c['share']:.2f}")
     return table
 
 

@@ -7,6 +7,7 @@ Light on purpose (no torch import): ``fcnseg query`` and the products import it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -45,7 +46,9 @@ class InputError(ValueError):
 def open_raster(path: str | Path) -> DatasetReader:
     """rasterio.open with one clear error for anything that is not a readable raster."""
     try:
-        return _checked(rasterio.open(path), path)
+        with warnings.catch_warnings():  # a raster in pixel coordinates (a scan, a PNG) is supported
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return _checked(rasterio.open(path), path)
     except rasterio.errors.RasterioIOError as exc:
         reason = "no such file" if not str(path).count("://") and not Path(path).exists() else str(exc)
     raise InputError(f"{path}: cannot open as a raster ({reason})")  # unchained: it may travel from a Dask worker

@@ -5,18 +5,27 @@ Laid out so that ``xarray.open_zarr(path)`` gives DataArrays whose ``.rio.crs`` 
 ``spatial_ref`` and GDAL's ``GeoTransform``), 1-D ``x``/``y`` pixel-centre coordinates, and
 ``grid_mapping`` on every data array. Chunks are the core grid of the tiling, so each tile writes
 exactly one chunk: writes from many processes need no locks.
+
+A raster without a CRS (a scanned map, a microscopy mosaic, a PNG) is segmented in pixel
+coordinates: ``spatial_ref`` then keeps its ``GeoTransform`` (whatever the input has; rasterio
+gives such a file ``Affine.identity()``, so rows go down and y = row + 0.5) but has no WKT, and
+``x``/``y`` are in units of "pixel". Every reader asks ``store_geometry``/``has_crs`` rather than
+assuming metres, so nothing downstream invents a place on the Earth.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import zarr
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from fcnseg.pipeline.io import InputError
@@ -37,7 +46,7 @@ def create_store(
     *,
     height: int,
     width: int,
-    crs: CRS,
+    crs: CRS | None,
     transform: Affine,
     chunk: int,
     class_names: Sequence[str],
@@ -51,10 +60,12 @@ def create_store(
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update({"Conventions": "CF-1.8", **attrs})
 
-    wkt = crs.to_wkt()
     geotransform = " ".join(str(v) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
     spatial_ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=())
-    spatial_ref.attrs.update({"crs_wkt": wkt, "spatial_ref": wkt, "GeoTransform": geotransform})
+    spatial_ref.attrs["GeoTransform"] = geotransform
+    if crs is not None:  # without one (a scan, a microscopy mosaic) the grid is in pixel coordinates
+        wkt = crs.to_wkt()
+        spatial_ref.attrs.update({"crs_wkt": wkt, "spatial_ref": wkt})
     spatial_ref[...] = 0
 
     x = transform.c + (np.arange(width) + 0.5) * transform.a
@@ -62,11 +73,7 @@ def create_store(
     for name, values in (("x", x), ("y", y)):
         coord = group.create_array(name, shape=values.shape, dtype="float64", chunks=(max(1, min(len(values), 1 << 16)),), dimension_names=(name,))
         coord[:] = values
-        units = "degrees" if crs.is_geographic else "metre"
-        standard = {"x": "projection_x_coordinate", "y": "projection_y_coordinate"}[name]
-        if crs.is_geographic:
-            standard = {"x": "longitude", "y": "latitude"}[name]
-        coord.attrs.update({"standard_name": standard, "units": units, "axis": name.upper()})
+        coord.attrs.update({**axis_attrs(name, crs), "axis": name.upper()})
 
     labels = group.create_array(
         LABELS, shape=(height, width), dtype="uint8", chunks=(chunk, chunk), fill_value=NODATA, dimension_names=("y", "x")
@@ -88,6 +95,15 @@ def create_store(
     return group
 
 
+def axis_attrs(name: str, crs: CRS | None) -> dict[str, str]:
+    """CF attributes of the x or y coordinate: projected, geographic, or pixel coordinates."""
+    if crs is None:
+        return {"long_name": f"{name} pixel coordinate", "units": "pixel"}
+    if crs.is_geographic:
+        return {"standard_name": {"x": "longitude", "y": "latitude"}[name], "units": "degrees"}
+    return {"standard_name": f"projection_{name}_coordinate", "units": "metre"}
+
+
 def open_store(path: str | Path, mode: str = "r+") -> zarr.Group:
     return zarr.open_group(str(path), mode=mode, zarr_format=3)
 
@@ -104,11 +120,22 @@ def require_complete(group: zarr.Group, path: str | Path, *, allow_partial: bool
                          "command to finish it, or pass --partial to read it as it is")
 
 
-def store_geometry(group: zarr.Group) -> tuple[CRS, Affine]:
-    """CRS and transform from the store's CF grid mapping."""
+def has_crs(path: str | Path) -> bool:
+    """Whether a label store (or a raster such as labels.tif) is georeferenced: the segment stage
+    asks before writing outputs that need a place on the Earth (the STAC item)."""
+    if Path(path).is_dir() or str(path).rstrip("/").endswith(".zarr"):
+        return store_geometry(open_store(path, mode="r"))[0] is not None
+    with warnings.catch_warnings():  # the very case asked about
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.crs is not None
+
+
+def store_geometry(group: zarr.Group) -> tuple[CRS | None, Affine]:
+    """CRS (None: pixel coordinates) and transform from the store's CF grid mapping."""
     attrs = group["spatial_ref"].attrs
     c, a, b, f, d, e = (float(v) for v in attrs["GeoTransform"].split())
-    return CRS.from_wkt(attrs["crs_wkt"]), Affine(a, b, c, d, e, f)
+    return (CRS.from_wkt(attrs["crs_wkt"]) if "crs_wkt" in attrs else None), Affine(a, b, c, d, e, f)
 
 
 def write_chunk(group: zarr.Group, window: Window, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:

@@ -30,7 +30,7 @@ class LabelRaster:
     """A single-band class raster: geometry, block grid, class names and windowed reads."""
 
     path: str
-    crs: CRS
+    crs: CRS | None  # None: a raster in pixel coordinates (no areas in m², selections in its own grid)
     transform: Affine
     height: int
     width: int
@@ -109,18 +109,10 @@ def open_labels(path: str | Path, *, allow_partial: bool = False) -> Iterator[La
             raise InputError(f"{path}: cannot open as a Zarr label store ({exc})") from None
         raster = _ZarrLabels(path, group)
         require_complete(group, path, allow_partial=allow_partial)
-        _check_crs(raster)
         yield raster
         return
     with bounded_gdal_cache(), open_raster(path) as src:
-        raster = _TiffLabels(path, src)
-        _check_crs(raster)
-        yield raster
-
-
-def _check_crs(raster: LabelRaster) -> None:
-    if raster.crs is None:
-        raise InputError(f"{raster.path}: has no CRS, so areas and coordinates cannot be placed on it")
+        yield _TiffLabels(path, src)
 
 
 def _step(block: int) -> int:

@@ -50,7 +50,7 @@ class ClassArea:
     class_id: int
     class_name: str
     pixels: int
-    area_m2: float
+    area_m2: float | None  # None without a CRS: no metres to measure in
     share: float
 
 
@@ -59,12 +59,12 @@ class QueryResult:
     """Per-class pixels, true area and share of the valid pixels in the selection."""
 
     raster: str
-    crs: str
+    crs: str | None
     selection: dict[str, Any]
     classes: list[ClassArea]
     valid_pixels: int
     nodata_pixels: int
-    area_m2: float
+    area_m2: float | None
     point: dict[str, Any] | None = None
     nodata: bool | None = None
 
@@ -112,7 +112,7 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> _Tally:
         return tally
     if geom is not None:
         shapely.prepare(geom)
-    geographic = raster.crs.is_geographic
+    geographic = raster.crs is not None and raster.crs.is_geographic
     windows = 0
     for window in query_windows(raster, bounds):
         inside = True if geom is None else selection_mask(raster, geom, window)
@@ -128,9 +128,14 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> _Tally:
             weights = np.broadcast_to(rows[:, None], values.shape)[keep]
         tally.add(raster.path, values[keep].astype(np.intp, copy=False), weights)
     log.debug("%s: read %d windows of %s", raster.path, windows, bounds)
-    if not geographic:  # one pixel area everywhere: exact products, no float sums
+    if raster.crs is not None and not geographic:  # one pixel area everywhere: exact products, no float sums
         tally.area = tally.pixels * float(row_pixel_areas_m2(raster.crs, raster.transform, 0, 1)[0])
     return tally
+
+
+def crs_name(crs: CRS | None) -> str | None:
+    """``EPSG:32633`` (or the WKT of a CRS without a code); None for pixel coordinates."""
+    return None if crs is None else crs.to_string()
 
 
 def _class_table(raster: LabelRaster, tally: _Tally) -> list[ClassArea]:
@@ -140,7 +145,7 @@ def _class_table(raster: LabelRaster, tally: _Tally) -> list[ClassArea]:
     return [
         ClassArea(
             class_id=i, class_name=raster.classes.name(i), pixels=int(tally.pixels[i]) if i < len(tally.pixels) else 0,
-            area_m2=float(tally.area[i]) if i < len(tally.area) else 0.0,
+            area_m2=None if raster.crs is None else float(tally.area[i]) if i < len(tally.area) else 0.0,
             share=float(tally.pixels[i] / valid) if valid and i < len(tally.pixels) else 0.0,
         )
         for i in ids
@@ -152,16 +157,17 @@ def _point_result(raster: LabelRaster, x: float, y: float, point_crs: CRS) -> Qu
     px, py = shapely.get_coordinates(reproject_geometry(shapely.Point(x, y), point_crs, raster.crs))[0]
     col, row = ~raster.transform @ (px, py)
     if not (math.isfinite(col) and math.isfinite(row) and 0 <= col < raster.width and 0 <= row < raster.height):
-        raise InputError(f"--point ({x}, {y}) in {point_crs.to_string()} is outside {raster.path}")
+        raise InputError(f"--point ({x}, {y}) in {crs_name(point_crs) or 'its pixel grid'} is outside {raster.path}")
     col, row = int(math.floor(col)), int(math.floor(row))
     values, valid = raster.read(Window(col, row, 1, 1))
-    selection = {"type": "point", "x": x, "y": y, "crs": point_crs.to_string()}
+    selection = {"type": "point", "x": x, "y": y, "crs": crs_name(point_crs)}
     point = {"x": x, "y": y, "row": row, "col": col}
-    common = dict(raster=raster.path, crs=raster.crs.to_string(), selection=selection, point=point)
+    common = dict(raster=raster.path, crs=crs_name(raster.crs), selection=selection, point=point)
     if not valid[0, 0]:
-        return QueryResult(classes=[], valid_pixels=0, nodata_pixels=1, area_m2=0.0, nodata=True, **common)
+        return QueryResult(classes=[], valid_pixels=0, nodata_pixels=1, area_m2=None if raster.crs is None else 0.0,
+                           nodata=True, **common)
     class_id = int(values[0, 0])
-    area = float(row_pixel_areas_m2(raster.crs, raster.transform, row, 1)[0])
+    area = None if raster.crs is None else float(row_pixel_areas_m2(raster.crs, raster.transform, row, 1)[0])
     entry = ClassArea(class_id, raster.classes.name(class_id), 1, area, 1.0)
     return QueryResult(classes=[entry], valid_pixels=1, nodata_pixels=0, area_m2=area, nodata=False, **common)
 
@@ -194,7 +200,11 @@ def query_classes(
     if len(given) > 1:
         raise InputError(f"choose one selection: {', '.join(given)} given together")
     with open_labels(raster, allow_partial=allow_partial) as labels:
-        crs_text = labels.crs.to_string()
+        crs_text = crs_name(labels.crs)
+        if labels.crs is None and (bbox_crs is not None or point_crs is not None or aoi is not None):
+            given = "--aoi" if aoi is not None else "--crs"
+            raise InputError(f"{labels.path}: has no CRS, so {given} cannot be placed on it; give --bbox or --point "
+                             "in its own grid")
         if point is not None:
             if len(point) != 2:
                 raise InputError(f"--point has 2 coordinates (X Y), got {len(point)}")
@@ -203,7 +213,7 @@ def query_classes(
         if bbox is not None:
             box_crs = parse_crs(bbox_crs, labels.crs)
             geom = bbox_polygon(bbox, box_crs, labels.crs)
-            selection = {"type": "bbox", "bbox": [float(v) for v in bbox], "crs": box_crs.to_string()}
+            selection = {"type": "bbox", "bbox": [float(v) for v in bbox], "crs": crs_name(box_crs)}
         elif aoi is not None:
             geom, selection = read_aoi(aoi, labels.crs)
         whole = footprint(labels.transform, Window(0, 0, labels.width, labels.height))
@@ -215,5 +225,6 @@ def query_classes(
         valid = int(tally.pixels.sum())
         return QueryResult(
             raster=labels.path, crs=crs_text, selection=selection, classes=classes, valid_pixels=valid,
-            nodata_pixels=tally.nodata, area_m2=float(sum(c.area_m2 for c in classes)),
+            nodata_pixels=tally.nodata,
+            area_m2=None if labels.crs is None else float(sum(c.area_m2 for c in classes)),
         )

@@ -10,11 +10,13 @@ is self-describing in QGIS and GDAL. The result appears under its final name onl
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
 from fcnseg.atomic import partial_path
 from fcnseg.pipeline.io import atomic_write, bounded_gdal_cache
@@ -92,7 +94,8 @@ def _write_cog(group, out_path, count: int, dtype: str, write_bands, resampling:
         transform=transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
     )
     try:
-        with atomic_write(out_path) as partial, bounded_gdal_cache():
+        with atomic_write(out_path) as partial, bounded_gdal_cache(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a raster in pixel coordinates is fine
             with rasterio.open(staging, "w", **profile) as dst:
                 write_bands(dst)
             with rasterio.open(staging, "r+") as dst:

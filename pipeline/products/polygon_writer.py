@@ -10,6 +10,7 @@ renamed into place only when complete (``atomic_write``).
 from __future__ import annotations
 
 import json
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +36,18 @@ class PolygonRow:
     class_name: str
     pixels: int
     area: float
-    area_m2: float
+    area_m2: float | None  # None without a CRS
     geometry: shapely.Geometry
 
 
-def geoparquet_schema(crs: CRS, geometry_types: list[str]) -> pa.Schema:
-    """Arrow schema with GeoParquet 1.1 metadata (WKB encoding, PROJJSON CRS)."""
+def geoparquet_schema(crs: CRS | None, geometry_types: list[str]) -> pa.Schema:
+    """Arrow schema with GeoParquet 1.1 metadata (WKB encoding, PROJJSON CRS; ``"crs": null`` for
+    pixel coordinates: an absent key would mean OGC:CRS84)."""
     geo = {
         "version": "1.1.0",
         "primary_column": "geometry",
         "columns": {"geometry": {
-            "encoding": "WKB", "geometry_types": geometry_types, "crs": json.loads(pyproj_json(crs)),
+            "encoding": "WKB", "geometry_types": geometry_types, "crs": None if crs is None else json.loads(pyproj_json(crs)),
             "orientation": "counterclockwise", "edges": "planar",
         }},
     }
@@ -66,7 +68,7 @@ def pyproj_json(crs: CRS) -> str:
 class PolygonWriter:
     """Collects rows and writes them in batches to ``parquet_path`` and/or ``gpkg_path``."""
 
-    crs: CRS
+    crs: CRS | None
     parquet_path: Path | None
     gpkg_path: Path | None
     geometry_types: list[str] = field(default_factory=lambda: ["Polygon"])
@@ -102,10 +104,12 @@ class PolygonWriter:
         if self.gpkg_path is not None:
             frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometries, crs=self.crs), crs=self.crs)
             frame["class_id"] = frame["class_id"].astype("int16")  # GeoPackage has no unsigned bytes
-            pyogrio.write_dataframe(
-                frame, self._partial[self.gpkg_path], layer=LAYER, driver="GPKG", append=self._gpkg_started,
-                promote_to_multi=False, geometry_type="Unknown" if len(self.geometry_types) > 1 else self.geometry_types[0],
-            )
+            with warnings.catch_warnings():  # pixel coordinates (no CRS) are what the raster has
+                warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                pyogrio.write_dataframe(
+                    frame, self._partial[self.gpkg_path], layer=LAYER, driver="GPKG", append=self._gpkg_started,
+                    promote_to_multi=False, geometry_type="Unknown" if len(self.geometry_types) > 1 else self.geometry_types[0],
+                )
             self._gpkg_started = True
 
     def __exit__(self, exc_type, exc, tb) -> None:

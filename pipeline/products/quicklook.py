@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 
 from fcnseg.pipeline.classes import UNKNOWN_COLOR, colour_table, raster_classes
-from fcnseg.pipeline.io import atomic_write
+from fcnseg.pipeline.io import atomic_write, open_raster
 from fcnseg.pipeline.store import NODATA
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def read_labels(labels_path: str | Path, max_size: int) -> tuple[np.ndarray, lis
 
 def read_image(image_path: str | Path, out_shape: tuple[int, int], grid_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """First three bands (one band: grey) at quicklook size, float32 (3, h, w), and where they are valid."""
-    with rasterio.open(image_path) as src:
+    with open_raster(image_path) as src:
         if (src.height, src.width) != grid_shape:
             raise ValueError(
                 f"{image_path}: {src.width}x{src.height} px, but the labels are {grid_shape[1]}x{grid_shape[0]} px; "

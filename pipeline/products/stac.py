@@ -114,6 +114,7 @@ def build_stac_item(
     parameters: Mapping[str, Any] | None = None,
     created: datetime | None = None,
     acquired: datetime | None = None,
+    pending: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The STAC Item (a JSON-ready dict) for the output folder ``out_dir``; validated.
 
@@ -154,7 +155,7 @@ def build_stac_item(
         "bbox": bbox,
         "properties": properties,
         "links": _links(input_path),
-        "assets": _assets(out_dir, grid, classes),
+        "assets": _assets(out_dir, grid, classes, pending),
     }
     check_stac_item(item)
     return item
@@ -168,14 +169,17 @@ def write_stac_item(
     parameters: Mapping[str, Any] | None = None,
     created: datetime | None = None,
     acquired: datetime | None = None,
+    pending: Sequence[str] = (),
 ) -> Path:
     """Build, validate and write ``out_dir/item.json`` atomically (a reader never sees half a file).
 
-    Run it last (after quicklook.png, polygons, run.json): the item lists only files that exist.
+    Run it after the files it describes: the item lists those that exist, and ``pending``, the
+    names of files written right after it (``segment`` writes run.json last, as the mark of a
+    complete folder).
     """
     out_dir = Path(out_dir)
     item = build_stac_item(out_dir, input_path=input_path, model_sha256=model_sha256,
-                           parameters=parameters, created=created, acquired=acquired)
+                           parameters=parameters, created=created, acquired=acquired, pending=pending)
     target = atomic_write_text(out_dir / ITEM_JSON, json.dumps(item, indent=2) + "\n")
     log.info("wrote STAC item %s (%d assets)", target, len(item["assets"]))
     return target
@@ -303,12 +307,13 @@ def _projection_fields(grid: Grid) -> dict[str, Any]:
     return fields
 
 
-def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """One asset per output file that exists, with a relative href."""
+def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None,
+            pending: Sequence[str] = ()) -> dict[str, Any]:
+    """One asset per output file that exists (or is ``pending``), with a relative href."""
     assets: dict[str, Any] = {}
     for spec in ASSETS:
         path = out_dir / spec.filename
-        if not path.exists():
+        if not path.exists() and spec.filename not in pending:
             continue
         asset: dict[str, Any] = {"href": f"./{spec.filename}", "type": spec.media_type,
                                  "title": spec.title, "roles": list(spec.roles)}

@@ -163,6 +163,8 @@ def vectorize_store(
     labels = group[LABELS]
     names: list[str] = list(labels.attrs["class_names"])
     crs, transform = store_geometry(group)
+    if crs is None and options.min_area > 0:
+        raise ValueError("--min-area is in square metres and needs a georeferenced input; this raster has no CRS")
     height, width = labels.shape
     ch, cw = labels.chunks
     windows = list(chunk_windows(height, width, labels.chunks))
@@ -197,8 +199,8 @@ def vectorize_store(
                 geometry = geometry.difference(nodata)
         a, b, c, d, e, f = transform[:6]
         geometry = shapely.orient_polygons(affine_transform(geometry, [a, b, d, e, c, f]))
-        area_m2 = float(geometries_area_m2([geometry], crs)[0])
-        if area_m2 < options.min_area or geometry.is_empty:
+        area_m2 = None if crs is None else float(geometries_area_m2([geometry], crs)[0])
+        if (area_m2 is not None and area_m2 < options.min_area) or geometry.is_empty:
             return None
         return PolygonRow(class_id, names[class_id], pixels, float(geometry.area), area_m2, geometry)
 

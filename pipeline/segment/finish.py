@@ -63,16 +63,17 @@ def class_areas(plan: RunPlan) -> list[dict[str, Any]]:
 def publish(
     plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], polygons: VectorizeReport | None,
 ) -> RunReport:
-    """The publish stage: per-class areas, run.json (the record of a complete output), item.json."""
+    """The publish stage: per-class areas, item.json, then run.json (the record of a complete output)."""
     files = [outputs.STORE_NAME, *files]
     if polygons is not None:
         files += [outputs.POLYGONS_PARQUET, outputs.POLYGONS_GPKG]
     stac = plan.options.stac and plan.georeferenced  # a STAC item needs a footprint on the Earth
     if stac:
-        files.append(outputs.ITEM_JSON)  # written right after run.json; a run.json without it is incomplete
+        files.append(outputs.ITEM_JSON)
     report = run_report(plan, chunk_run, seconds, files, class_areas(plan), polygons)
-    write_run_json(plan, report)
-    crash_point("publish")
     if stac:
-        write_stac_item(plan.out, input_path=plan.input, model_sha256=plan.model_sha256, parameters=plan.parameters)
+        write_stac_item(plan.out, input_path=plan.input, model_sha256=plan.model_sha256, parameters=plan.parameters,
+                        pending=[outputs.RUN_JSON])
+    crash_point("publish")
+    write_run_json(plan, report)  # last: run.json says the folder is complete
     return report
