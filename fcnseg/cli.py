@@ -365,17 +365,22 @@ def query(
 
 
 def print_query(result) -> None:
-    """Per-class pixels, area and share as a table, with a total row."""
+    """Per-class pixels, area and share as a table, with a total row (a raster without CRS: areas in px²)."""
     data, sel = result.to_dict(), result.selection
+    crs = sel.get("crs") or "pixel coordinates"
     where = {
         "raster": "whole raster",
-        "bbox": f"bbox {' '.join(f'{v:g}' for v in sel.get('bbox', []))} ({sel.get('crs')})",
+        "bbox": f"bbox {' '.join(f'{v:g}' for v in sel.get('bbox', []))} ({crs})",
         "aoi": f"area of interest {sel.get('path')}",
-        "point": f"point {sel.get('x')} {sel.get('y')} ({sel.get('crs')})",
+        "point": f"point {sel.get('x')} {sel.get('y')} ({crs})",
     }[sel["type"]]
     if "point" in data:
         where += f": row {data['point']['row']}, col {data['point']['col']}"
-    table = class_area_table(f"{data['raster']}, {where}", data["classes"])
+    pixels = data["units"] == "pixels"  # no CRS: a pixel is the unit of area, never a made-up m²
+    classes = [{**c, "area_m2": float(c["pixels"])} for c in data["classes"]] if pixels else data["classes"]
+    table = class_area_table(f"{data['raster']}, {where}", classes)
+    if pixels:
+        table.columns[3].header = "area px²"
     if data.get("nodata"):
         table.caption = "nodata at this point"
     elif data["nodata_pixels"]:

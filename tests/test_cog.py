@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from peak_memory import step_extra_mb
@@ -13,6 +14,7 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 from stores import store_from_array
 
+from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
 
 NAMES = ["water", "forest", "road"]
@@ -70,3 +72,15 @@ def test_cog_export_memory_stays_flat(tmp_path):
     # 16x the pixels: the large map alone is 64 MB as uint8, so holding it would show. Measured:
     # 26 -> 49 MB, GDAL's capped block cache filling up (4096 -> 8192 adds only 3 MB)
     assert large < small + 32, (small, large)
+
+
+def test_an_incomplete_store_makes_no_cog(tmp_path):
+    """A product of an interrupted run would look complete: refused, and nothing is left behind."""
+    labels = np.random.default_rng(3).integers(0, 3, (96, 80), dtype=np.uint8)
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=32, class_names=NAMES, class_colors=COLORS,
+                             transform=TRANSFORM, probabilities=True, complete=False)
+    with pytest.raises(InputError, match=r"labels.zarr: the label store is incomplete .*--partial"):
+        export_labels_cog(store, tmp_path / "labels.tif")
+    with pytest.raises(InputError, match="the label store is incomplete"):
+        export_probabilities_cog(store, tmp_path / "probabilities.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]

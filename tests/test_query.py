@@ -24,6 +24,7 @@ from fcnseg.pipeline.analysis.label_raster import WINDOW, LabelRaster, query_win
 from fcnseg.pipeline.analysis.query import query_classes
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.cog import export_labels_cog
+from fcnseg.pipeline.store import COMPLETE, open_store
 
 UTM = CRS.from_epsg(32633)
 WGS84 = CRS.from_epsg(4326)
@@ -302,7 +303,8 @@ def test_cli_json_is_one_object(rasters):
     result = fcnseg("query", tif, "--bbox", minx, miny, maxx, maxy, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {"raster", "crs", "selection", "valid_pixels", "nodata_pixels", "area_m2", "classes"} <= set(data)
+    assert {"raster", "crs", "units", "selection", "valid_pixels", "nodata_pixels", "area_m2", "classes"} <= set(data)
+    assert data["units"] == "m2"
     assert [set(c) for c in data["classes"]] == [{"class_id", "class_name", "pixels", "area_m2", "share"}] * 3
     assert [c["pixels"] for c in data["classes"]] == [v[0] for v in expected(labels[50:1250, 100:1100]).values()]
 
@@ -387,3 +389,37 @@ def test_query_memory_stays_flat(tmp_path):
     # 16x the pixels: the large raster is 64 MB as uint8 (more as class ids or weights), so holding it
     # would show; a window is 1024 x 1024 px and GDAL's cache is capped at 16 MB
     assert large < small + 24, (small, large)
+
+
+# --- an interrupted run's store -------------------------------------------------------------
+
+
+def test_an_incomplete_store_is_refused_unless_partial(tmp_path):
+    """A store whose run was interrupted would report areas as if complete: refused, named, one line."""
+    labels = blocky_labels(100, 120)
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=32, class_names=NAMES, crs=UTM,
+                             transform=TRANSFORM, class_colors=[(0, 0, 255)] * 3, complete=False)
+    with pytest.raises(InputError, match=r"labels.zarr: the label store is incomplete .*--partial"):
+        query_classes(store)
+    assert_same(query_classes(store, allow_partial=True), labels)  # read as it is
+    refused = fcnseg("query", store)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 1 and refused.stdout == "" and "Traceback" not in refused.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"fcnseg: error: {store}: the label store is incomplete"), lines
+    read = fcnseg("query", store, "--partial", "--json")
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["valid_pixels"] == int((labels != 255).sum())
+
+
+def test_a_store_without_the_completeness_mark_counts_as_complete(tmp_path):
+    """A store written by another tool has no ``fcnseg_complete``: it is read like a finished one."""
+    labels = blocky_labels(64, 64)
+    store = make_store(tmp_path / "labels.zarr", labels, chunk=32)
+    del open_store(store).attrs[COMPLETE]
+    assert_same(query_classes(store), labels)
+
+
+def test_json_says_the_areas_are_square_metres(rasters):
+    _, store, tif = rasters
+    for raster in (store, tif):
+        assert query_classes(raster, point=world(3.5, 4.5)).to_dict()["units"] == "m2"

@@ -21,6 +21,7 @@ from rasterio.transform import array_bounds
 from shapely.geometry import Point, Polygon
 from stores import store_from_array
 
+from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.cog import export_labels_cog
 from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import ZARR_MEDIA_TYPE, build_stac_item, class_entries, write_stac_item
@@ -321,3 +322,15 @@ def test_quicklook_reads_the_overviews_when_there_are_some(tmp_path):
         dst.write(np.ones((300, 4096), np.uint8), 1)
     q = np.asarray(Image.open(write_quicklook(image, labels, tmp_path / "q.png"))).astype(int)
     assert q[:20, 200:900, 2].mean() > q[:20, 200:900, 1].mean()  # blue "sea" from the 2x overview, not green
+
+
+def test_no_item_for_an_incomplete_store(tmp_path):
+    """An item would present an interrupted run's outputs as finished: refused, nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    labels = np.zeros((64, 64), np.uint8)
+    store_from_array(out / "labels.zarr", labels, chunk=32, class_names=["a"], class_colors=[(1, 2, 3)],
+                     complete=False)
+    with pytest.raises(InputError, match="the label store is incomplete"):
+        write_stac_item(out, input_path="scene.tif", created=CREATED)
+    assert not (out / "item.json").exists()

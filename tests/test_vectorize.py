@@ -15,6 +15,7 @@ from rasterio.features import rasterize
 from stores import TRANSFORM, store_from_array
 
 from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
+from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, vectorize_store
 from fcnseg.pipeline.store import NODATA
 
@@ -132,3 +133,13 @@ def test_vectorize_memory_stays_flat(tmp_path):
     # 16x the pixels and regions (the large map alone is 64 MB as uint8, its polygons far more).
     # Measured: 44 -> 59 MB
     assert large < small + 32, (small, large)
+
+
+def test_an_incomplete_store_makes_no_polygons(tmp_path):
+    """Polygons of an interrupted run would look complete: refused, and no file is left behind."""
+    labels = np.random.default_rng(4).integers(0, 3, (64, 64), dtype=np.uint8)
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=32, class_names=NAMES, class_colors=COLORS,
+                             complete=False)
+    with pytest.raises(InputError, match=r"labels.zarr: the label store is incomplete .*--partial"):
+        vectorize_store(store, tmp_path / "polygons.parquet", tmp_path / "polygons.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]

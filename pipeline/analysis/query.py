@@ -10,6 +10,10 @@ polygon (GDAL's rasterisation with ``all_touched=False``, applied per window). A
 is densified into a polygon and reprojected (a reprojected box is not a box), then treated like an
 area of interest. Areas are true areas (``fcnseg.pipeline.analysis.areas``): per-row pixel areas on the
 ellipsoid for geographic rasters.
+
+A raster without a CRS (a scan, a microscopy mosaic) is counted in pixels: selections are in its
+own (transform) coordinates, ``area_m2`` is null throughout and ``units`` says "pixels" — the keys
+stay the same, so a consumer never mistakes pixels for square metres.
 """
 
 from __future__ import annotations
@@ -68,9 +72,14 @@ class QueryResult:
     point: dict[str, Any] | None = None
     nodata: bool | None = None
 
+    @property
+    def units(self) -> str:
+        """What the areas are in: "m2", or "pixels" for a raster without a CRS (``area_m2`` null)."""
+        return "pixels" if self.crs is None else "m2"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "raster": self.raster, "crs": self.crs, "selection": self.selection,
+            "raster": self.raster, "crs": self.crs, "units": self.units, "selection": self.selection,
             "valid_pixels": self.valid_pixels, "nodata_pixels": self.nodata_pixels, "area_m2": self.area_m2,
             "classes": [asdict(c) for c in self.classes],
         }
@@ -190,7 +199,8 @@ def query_classes(
 
     Pixel rule: a pixel is in a box or AOI when its centre is inside the polygon (GDAL rasterisation,
     ``all_touched=False``); nodata pixels are counted apart and never belong to a class. ``share`` is
-    a class's pixels over the valid pixels of the selection.
+    a class's pixels over the valid pixels of the selection. A raster without a CRS is counted in
+    pixels (``area_m2`` None, ``units`` "pixels"); its selections are in its own coordinates.
 
     Raises InputError (one line naming the file) for unreadable or non-class rasters, an
     incomplete label store (unless ``allow_partial``), bad selections, a selection that does not
@@ -201,10 +211,9 @@ def query_classes(
         raise InputError(f"choose one selection: {', '.join(given)} given together")
     with open_labels(raster, allow_partial=allow_partial) as labels:
         crs_text = crs_name(labels.crs)
-        if labels.crs is None and (bbox_crs is not None or point_crs is not None or aoi is not None):
-            given = "--aoi" if aoi is not None else "--crs"
-            raise InputError(f"{labels.path}: has no CRS, so {given} cannot be placed on it; give --bbox or --point "
-                             "in its own grid")
+        if labels.crs is None and (bbox_crs is not None or point_crs is not None):
+            raise InputError(f"{labels.path}: has no CRS (pixel coordinates), so --crs cannot be placed on it; "
+                             "give --bbox or --point in the raster's own coordinates")
         if point is not None:
             if len(point) != 2:
                 raise InputError(f"--point has 2 coordinates (X Y), got {len(point)}")

@@ -4,6 +4,9 @@ CRS, and each window of the raster gets the mask of the pixels whose centre lies
 A box in another CRS is densified into a polygon and reprojected (a reprojected box is not a
 box), then treated like an area of interest. The pixel rule is GDAL's rasterisation with
 ``all_touched=False``, applied per window.
+
+A raster without a CRS (pixel coordinates) takes selections in its own coordinates only: nothing
+is reprojected, and an area of interest that has a CRS is refused (there is no way to place it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ DENSIFY = 64
 POLYGON_TYPES = (3, 6)
 
 
-def parse_crs(value: str | CRS | None, default: CRS) -> CRS:
+def parse_crs(value: str | CRS | None, default: CRS | None) -> CRS | None:
     if value is None:
         return default
     if isinstance(value, CRS):
@@ -42,10 +45,12 @@ def parse_crs(value: str | CRS | None, default: CRS) -> CRS:
         raise InputError(f"invalid CRS {value!r}: {exc}") from None
 
 
-def reproject_geometry(geom: shapely.Geometry, src: CRS, dst: CRS) -> shapely.Geometry:
-    """``geom`` from ``src`` to ``dst`` coordinates (vertex by vertex: densify first)."""
+def reproject_geometry(geom: shapely.Geometry, src: CRS | None, dst: CRS | None) -> shapely.Geometry:
+    """``geom`` from ``src`` to ``dst`` coordinates (vertex by vertex: densify first); None: pixel coordinates."""
     if src == dst:
         return geom
+    if src is None or dst is None:  # the callers refuse this first; never guess a georeferencing
+        raise InputError("a selection with a CRS cannot be placed on a raster without one (or the reverse)")
     transformer = pyproj.Transformer.from_crs(
         pyproj.CRS.from_wkt(src.to_wkt()), pyproj.CRS.from_wkt(dst.to_wkt()), always_xy=True
     )
@@ -63,7 +68,7 @@ def reproject_geometry(geom: shapely.Geometry, src: CRS, dst: CRS) -> shapely.Ge
     return out
 
 
-def bbox_polygon(bbox: Sequence[float], bbox_crs: CRS, raster_crs: CRS) -> shapely.Geometry:
+def bbox_polygon(bbox: Sequence[float], bbox_crs: CRS | None, raster_crs: CRS | None) -> shapely.Geometry:
     """The box MINX MINY MAXX MAXY as a polygon in the raster's CRS (densified when reprojected)."""
     if len(bbox) != 4:
         raise InputError(f"--bbox has 4 numbers (MINX MINY MAXX MAXY), got {len(bbox)}")
@@ -76,8 +81,11 @@ def bbox_polygon(bbox: Sequence[float], bbox_crs: CRS, raster_crs: CRS) -> shape
     return reproject_geometry(box, bbox_crs, raster_crs)
 
 
-def read_aoi(path: str | Path, raster_crs: CRS) -> tuple[shapely.Geometry, dict[str, Any]]:
-    """Union of the polygons of a vector file, in the raster's CRS, and how it was read."""
+def read_aoi(path: str | Path, raster_crs: CRS | None) -> tuple[shapely.Geometry, dict[str, Any]]:
+    """Union of the polygons of a vector file, in the raster's CRS, and how it was read.
+
+    For a raster without a CRS the file must have none either: its coordinates are then the
+    raster's own (pixel/transform) coordinates."""
     import geopandas
     import pyogrio.errors
 
@@ -87,18 +95,22 @@ def read_aoi(path: str | Path, raster_crs: CRS) -> tuple[shapely.Geometry, dict[
         frame = geopandas.read_file(path)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the area of interest as a vector file ({exc})") from None
-    if frame.crs is None:
+    if raster_crs is None and frame.crs is not None:
+        raise InputError(f"{path}: the area of interest is in {CRS.from_user_input(frame.crs).to_string()}, but the "
+                         "raster has no CRS (pixel coordinates); give an area of interest without a CRS, in its grid")
+    if frame.crs is None and raster_crs is not None:
         raise InputError(f"{path}: the area of interest has no CRS (add a .prj or write it with one)")
     parts = shapely.get_parts(shapely.make_valid(frame.geometry.dropna().to_numpy()))
     polygons = _polygonal(shapely.union_all(parts[np.isin(shapely.get_type_id(parts), POLYGON_TYPES)]))
     if polygons.is_empty:
         raise InputError(f"{path}: the area of interest holds no polygons ({len(frame)} features)")
-    src_crs = CRS.from_user_input(frame.crs)
+    src_crs = None if frame.crs is None else CRS.from_user_input(frame.crs)
     if src_crs != raster_crs:
         minx, miny, maxx, maxy = polygons.bounds
         polygons = shapely.segmentize(polygons, max(maxx - minx, maxy - miny) / (4 * DENSIFY))
     geom = _polygonal(shapely.make_valid(reproject_geometry(polygons, src_crs, raster_crs)))
-    return geom, {"type": "aoi", "path": str(path), "crs": src_crs.to_string(), "features": len(frame)}
+    crs_text = None if src_crs is None else src_crs.to_string()
+    return geom, {"type": "aoi", "path": str(path), "crs": crs_text, "features": len(frame)}
 
 
 def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:

@@ -10,6 +10,10 @@ from the Zarr store's grid mapping (or labels.tif's header), the classes from th
 attributes (or labels.tif's tags), the model and parameters from run.json (or the store's
 attributes). The item is validated offline (``stac_checks``) before it is written, and it is
 written atomically.
+
+An output without a CRS (a scan or a microscopy mosaic segmented in pixel coordinates) gets no
+item: STAC's footprint and bbox are places on the Earth, and a made-up one would mislead a
+catalogue. ``write_stac_item`` then writes nothing and returns None.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +35,7 @@ import rasterio
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import transform as warp_transform
 
@@ -47,7 +52,7 @@ from fcnseg.pipeline.outputs import (
     STORE_NAME,
 )
 from fcnseg.pipeline.products.stac_checks import CLASSIFICATION_EXTENSION, PROJECTION_EXTENSION, check_stac_item
-from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ ASSETS: tuple[AssetSpec, ...] = (
 class Grid:
     """The output grid: every output shares the input's CRS, transform and shape."""
 
-    crs: CRS
+    crs: CRS | None  # None: pixel coordinates, no item
     transform: Affine
     height: int
     width: int
@@ -127,6 +132,8 @@ def build_stac_item(
     out_dir = Path(out_dir)
     created = _utc(created or datetime.now(UTC))
     grid, table, store_attrs = _read_output(out_dir)
+    if grid.crs is None:
+        raise ValueError(f"{out_dir}: the labels have no CRS; a STAC item needs the raster's georeferencing")
     run = _read_run_json(out_dir / RUN_JSON)
     model_sha256 = model_sha256 or run.get("model_sha256") or store_attrs.get("model_sha256")
     if parameters is None:
@@ -170,14 +177,17 @@ def write_stac_item(
     created: datetime | None = None,
     acquired: datetime | None = None,
     pending: Sequence[str] = (),
-) -> Path:
+) -> Path | None:
     """Build, validate and write ``out_dir/item.json`` atomically (a reader never sees half a file).
 
     Run it after the files it describes: the item lists those that exist, and ``pending``, the
     names of files written right after it (``segment`` writes run.json last, as the mark of a
-    complete folder).
+    complete folder). Labels without a CRS get no item: nothing is written and None returned.
     """
     out_dir = Path(out_dir)
+    if _read_output(out_dir)[0].crs is None:
+        log.info("no CRS: no STAC item")
+        return None
     item = build_stac_item(out_dir, input_path=input_path, model_sha256=model_sha256,
                            parameters=parameters, created=created, acquired=acquired, pending=pending)
     target = atomic_write_text(out_dir / ITEM_JSON, json.dumps(item, indent=2) + "\n")
@@ -247,16 +257,17 @@ def _read_output(out_dir: Path) -> tuple[Grid, ClassTable, dict[str, Any]]:
     store = out_dir / STORE_NAME
     if store.is_dir():
         group = open_store(store, mode="r")
+        require_complete(group, store)  # an item describes finished outputs only
         crs, transform = store_geometry(group)
         labels = group[LABELS]
         height, width = labels.shape
         return Grid(crs, transform, int(height), int(width)), store_classes(labels.attrs), dict(group.attrs)
     cog = out_dir / LABELS_COG
     if cog.is_file():
-        with rasterio.open(cog) as src:
-            if src.crs is None:
-                raise ValueError(f"{cog}: has no CRS; a STAC item needs the raster's georeferencing")
-            return Grid(src.crs, src.transform, src.height, src.width), raster_classes(src), {}
+        with warnings.catch_warnings():  # labels in pixel coordinates: the caller decides (no item)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(cog) as src:
+                return Grid(src.crs, src.transform, src.height, src.width), raster_classes(src), {}
     raise FileNotFoundError(f"{out_dir}: holds neither {STORE_NAME} nor {LABELS_COG}; nothing to describe")
 
 

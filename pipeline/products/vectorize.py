@@ -11,6 +11,9 @@ still grow — and are then unioned into one polygon and written out.
 So memory holds one chunk, the pixel strips along the current chunk borders and the union-find of
 border pieces: proportional to the border length, not the area. Regions are mapped to the CRS only
 when written.
+
+A store without a CRS (pixel coordinates) gives polygons in its transform's units, ``area`` in
+those units² and ``area_m2`` null: there are no metres to measure, and none are made up.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VectorizeOptions:
     simplify: float = 0.0  # tolerance in CRS units; 0 keeps the exact pixel edges
-    min_area: float = 0.0  # drop regions smaller than this many square metres
+    min_area: float = 0.0  # drop regions smaller than this many square metres (needs a CRS)
 
 
 @dataclass
@@ -159,12 +162,12 @@ def vectorize_store(
     """Write the regions of ``labels.zarr`` to GeoParquet and/or GeoPackage (either may be None)."""
     started = time.perf_counter()
     group = open_store(store_path, mode="r")
+    crs, transform = store_geometry(group)
+    if crs is None and options.min_area > 0:  # metres cannot be measured on a pixel grid: refuse, never guess
+        raise ValueError("--min-area needs a georeferenced input (square metres); this raster has no CRS")
     require_complete(group, store_path)  # never a product of an interrupted run
     labels = group[LABELS]
     names: list[str] = list(labels.attrs["class_names"])
-    crs, transform = store_geometry(group)
-    if crs is None and options.min_area > 0:
-        raise ValueError("--min-area is in square metres and needs a georeferenced input; this raster has no CRS")
     height, width = labels.shape
     ch, cw = labels.chunks
     windows = list(chunk_windows(height, width, labels.chunks))
