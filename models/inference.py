@@ -24,7 +24,15 @@ def precision_for(device: torch.device) -> str:
     ones, fp32 on the CPU."""
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if native_bf16(device) else "fp16"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware on this GPU (compute capability 8.0, Ampere, or newer). Not
+    ``torch.cuda.is_bf16_supported()``: it also counts bf16 emulated on older GPUs (V100, T4),
+    where fp16 is several times faster, and it looks at the current device, not this one."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
 
 
 def execution_of(device: torch.device) -> str:

@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fcnseg.pipeline.cluster_specs import ClusterSpec, load_cluster_spec, start_cluster
+from fcnseg.pipeline.cluster_specs import ClusterSpec, load_cluster_spec, start_cluster, start_gpu_local
 from fcnseg.pipeline.io import InputError
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def dask_client(
     scheduler_address: str | None = None,
     cluster_spec: str | Path | None = None,
     workers: int | None = None,
+    device: str = "auto",
 ) -> Iterator[Client]:
     """A Dask client for one run, from exactly one source; closes what it started.
 
@@ -57,7 +58,9 @@ def dask_client(
     ignored: that cluster has its own). ``cluster_spec``: start the cluster a spec file describes
     (a path, or a bare name such as ``"slurm"`` for ``deploy/clusters/slurm.yaml``, see
     ``resolve_cluster_spec``); ``workers`` overrides the spec's worker count. Neither: a
-    LocalCluster of ``workers`` processes (default ``default_local_workers()``), one thread each.
+    LocalCluster of ``workers`` processes (default ``default_local_workers()``), one thread each;
+    on a machine with GPUs (and ``device`` not ``cpu``) one worker per GPU instead (``workers``
+    of them at most), or one for ``cuda:N``.
     """
     if scheduler_address and cluster_spec:
         raise ValueError(
@@ -74,8 +77,10 @@ def dask_client(
         client = connect(scheduler_address)
     else:
         spec = load_cluster_spec(cluster_spec) if cluster_spec else ClusterSpec(Path("<default>"), "local")
+        gpus = [] if cluster_spec else local_gpus(device, workers)
         with sigint_ignored_by_children():
-            cluster = start_cluster(spec, workers)
+            pin = not device.startswith("cuda:")  # cuda:N names the GPU itself: it must stay visible as N
+            cluster = start_gpu_local(gpus, pin=pin) if gpus else start_cluster(spec, workers)
         try:
             client = Client(cluster)
         except BaseException:
@@ -88,6 +93,20 @@ def dask_client(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def local_gpus(device: str, workers: int | None = None) -> list[int]:
+    """The GPUs of this machine a local run uses for ``device``: all of them for ``auto`` and
+    ``cuda`` (at most ``workers``), the one for ``cuda:N``, none for ``cpu`` or without CUDA."""
+    if device == "cpu":
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    if device.startswith("cuda:"):
+        return [int(device.split(":", 1)[1])]
+    return list(range(torch.cuda.device_count()))[: workers or None]
 
 
 @contextmanager

@@ -286,6 +286,26 @@ def start_local(spec: ClusterSpec, workers: int | None) -> Cluster:
     return LocalCluster(**options)
 
 
+def start_gpu_local(gpus: Sequence[int], pin: bool = True) -> Cluster:
+    """One worker per GPU on this machine, each advertising a ``GPU`` resource (one task at a time
+    on its GPU) and, with ``pin``, seeing only its own GPU through ``CUDA_VISIBLE_DEVICES``: the
+    equivalent of dask-cuda's LocalCUDACluster, without its dependencies."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    from fcnseg.pipeline.cluster import GPU_RESOURCE  # here: cluster imports this module
+
+    workers = {
+        i: {"cls": Nanny, "options": {
+            "nthreads": 1, "name": i, "resources": {GPU_RESOURCE: 1}, "dashboard_address": ":0",
+            "env": {"CUDA_VISIBLE_DEVICES": str(gpu)} if pin else {},
+        }}
+        for i, gpu in enumerate(gpus)
+    }
+    log.info("starting a local GPU cluster: one worker per GPU (%s)", ", ".join(map(str, gpus)))
+    return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                       name="fcnseg-gpu")
+
+
 def start_jobqueue(spec: ClusterSpec, workers: int | None) -> Cluster:
     """Submit the spec's batch jobs; ``workers`` (Dask workers, not jobs) overrides ``jobs``."""
     assert spec.scheduler is not None and spec.jobs is not None

@@ -30,7 +30,9 @@ from rasterio.windows import Window, intersect
 
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
-from fcnseg.pipeline.segment.predict import Submitter, TileJob, core_result, predicted_tiles
+from fcnseg.pipeline.segment.predict import core_result, predict_tiles
+from fcnseg.pipeline.segment.tile_source import TileSource
+from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, task_groups
 from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
 from fcnseg.pipeline.tiles import Tile
 
@@ -113,15 +115,17 @@ def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[
     interior = open_store(scratch)
     ring_array = interior[RING]
     results = []
-    for tile, scores, valid in predicted_tiles(job, tiles):
-        if scores is None:
-            results.append(pass1.record(tile, "nodata", 0))
-            continue
-        if grid.ramp > 0:
-            write_ring(ring_array, tile, scores, valid, grid)
-        labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
-        write_chunk(interior, tile.core, labels, probs)
-        results.append(pass1.record(tile, "computed", n_valid))
+    model, card, device = job_model(job)
+    with TileSource(job.input_path, job.bands, card) as source:
+        for tile, scores, valid in predict_tiles(model, device, source, tiles, job.batch_size):
+            if scores is None:
+                results.append(pass1.record(tile, "nodata", 0))
+                continue
+            if grid.ramp > 0:
+                write_ring(ring_array, tile, scores, valid, grid)
+            labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
+            write_chunk(interior, tile.core, labels, probs)
+            results.append(pass1.record(tile, "computed", n_valid))
     return results
 
 
@@ -212,12 +216,9 @@ def blend_tasks(job: TileJob, plan: RunPlan, scratch: Path, pass1: ChunkLedger) 
     todo = plan.todo
     needed = {(n.row, n.col): n for t in todo for n in (t, *neighbours(t))}
     first = [n for _, n in sorted(needed.items()) if not pass1.is_finished(n)]
-    group = max(1, job.batch_size)
-
     def submit(client: Client, resources: dict[str, float] | None) -> list[Future]:
         pass1_future = {}
-        for i in range(0, len(first), group):
-            batch = first[i : i + group]
+        for batch in task_groups(first, client, job.batch_size):
             future = client.submit(blend_pass1, job, str(scratch), pass1, batch, grid, pure=False, resources=resources)
             pass1_future.update({(t.row, t.col): future for t in batch})
         finals = []

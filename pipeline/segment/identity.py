@@ -78,7 +78,7 @@ def worker_execution(device: str) -> str:
     """On a worker: the execution its tasks will use for ``device`` (``cuda bf16`` ...); a
     one-line error message instead when it cannot (``--device cuda`` without CUDA)."""
     from fcnseg.models.inference import execution_of
-    from fcnseg.pipeline.segment.predict import worker_device
+    from fcnseg.pipeline.segment.worker import worker_device
 
     try:
         return execution_of(worker_device(device))

@@ -3,7 +3,7 @@
 The cluster is the one at ``scheduler``, one started from ``cluster_spec``, or a LocalCluster.
 Its workers are asked first how they would compute (``cpu fp32``, ``cuda bf16`` ...): they must
 agree with each other and with the chunks already in OUT. The tasks come from the stitching mode
-(``predict.crop_tasks`` or ``blend.blend_tasks``); the store is marked complete only when every
+(``worker.crop_tasks`` or ``blend.blend_tasks``); the store is marked complete only when every
 planned chunk is in the ledger.
 """
 
@@ -29,8 +29,8 @@ from fcnseg.pipeline.segment.guard import OutputConflict
 from fcnseg.pipeline.segment.identity import worker_execution
 from fcnseg.pipeline.segment.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan
-from fcnseg.pipeline.segment.predict import Submitter, TileJob, crop_tasks
 from fcnseg.pipeline.segment.record import ChunkRun
+from fcnseg.pipeline.segment.worker import Submitter, TileJob, crop_tasks
 from fcnseg.pipeline.store import open_store
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def compute_chunks(
         return ChunkRun([], [], {"infer": 0.0}, recorded_execution(plan))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    with dask_client(scheduler, cluster_spec, workers) as client:
+    with dask_client(scheduler, cluster_spec, workers, plan.options.device) as client:
         resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
         execution = agree_execution(client, plan)
         seconds["cluster"] = time.perf_counter() - started

@@ -15,6 +15,7 @@ from fcnseg.models.fcn import FCNBase
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.pipeline.io import open_raster, select_bands
 from fcnseg.pipeline.segment.predict import predict_tiles
+from fcnseg.pipeline.segment.tile_source import TileSource
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 from fcnseg.pipeline.training.labels import check_class_ids, open_labels
 
@@ -64,13 +65,14 @@ def evaluate_raster(
                         targets[(t.row, t.col)] = target
                         yield t
 
-            for t, scores, valid in predict_tiles(model, card, device, src, band_indexes, labelled_tiles(), batch_size):
-                target = targets.pop((t.row, t.col))
-                if scores is None:
-                    continue
-                target[~valid[t.core_in_read]] = IGNORE_INDEX
-                predicted = scores.argmax(axis=0)[t.core_in_read]
-                confusion += confusion_matrix(predicted, target, num_classes)
+            with TileSource(src.name, band_indexes, card) as source:
+                for t, scores, valid in predict_tiles(model, device, source, labelled_tiles(), batch_size):
+                    target = targets.pop((t.row, t.col))
+                    if scores is None:
+                        continue
+                    target[~valid[t.core_in_read]] = IGNORE_INDEX
+                    predicted = scores.argmax(axis=0)[t.core_in_read]
+                    confusion += confusion_matrix(predicted, target, num_classes)
         finally:
             label_source.close()
     if not confusion.any():

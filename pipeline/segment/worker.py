@@ -1,0 +1,167 @@
+"""The Dask side of the tile loop: what a task carries, the model cached per worker process, the
+crop task itself and how tiles are grouped into tasks.
+
+Everything a task does is a plain function of its arguments (paths and tile geometry), so a task
+run twice (a worker died, a run was resumed) writes the same bytes. A task streams its tiles: they
+are read ahead on reader threads (``TileSource``), run through the model in batches, and written
+with their ledger markers on a writer thread, so reading, computing and writing overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import torch
+import zarr
+
+from fcnseg.models.checkpoint import ModelCard, load_checkpoint
+from fcnseg.models.fcn import FCNBase
+from fcnseg.models.inference import execution_of, resolve_device
+from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
+from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
+from fcnseg.pipeline.segment.tile_source import TileSource
+from fcnseg.pipeline.store import open_store, write_chunk
+from fcnseg.pipeline.tiles import Tile
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from distributed import Future as DaskFuture
+
+log = logging.getLogger(__name__)
+
+#: Submits a run's tasks to a client; the resources go to the tasks that run the model.
+Submitter = Callable[["Client", "dict[str, float] | None"], list["DaskFuture"]]
+
+#: Tasks per worker a run aims at, so that a worker finishing early finds more work.
+TASKS_PER_WORKER = 4
+#: More tasks than this cost Dask more than they balance (0.2-1 ms each on the scheduler).
+MAX_TASKS = 2000
+#: Chunks waiting for the writer thread; beyond it the loop waits (memory stays bounded).
+WRITE_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """What every task of one run shares: where to read, which model, how to run it."""
+
+    input_path: str
+    input_fingerprint: str  # the input's content as planned (part of the run's identity)
+    model_path: str
+    model_content_sha256: str  # the checkpoint planned: a worker refuses any other
+    execution: str  # what the run computes with (``cpu fp32`` ...): a worker refuses any other
+    bands: tuple[int, ...]
+    device: str
+    batch_size: int
+    probabilities: bool
+
+
+class ExecutionMismatch(InputError):
+    """A worker would compute with another device or precision than the run's."""
+
+
+def worker_device(device: str) -> torch.device:
+    """The device for this process: with several GPUs visible, each Dask worker takes its own."""
+    resolved = resolve_device(device)
+    if resolved.type != "cuda" or resolved.index is not None:
+        return resolved
+    count = torch.cuda.device_count()
+    return torch.device("cuda", worker_gpu_index(count) if count > 1 else 0)
+
+
+def worker_gpu_index(count: int) -> int:
+    """Which of ``count`` visible GPUs this worker uses: the number in its name (``0``, ``gpu-3``:
+    LocalCluster and most deployments number their workers), else a stable hash of the name.
+    Workers started one per GPU (fcnseg's local GPU cluster, dask-cuda) see one GPU and never get here."""
+    try:
+        from distributed import get_worker
+
+        name = str(get_worker().name)
+    except (ImportError, ValueError):  # not on a Dask worker
+        return 0
+    digits = re.search(r"(\d+)$", name)
+    if digits:
+        return int(digits.group(1)) % count
+    log.warning("worker %s has no number in its name: its GPU is chosen by a hash of the name, and two workers "
+                "may share one; name workers by number or give each its own CUDA_VISIBLE_DEVICES", name)
+    return zlib.crc32(name.encode()) % count
+
+
+@lru_cache(maxsize=2)
+def cached_model(model_path: str, content_sha256: str, device: str, execution: str) -> tuple[FCNBase, ModelCard, torch.device]:
+    """The planned model on this worker's device, loaded once per process. The checkpoint must be
+    the one planned (its content hash) and the device compute as planned (``execution``)."""
+    target = worker_device(device)
+    if execution_of(target) != execution:
+        raise ExecutionMismatch(f"a worker computes with {execution_of(target)}, the run with {execution}; "
+                                "a run never mixes two")
+    if target.type == "cpu" and os.environ.get("FCNSEG_TORCH_THREADS"):
+        torch.set_num_threads(int(os.environ["FCNSEG_TORCH_THREADS"]))
+    model, card = load_checkpoint(model_path, target, expected_content_sha256=content_sha256)
+    log.info("loaded %s on %s", model_path, target)
+    return model, card, target
+
+
+def job_model(job: TileJob) -> tuple[FCNBase, ModelCard, torch.device]:
+    return cached_model(job.model_path, job.model_content_sha256, job.device, job.execution)
+
+
+def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Sequence[Tile]) -> list[ChunkResult]:
+    """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished
+    chunk; the writes happen on a writer thread while the model runs on the next batch."""
+    model, card, device = job_model(job)
+    group = open_store(store_path)
+    results: list[ChunkResult] = []
+    waiting: deque[Future[ChunkResult]] = deque()
+    with TileSource(job.input_path, job.bands, card) as source, \
+            ThreadPoolExecutor(1, thread_name_prefix="fcnseg-write") as writer:
+        for core in predict_cores(model, device, source, tiles, job.batch_size, job.probabilities):
+            waiting.append(writer.submit(write_core, group, ledger, core))
+            while len(waiting) > WRITE_DEPTH:
+                results.append(waiting.popleft().result())  # a failed write surfaces here, as itself
+        while waiting:
+            results.append(waiting.popleft().result())
+    return results
+
+
+def write_core(group: zarr.Group, ledger: ChunkLedger, core: CorePrediction) -> ChunkResult:
+    """Write a tile's core as its chunk, then record the chunk finished."""
+    if core.labels is None:
+        return ledger.record(core.tile, "nodata", 0)
+    write_chunk(group, core.tile.core, core.labels, core.probabilities)
+    return ledger.record(core.tile, "computed", core.valid_pixels)
+
+
+def tiles_per_task(tiles: int, workers: int, batch_size: int) -> int:
+    """Tiles in one task: few enough that every worker gets several tasks (a small scene still
+    uses the whole cluster), at least a batch once there are plenty, and never so few that a huge
+    scene floods the scheduler with tasks."""
+    spread = math.ceil(tiles / (TASKS_PER_WORKER * max(1, workers)))
+    return max(1, min(spread, max(batch_size, math.ceil(tiles / MAX_TASKS))), math.ceil(tiles / MAX_TASKS))
+
+
+def task_groups(todo: Sequence[Tile], client: Client, batch_size: int) -> list[Sequence[Tile]]:
+    """``todo`` cut into consecutive groups sized for the workers ``client`` has now."""
+    workers = len(client.scheduler_info()["workers"])
+    size = tiles_per_task(len(todo), workers, batch_size)
+    return [todo[i : i + size] for i in range(0, len(todo), size)]
+
+
+def crop_tasks(job: TileJob, todo: Sequence[Tile], store_path: str, ledger: ChunkLedger) -> Submitter:
+    """One task per group of tiles; each keeps its tiles' cores."""
+
+    def submit(client: Client, resources: dict[str, float] | None) -> list[DaskFuture]:
+        return [client.submit(predict_chunks, job, store_path, ledger, group, pure=False, resources=resources)
+                for group in task_groups(todo, client, job.batch_size)]
+
+    return submit

@@ -1,0 +1,172 @@
+"""The inference engine: the pipelined tile loop equals the serial reference, its queues are
+bounded, its threads' errors surface as themselves; devices and precision are chosen per worker;
+tasks are sized to keep every worker busy."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fcnseg.models import DEMO_MODEL
+from fcnseg.models.checkpoint import load_checkpoint
+from fcnseg.models.inference import execution_of, precision_for
+from fcnseg.pipeline import cluster
+from fcnseg.pipeline.io import InputError, open_raster, read_model_input
+from fcnseg.pipeline.segment import worker
+from fcnseg.pipeline.segment.ledger import ChunkLedger
+from fcnseg.pipeline.segment.predict import predict_cores
+from fcnseg.pipeline.segment.tile_source import TileSource
+from fcnseg.pipeline.segment.worker import TileJob, predict_chunks, tiles_per_task
+from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, create_store
+from fcnseg.pipeline.synth import write_scene
+from fcnseg.pipeline.tiles import iter_tiles
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    image, _ = write_scene(tmp_path_factory.mktemp("engine"), 320, seed=17, collar=30)
+    return image
+
+
+def test_the_pipelined_loop_equals_the_serial_reference(scene):
+    model, card = load_checkpoint(DEMO_MODEL)
+    tiles = list(iter_tiles(320, 320, 96, 64))
+    with TileSource(str(scene), [1, 2, 3, 4], card, readers=3) as source:
+        cores = {(c.tile.row, c.tile.col): c for c in predict_cores(model, torch.device("cpu"), source, tiles, 3, True)}
+    assert len(cores) == len(tiles)
+    with open_raster(scene) as src, torch.inference_mode():
+        for tile in tiles:  # one tile at a time, read in this thread, everything on numpy
+            x, valid = read_model_input(src, [1, 2, 3, 4], tile.read_window, card)
+            core = cores[(tile.row, tile.col)]
+            core_valid = valid[tile.core_in_read]
+            if not core_valid.any():
+                assert core.labels is None and core.valid_pixels == 0
+                continue
+            logits = model(torch.from_numpy(x[None]))[0][(slice(None), *tile.core_in_read)]
+            labels = logits.argmax(0).numpy().astype(np.uint8)
+            labels[~core_valid] = NODATA
+            probs = np.rint(torch.softmax(logits, 0).numpy() * PROBABILITY_SCALE).astype(np.uint8)
+            probs[:, ~core_valid] = NODATA
+            assert np.array_equal(core.labels, labels) and np.array_equal(core.probabilities, probs)
+            assert core.valid_pixels == int(core_valid.sum())
+
+
+def test_read_ahead_is_bounded(scene):
+    _, card = load_checkpoint(DEMO_MODEL)
+    tiles = list(iter_tiles(320, 320, 32, 0))
+    pulled, most_ahead = 0, 0
+
+    def counted():
+        nonlocal pulled
+        for tile in tiles:
+            pulled += 1
+            yield tile
+
+    with TileSource(str(scene), [1, 2, 3, 4], card) as source:
+        for consumed, _ in enumerate(source.stream(counted(), depth=5), start=1):
+            most_ahead = max(most_ahead, pulled - consumed)
+    assert consumed == len(tiles) == 100 and most_ahead <= 5
+
+
+def job_for(image: Path, tmp_path: Path) -> tuple[TileJob, str, ChunkLedger]:
+    store = tmp_path / "labels.zarr"
+    with open_raster(image) as src:
+        create_store(store, height=src.height, width=src.width, crs=src.crs, transform=src.transform, chunk=128,
+                     class_names=list("abcdef"), class_colors=[(0, 0, 0)] * 6, attrs={})
+    _, card = load_checkpoint(DEMO_MODEL)
+    from fcnseg.models.checkpoint import content_sha256
+
+    job = TileJob(str(image), "-", str(DEMO_MODEL), content_sha256(DEMO_MODEL), "cpu fp32", (1, 2, 3, 4), "cpu", 2,
+                  False)
+    return job, str(store), ChunkLedger(str(tmp_path / "done"))
+
+
+def test_a_reader_error_surfaces_as_the_clear_error(scene, tmp_path):
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(scene.read_bytes()[: scene.stat().st_size // 3])
+    job, store, ledger = job_for(scene, tmp_path)
+    (tmp_path / "done").mkdir()
+    job = dataclasses.replace(job, input_path=str(truncated))
+    with pytest.raises(InputError, match=r"truncated\.tif: cannot read window"):
+        predict_chunks(job, store, ledger, list(iter_tiles(320, 320, 128, 64)))
+
+
+def test_a_writer_error_surfaces_as_itself(scene, tmp_path):
+    job, store, ledger = job_for(scene, tmp_path)  # the ledger's folder does not exist
+    with pytest.raises(FileNotFoundError, match="done"):
+        predict_chunks(job, store, ledger, list(iter_tiles(320, 320, 128, 64)))
+
+
+def test_tasks_keep_every_worker_busy_and_the_scheduler_sane():
+    assert tiles_per_task(4, workers=2, batch_size=4) == 1  # 4 tiles of 2048 px: both workers work
+    assert tiles_per_task(30, workers=2, batch_size=2) == 2
+    assert tiles_per_task(10_000, workers=8, batch_size=4) == 5  # 2000 tasks
+    assert tiles_per_task(1_000_000, workers=8, batch_size=4) == 500
+
+
+class FakeWorker:
+    def __init__(self, name):
+        self.name = name
+
+
+@pytest.mark.parametrize(("name", "gpu"), [("3", 3), (5, 1), ("gpu-6", 2), ("node-a-worker-1", 1)])
+def test_each_worker_takes_its_own_gpu(monkeypatch, name, gpu):
+    import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(distributed, "get_worker", lambda: FakeWorker(name))
+    assert worker.worker_device("auto") == torch.device("cuda", gpu)
+    assert worker.worker_device("cuda:2") == torch.device("cuda", 2)
+
+
+def test_a_worker_without_a_number_gets_a_stable_gpu_and_a_warning(monkeypatch, caplog):
+    import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(distributed, "get_worker", lambda: FakeWorker("alpha"))
+    with caplog.at_level(logging.WARNING):
+        first, second = worker.worker_device("cuda"), worker.worker_device("cuda")
+    assert first == second and first.type == "cuda" and "no number in its name" in caplog.text
+
+
+@pytest.mark.parametrize(("capability", "precision"), [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_bf16_only_where_the_gpu_has_it(monkeypatch, capability, precision):
+    """V100 (7.0) and T4 (7.5) emulate bf16: fp16 there; A100 (8.0) and H100 (9.0) run it natively."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch says on a T4
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert precision_for(torch.device("cuda", 1)) == precision
+    assert execution_of(torch.device("cuda", 1)) == f"cuda {precision}"
+    assert precision_for(torch.device("cpu")) == "fp32"
+
+
+def test_local_gpus_for_each_device_request(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert cluster.local_gpus("auto") == list(range(8))  # every GPU, not min(4, cores)
+    assert cluster.local_gpus("cuda", workers=2) == [0, 1]
+    assert cluster.local_gpus("cuda:5") == [5]
+    assert cluster.local_gpus("cpu") == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cluster.local_gpus("auto") == []
+
+
+def test_the_local_gpu_cluster_gives_each_worker_its_gpu_and_a_gate():
+    """Real worker processes (on the CPU here): each sees only its GPU and advertises one GPU resource."""
+    from distributed import Client
+
+    from fcnseg.pipeline.cluster_specs import start_gpu_local
+
+    with start_gpu_local([0, 1]) as gpu_cluster, Client(gpu_cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(seen.values()) == ["0", "1"]
+        assert cluster.gpu_resources(client)
+        assert all(w["resources"] == {"GPU": 1} for w in client.scheduler_info()["workers"].values())
