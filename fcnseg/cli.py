@@ -337,6 +337,29 @@ def bench_model(
                            "megapixels_per_second": round(mps, 3)}))
 
 
+@app.command("bench-pipeline")
+def bench_pipeline(
+    model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
+    size: Annotated[int, typer.Option(help="Side of the generated scene in pixels.")] = 2048,
+    tile: Annotated[int, typer.Option(help="Core chunk size in pixels (multiple of 32).")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Workers of the many-worker run (one-worker run always made).")] = 2,
+) -> None:
+    """The inference stage against the model's own speed: output and model-equivalent MP/s, the I/O ceiling, workers."""
+    from fcnseg.bench import bench_pipeline as run_bench
+    from fcnseg.models import DEMO_MODEL
+    from fcnseg.pipeline.tiles import check_tiling
+
+    with clear_errors():
+        check_tiling(tile, None, batch_size)
+        if size < 32 or workers < 1:
+            raise ValueError("--size must be at least 32 and --workers at least 1")
+        figures = run_bench(model or DEMO_MODEL, size=size, tile=tile, batch_size=batch_size, device=device,
+                            workers=workers)
+    typer.echo(json.dumps(figures))
+
+
 @app.command()
 def query(
     raster: Annotated[str, typer.Argument(help="labels.tif, labels.zarr, or any single-band class raster with nodata.")],

@@ -170,3 +170,20 @@ def test_the_local_gpu_cluster_gives_each_worker_its_gpu_and_a_gate():
         assert sorted(seen.values()) == ["0", "1"]
         assert cluster.gpu_resources(client)
         assert all(w["resources"] == {"GPU": 1} for w in client.scheduler_info()["workers"].values())
+
+
+def test_bench_pipeline_reports_the_stage_against_the_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    fcnseg = str(Path(sys.executable).with_name("fcnseg"))
+    done = subprocess.run([fcnseg, "bench-pipeline", "--size", "256", "--tile", "128", "--workers", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["read_window"] == 128 + 2 * 256 and figures["halo_overhead"] > 1
+    for key in ("bench_model_mps", "io_ceiling_output_mps"):
+        assert figures[key] > 0
+    assert figures["one_worker"]["model_equivalent_mps"] > figures["one_worker"]["output_mps"] > 0
+    assert set(figures["ratios"]) == {"model_equivalent_vs_bench_model", "output_vs_bench_model", "workers_speedup"}

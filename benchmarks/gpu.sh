@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU checklist in one command, for a session that is lent a GPU machine:
+#   bash benchmarks/gpu.sh            # from the repository root; makes .venv if missing
+# Prints every figure with the device named: the CUDA-path tests, bench-model for the demo model
+# and for full-width FCN-8s (bf16 where native), bench-pipeline, and one segment run with all outputs.
+set -euo pipefail
+OUT=${OUT:-gpu-out}
+FCNSEG=${FCNSEG:-.venv/bin/fcnseg}
+[ -x "$FCNSEG" ] || make venv
+mkdir -p "$OUT"
+
+echo "== device"
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || true
+.venv/bin/python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'available', torch.cuda.is_available(), [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"
+
+echo "== tests that run the CUDA paths on this machine (device choice, precision, engine, segment)"
+.venv/bin/python -m pytest -q tests/test_engine.py tests/test_segment.py tests/test_run_guarantees.py -x
+
+echo "== bench-model: the shipped demo model (width 0.125), read window 1536 and 2560"
+for t in 1536 2560; do $FCNSEG bench-model --tile "$t" --batch-size 4 --device cuda; done
+
+echo "== bench-model: full-width FCN-8s (134 M parameters), bf16 autocast where native"
+[ -f "$OUT/fcn8s-full.safetensors" ] || $FCNSEG init-model "$OUT/fcn8s-full.safetensors" --arch fcn8s --bands 4 \
+    --classes 6 --width 1.0
+for b in 1 4; do $FCNSEG bench-model --model "$OUT/fcn8s-full.safetensors" --tile 1536 --batch-size "$b" --device cuda; done
+
+echo "== bench-pipeline (4096² scene, tile 1024 and 2048)"
+$FCNSEG bench-pipeline --size 4096 --tile 1024 --batch-size 4 --device cuda --workers 1
+$FCNSEG bench-pipeline --size 4096 --tile 2048 --batch-size 2 --device cuda --workers 1
+$FCNSEG bench-pipeline --model "$OUT/fcn8s-full.safetensors" --size 4096 --tile 1024 --batch-size 4 --device cuda --workers 1
+
+echo "== one full segment run with every output (8192² scene)"
+[ -f "$OUT/scene/image.tif" ] || $FCNSEG synth "$OUT/scene" --size 8192 --seed 7
+/usr/bin/time -v $FCNSEG segment "$OUT/scene/image.tif" --out "$OUT/segment" --tile 2048 --batch-size 2 \
+    --device cuda --overwrite 2> "$OUT/segment.time" || { tail -20 "$OUT/segment.time"; exit 1; }
+grep -E "Elapsed|Maximum resident" "$OUT/segment.time"
+.venv/bin/python -c "import json; r = json.load(open('$OUT/segment/run.json')); \
+print(json.dumps({k: r[k] for k in ('execution', 'chunks', 'seconds', 'megapixels_per_second', 'peak_memory_mb')}))"
