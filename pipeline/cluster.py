@@ -24,6 +24,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dask
+
 from fcnseg.pipeline.cluster_specs import ClusterSpec, load_cluster_spec, start_cluster, start_gpu_local
 from fcnseg.pipeline.io import InputError
 
@@ -36,6 +38,12 @@ log = logging.getLogger(__name__)
 #: The worker resource that GPU workers advertise (``dask worker --resources GPU=1``); inference
 #: tasks ask for one unit so that a worker runs one model forward pass at a time on its GPU.
 GPU_RESOURCE = "GPU"
+#: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand memory back to
+#: the OS sooner; setting it also switches off glibc's adaptive mmap threshold, so every large array
+#: (a convolution's activations) is a fresh mmap with fresh page faults: inference ran 15 % slower
+#: (1.78 against 2.10 megapixels per second on a 1536² tile, measured on this project's CPU). Workers
+#: fcnseg starts run without it; their memory stays bounded by tile, batch and workers.
+WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: How long to try reaching a scheduler given by address (it should be running already).
 CONNECT_TIMEOUT = "10s"
 
@@ -78,7 +86,7 @@ def dask_client(
     else:
         spec = load_cluster_spec(cluster_spec) if cluster_spec else ClusterSpec(Path("<default>"), "local")
         gpus = [] if cluster_spec else local_gpus(device, workers)
-        with sigint_ignored_by_children():
+        with sigint_ignored_by_children(), dask.config.set(WORKER_ENVIRON):
             pin = not device.startswith("cuda:")  # cuda:N names the GPU itself: it must stay visible as N
             cluster = start_gpu_local(gpus, pin=pin) if gpus else start_cluster(spec, workers)
         try:
