@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
+
+from fcnseg.tables import console, print_metrics, print_query, print_report
 
 app = typer.Typer(
     name="fcnseg",
@@ -23,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 log = logging.getLogger("fcnseg")
+
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -189,24 +189,6 @@ def evaluate(
     print_metrics(metrics, card.class_names)
 
 
-def print_metrics(metrics: dict, class_names: list[str]) -> None:
-    """The four metrics and per-class IU as tables on the terminal."""
-    out = Console()
-    summary = Table(title="Segmentation metrics", show_header=True)
-    for key in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou"):
-        summary.add_column(key, justify="right")
-    summary.add_row(*(f"{metrics[k]:.4f}" for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")))
-    out.print(summary)
-    per_class = Table(title="Per-class IU")
-    per_class.add_column("id", justify="right")
-    per_class.add_column("class")
-    per_class.add_column("IU", justify="right")
-    per_class.add_column("pixels", justify="right")
-    for i, (name, iou) in enumerate(zip(class_names, metrics["per_class_iou"], strict=True)):
-        per_class.add_row(str(i), name, "-" if iou is None else f"{iou:.4f}", str(sum(metrics["confusion"][i])))
-    out.print(per_class)
-
-
 @app.command("init-model")
 def init_model(
     out: Annotated[Path, typer.Argument(help="Checkpoint to write (.safetensors).")],
@@ -283,38 +265,6 @@ def segment(
     print_report(report)
 
 
-def print_report(report) -> None:
-    """Where the outputs are and how much of each class the scene holds."""
-    if report.skipped:
-        console.print(f"{report.out}: already complete for this model and these parameters; nothing to do")
-    else:
-        chunks = report.chunks
-        console.print(
-            f"{chunks['total']} chunks ({chunks['computed']} computed, {chunks['skipped_nodata']} nodata, "
-            f"{chunks['reused']} reused), {report.megapixels_per_second:.2f} MP/s, peak {report.peak_memory_mb:.0f} MB"
-        )
-    for name in report.files:
-        console.print(f"  {report.out / name}")
-    console.print(class_area_table("class areas", report.class_areas))
-
-
-def class_area_table(title: str, classes: list[dict]) -> Table:
-    """Per-class pixels, area and share, with a total row (what `segment` and `query` print)."""
-    table = Table(title=title, show_footer=True)
-    valid = sum(c["pixels"] for c in classes)
-    table.add_column("id", "", justify="right")
-    table.add_column("class", "total")
-    table.add_column("pixels", f"{valid:,}", justify="right")
-    metres = all(c["area_m2"] is not None for c in classes)  # a raster without CRS has no m²
-    total = f"{sum(c['area_m2'] for c in classes):,.2f}" if metres else "-"
-    table.add_column("area m²", total, justify="right")
-    table.add_column("share %", "100.00" if valid else "-", justify="right")
-    for c in classes:
-        area = f"{c['area_m2']:,.2f}" if c["area_m2"] is not None else "-"
-        table.add_row(str(c["class_id"]), c["class_name"], f"{c['pixels']:,}", area, f"{100 * c['share']:.2f}")
-    return table
-
-
 @app.command("bench-model")
 def bench_model(
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
@@ -385,27 +335,3 @@ def query(
         typer.echo(json.dumps(result.to_dict()))
         return
     print_query(result)
-
-
-def print_query(result) -> None:
-    """Per-class pixels, area and share as a table, with a total row (a raster without CRS: areas in px²)."""
-    data, sel = result.to_dict(), result.selection
-    crs = sel.get("crs") or "pixel coordinates"
-    where = {
-        "raster": "whole raster",
-        "bbox": f"bbox {' '.join(f'{v:g}' for v in sel.get('bbox', []))} ({crs})",
-        "aoi": f"area of interest {sel.get('path')}",
-        "point": f"point {sel.get('x')} {sel.get('y')} ({crs})",
-    }[sel["type"]]
-    if "point" in data:
-        where += f": row {data['point']['row']}, col {data['point']['col']}"
-    pixels = data["units"] == "pixels"  # no CRS: a pixel is the unit of area, never a made-up m²
-    classes = [{**c, "area_m2": float(c["pixels"])} for c in data["classes"]] if pixels else data["classes"]
-    table = class_area_table(f"{data['raster']}, {where}", classes)
-    if pixels:
-        table.columns[3].header = "area px²"
-    if data.get("nodata"):
-        table.caption = "nodata at this point"
-    elif data["nodata_pixels"]:
-        table.caption = f"{data['nodata_pixels']:,} nodata pixels left out"
-    Console().print(table)

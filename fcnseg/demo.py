@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from fcnseg.cli import console, print_metrics, print_report, setup_logging
+from fcnseg.cli import setup_logging
 from fcnseg.flows.segment_scene import segment_scene
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import load_checkpoint
@@ -25,6 +25,7 @@ from fcnseg.models.inference import resolve_device
 from fcnseg.pipeline.segment import read_run_report
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training.evaluate import evaluate_raster
+from fcnseg.tables import console, print_metrics, print_report
 
 #: A seed the demo model never saw in training or validation (see README).
 DEMO_SEED = 2026
