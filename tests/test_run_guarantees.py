@@ -229,7 +229,10 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
                                start_new_session=True)
     done = out / ".fcnseg-run" / "done"
     deadline = time.monotonic() + 120
-    while not (done.exists() and any(done.iterdir())) and time.monotonic() < deadline and process.poll() is None:
+    def finished() -> bool:  # a marker, not the hidden temporary file it is written through
+        return done.exists() and any(not p.name.startswith(".") for p in done.iterdir())
+
+    while not finished() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)

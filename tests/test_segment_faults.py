@@ -46,11 +46,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def markers(done: Path) -> list[Path]:
+    """The ledger's markers (not the hidden temporary files a marker is written through)."""
+    return [p for p in done.glob("*.json") if not p.name.startswith(".")] if done.exists() else []
+
+
 def wait_for_markers(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
     done = out / ".fcnseg-run" / "done"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if done.exists() and len(list(done.glob("*.json"))) >= count:
+        if len(markers(done)) >= count:
             return
         if process.poll() is not None:
             raise AssertionError(f"run ended before {count} chunks were done:\n{process.stderr.read()}")
@@ -80,7 +85,7 @@ def test_a_worker_killed_mid_run_does_not_change_the_output(tmp_path, scene, cle
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for_markers(out, 4, run)
         workers[0].send_signal(signal.SIGKILL)  # dies mid-run, with tasks in flight
-        assert len(list((out / ".fcnseg-run" / "done").glob("*.json"))) < 7 * 7
+        assert len(markers(out / ".fcnseg-run" / "done")) < 7 * 7
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         assert workers[0].wait(timeout=10) == -signal.SIGKILL

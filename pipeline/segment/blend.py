@@ -31,8 +31,7 @@ from rasterio.windows import Window, intersect
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import core_result, predict_tiles
-from fcnseg.pipeline.segment.tile_source import TileSource
-from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, task_groups
+from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups
 from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
 from fcnseg.pipeline.tiles import Tile
 
@@ -116,16 +115,16 @@ def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[
     ring_array = interior[RING]
     results = []
     model, card, device = job_model(job)
-    with TileSource(job.input_path, job.bands, card) as source:
-        for tile, scores, valid in predict_tiles(model, device, source, tiles, job.batch_size):
-            if scores is None:
-                results.append(pass1.record(tile, "nodata", 0))
-                continue
-            if grid.ramp > 0:
-                write_ring(ring_array, tile, scores, valid, grid)
-            labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
-            write_chunk(interior, tile.core, labels, probs)
-            results.append(pass1.record(tile, "computed", n_valid))
+    source = job_source(job, card)
+    for tile, scores, valid in predict_tiles(model, device, source, tiles, job.batch_size):
+        if scores is None:
+            results.append(pass1.record(tile, "nodata", 0))
+            continue
+        if grid.ramp > 0:
+            write_ring(ring_array, tile, scores, valid, grid)
+        labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
+        write_chunk(interior, tile.core, labels, probs)
+        results.append(pass1.record(tile, "computed", n_valid))
     return results
 
 

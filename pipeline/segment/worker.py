@@ -116,6 +116,22 @@ def job_model(job: TileJob) -> tuple[FCNBase, ModelCard, torch.device]:
     return cached_model(job.model_path, job.model_content_sha256, job.device, job.execution)
 
 
+def job_source(job: TileJob, card: ModelCard) -> TileSource:
+    """The run's tile source on this worker: its reader threads and their open datasets serve
+    every task of the run (a task of one tile no longer pays for opening them). Keyed by the
+    input's fingerprint: a file rewritten in place is opened afresh, never read through GDAL's
+    handle (and block cache) of the old one. At most two are kept."""
+    key = (job.input_path, job.input_fingerprint, job.bands, job.model_content_sha256)
+    if key not in _SOURCES:
+        while len(_SOURCES) >= 2:
+            _SOURCES.pop(next(iter(_SOURCES))).close()
+        _SOURCES[key] = TileSource(job.input_path, job.bands, card)
+    return _SOURCES[key]
+
+
+_SOURCES: dict[tuple, TileSource] = {}
+
+
 def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Sequence[Tile]) -> list[ChunkResult]:
     """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished
     chunk; the writes happen on a writer thread while the model runs on the next batch."""
@@ -123,8 +139,8 @@ def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Se
     group = open_store(store_path)
     results: list[ChunkResult] = []
     waiting: deque[Future[ChunkResult]] = deque()
-    with TileSource(job.input_path, job.bands, card) as source, \
-            ThreadPoolExecutor(1, thread_name_prefix="fcnseg-write") as writer:
+    source = job_source(job, card)
+    with ThreadPoolExecutor(1, thread_name_prefix="fcnseg-write") as writer:
         for core in predict_cores(model, device, source, tiles, job.batch_size, job.probabilities):
             waiting.append(writer.submit(write_core, group, ledger, core))
             while len(waiting) > WRITE_DEPTH:
