@@ -15,20 +15,17 @@ assuming metres, so nothing downstream invents a place on the Earth.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import zarr
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.io import InputError, open_raster
 
 LABELS = "labels"
 PROBABILITIES = "probabilities"
@@ -125,10 +122,8 @@ def has_crs(path: str | Path) -> bool:
     asks before writing outputs that need a place on the Earth (the STAC item)."""
     if Path(path).is_dir() or str(path).rstrip("/").endswith(".zarr"):
         return store_geometry(open_store(path, mode="r"))[0] is not None
-    with warnings.catch_warnings():  # the very case asked about
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            return src.crs is not None
+    with open_raster(path) as src:  # opens a raster without CRS without a warning
+        return src.crs is not None
 
 
 def store_geometry(group: zarr.Group) -> tuple[CRS | None, Affine]:

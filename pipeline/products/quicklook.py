@@ -11,7 +11,6 @@ overviews GDAL still streams the decimation through its (capped) block cache.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 
 from fcnseg.pipeline.classes import UNKNOWN_COLOR, colour_table, raster_classes
 from fcnseg.pipeline.io import atomic_write, open_raster
@@ -81,13 +79,11 @@ def quicklook_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
 
 def read_labels(labels_path: str | Path, max_size: int) -> tuple[np.ndarray, list[str], np.ndarray, tuple[int, int]]:
     """Labels at quicklook size (nearest: from the mode overviews), class names, RGB colours (n, 3), full shape."""
-    with warnings.catch_warnings():  # labels in pixel coordinates (no CRS) are a supported output
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(labels_path) as src:
-            shape = quicklook_shape(src.height, src.width, max_size)
-            labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-            names, colors = _classes(src)
-            return labels, names, colors, (src.height, src.width)
+    with open_raster(labels_path) as src:  # labels in pixel coordinates (no CRS) open without a warning
+        shape = quicklook_shape(src.height, src.width, max_size)
+        labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        names, colors = _classes(src)
+        return labels, names, colors, (src.height, src.width)
 
 
 def read_image(image_path: str | Path, out_shape: tuple[int, int], grid_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,12 +34,12 @@ import rasterio
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import transform as warp_transform
 
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
-from fcnseg.pipeline.io import atomic_write_text
+from fcnseg.pipeline.io import atomic_write_text, open_raster
 from fcnseg.pipeline.outputs import (
     ITEM_JSON,
     LABELS_COG,
@@ -264,10 +263,8 @@ def _read_output(out_dir: Path) -> tuple[Grid, ClassTable, dict[str, Any]]:
         return Grid(crs, transform, int(height), int(width)), store_classes(labels.attrs), dict(group.attrs)
     cog = out_dir / LABELS_COG
     if cog.is_file():
-        with warnings.catch_warnings():  # labels in pixel coordinates: the caller decides (no item)
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(cog) as src:
-                return Grid(src.crs, src.transform, src.height, src.width), raster_classes(src), {}
+        with open_raster(cog) as src:  # labels in pixel coordinates open too: the caller decides (no item)
+            return Grid(src.crs, src.transform, src.height, src.width), raster_classes(src), {}
     raise FileNotFoundError(f"{out_dir}: holds neither {STORE_NAME} nor {LABELS_COG}; nothing to describe")
 
 

@@ -23,7 +23,7 @@ from fcnseg.models.checkpoint import ModelCard, content_sha256, file_sha256, ver
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.segment.faults import crash_point
-from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, check_output_folder, prepare_output
+from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.segment.ledger import ChunkLedger
 from fcnseg.pipeline.store import create_store
@@ -128,8 +128,7 @@ def plan_run(
     the store). Call it holding ``guard.output_lock(out)``. ``local``: the workers run on this
     machine, so ``--device cuda`` is checked here (remote workers are checked when reached)."""
     options.validate()
-    out = Path(out)
-    check_output_folder(out)
+    out = Path(out)  # checked to be a folder by ``output_lock``
     if local and options.device != "auto":
         from fcnseg.models.inference import resolve_device
 

@@ -87,9 +87,9 @@ def _core_batch(model: FCNBase, device: torch.device, batch: list[TileInput],
                 probabilities: bool) -> Iterator[CorePrediction]:
     x = torch.from_numpy(np.stack([x for _, x, _ in batch]))
     if device.type == "cuda":
-        x = x.pin_memory().to(device, non_blocking=True)  # the copy overlaps the queue ahead of it
+        x = x.pin_memory()  # so that the copy to the device is asynchronous
     with autocast_for(device):
-        logits = model(x.to(device))
+        logits = model(x.to(device, non_blocking=True))
     logits = logits.float()
     for i, (tile, _, valid) in enumerate(batch):
         rows, cols = tile.core_in_read

@@ -160,10 +160,11 @@ def write_core(group: zarr.Group, ledger: ChunkLedger, core: CorePrediction) -> 
 
 def tiles_per_task(tiles: int, workers: int, batch_size: int) -> int:
     """Tiles in one task: few enough that every worker gets several tasks (a small scene still
-    uses the whole cluster), at least a batch once there are plenty, and never so few that a huge
-    scene floods the scheduler with tasks."""
+    uses the whole cluster), at most a batch (the model runs a batch at a time), and never so few
+    that a huge scene floods the scheduler with more than MAX_TASKS tasks."""
     spread = math.ceil(tiles / (TASKS_PER_WORKER * max(1, workers)))
-    return max(1, min(spread, max(batch_size, math.ceil(tiles / MAX_TASKS))), math.ceil(tiles / MAX_TASKS))
+    fewest = math.ceil(tiles / MAX_TASKS)  # tiles per task that keep the task count at MAX_TASKS
+    return max(1, fewest, min(spread, batch_size))
 
 
 def task_groups(todo: Sequence[Tile], client: Client, batch_size: int) -> list[Sequence[Tile]]:
