@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fcnseg.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from fcnseg.models.checkpoint import ModelCard, save_checkpoint
 from fcnseg.models.fcn import build_model
-from fcnseg.models.inference import benchmark_forward, resolve_device
+from fcnseg.models.inference import benchmark_forward, load_for_inference, resolve_device
+from fcnseg.models.sizing import default_tiling
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.tiles import default_halo, iter_tiles
@@ -25,12 +26,14 @@ from fcnseg.pipeline.tiles import default_halo, iter_tiles
 IO_CEILING_WIDTH = 1 / 64
 
 
-def bench_pipeline(model_path: Path, *, size: int, tile: int, batch_size: int, device: str, workers: int,
-                   work_dir: Path | None = None) -> dict[str, Any]:
-    """The figures above, as one JSON-ready dict."""
+def bench_pipeline(model_path: Path, *, size: int, tile: int | None, batch_size: int | None, device: str,
+                   workers: int, work_dir: Path | None = None) -> dict[str, Any]:
+    """The figures above, as one JSON-ready dict (tile and batch None: as ``segment`` chooses them)."""
     torch_device = resolve_device(device)
-    net, card = load_checkpoint(model_path, torch_device)
+    net, card = load_for_inference(model_path, torch_device)
     halo = default_halo(card.arch)
+    tile, default_batch = default_tiling(card.width, halo, torch_device, tile)
+    batch_size = batch_size or default_batch
     window = tile + 2 * halo
     model_mps = benchmark_forward(net, card.bands, window, batch_size, torch_device, iterations=3)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:

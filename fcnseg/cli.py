@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 log = logging.getLogger("fcnseg")
 
+TILE_HELP = "Core chunk size in pixels (multiple of 32); default: 2048 where the device's memory holds it."
+BATCH_HELP = "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8)."
+
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -165,20 +168,19 @@ def evaluate(
     labels: Annotated[Path, typer.Option(help="Reference class raster, or vector file with --label-field.")],
     label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels.")] = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
-    tile: Annotated[int, typer.Option(help="Tile core size (multiple of 32).")] = 1024,
+    tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
     halo: Annotated[Optional[int], typer.Option(help="Halo around each tile (multiple of 32); default from the model.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(help=BATCH_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU, per-class IU, confusion matrix."""
-    from fcnseg.models.checkpoint import load_checkpoint
-    from fcnseg.models.inference import resolve_device
+    from fcnseg.models.inference import load_for_inference, resolve_device
     from fcnseg.pipeline.training.evaluate import evaluate_raster
 
     with clear_errors():
         torch_device = resolve_device(device)
-        net, card = load_checkpoint(model, torch_device)
+        net, card = load_for_inference(model, torch_device)
         metrics = evaluate_raster(
             net, card, image, labels, device=torch_device, label_field=label_field,
             bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=not as_json,
@@ -231,10 +233,10 @@ def segment(
     input: Annotated[str, typer.Argument(help="Raster to segment: any path or URI rasterio opens.")],
     out: Annotated[Path, typer.Option(help="Output folder (labels.zarr, run.json).")],
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
-    tile: Annotated[int, typer.Option(help="Core chunk size in pixels (multiple of 32).")] = 1024,
+    tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
     halo: Annotated[Optional[int], typer.Option(help="Context around each tile (multiple of 32); default from the model.")] = None,
     stitch: Annotated[str, typer.Option(help="crop (keep each tile's core) or blend (cross-fade across borders).")] = "crop",
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(help=BATCH_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Local Dask workers (default: from the machine).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Existing Dask scheduler, tcp://HOST:PORT.")] = None,
@@ -272,18 +274,19 @@ def bench_model(
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     iterations: Annotated[int, typer.Option(help="Timed forward passes (after one warm-up).")] = 5,
+    channels_last: Annotated[bool, typer.Option(help="Weights and activations in channels-last memory format.")] = False,
 ) -> None:
     """The model's own forward throughput on random input, warm: the pipeline's yardstick."""
     from fcnseg.models import DEMO_MODEL
-    from fcnseg.models.checkpoint import load_checkpoint
-    from fcnseg.models.inference import benchmark_forward, resolve_device
+    from fcnseg.models.inference import benchmark_forward, execution_of, load_for_inference, resolve_device
 
     with clear_errors():
         torch_device = resolve_device(device)
-        net, card = load_checkpoint(model or DEMO_MODEL, torch_device)
+        net, card = load_for_inference(model or DEMO_MODEL, torch_device, channels_last=channels_last)
         mps = benchmark_forward(net, card.bands, tile, batch_size, torch_device, iterations)
     typer.echo(json.dumps({"model": str(model or DEMO_MODEL), "arch": card.arch, "width": card.width,
-                           "device": str(torch_device), "tile": tile, "batch_size": batch_size,
+                           "device": str(torch_device), "execution": execution_of(torch_device), "tile": tile,
+                           "batch_size": batch_size, "channels_last": channels_last,
                            "megapixels_per_second": round(mps, 3)}))
 
 
@@ -291,8 +294,8 @@ def bench_model(
 def bench_pipeline(
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
     size: Annotated[int, typer.Option(help="Side of the generated scene in pixels.")] = 2048,
-    tile: Annotated[int, typer.Option(help="Core chunk size in pixels (multiple of 32).")] = 1024,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 1,
+    tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=BATCH_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="Workers of the many-worker run (one-worker run always made).")] = 2,
 ) -> None:

@@ -1,13 +1,22 @@
-"""A forward pass on numpy input: device placement, autocast on CUDA, softmax scores out."""
+"""A forward pass on the worker's device: device and precision choice, weights cast once to the
+device's arithmetic, raw pixels normalised on the device, logits out as float32."""
 
 from __future__ import annotations
 
 import contextlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from fcnseg.models.fcn import FCNBase
+
+if TYPE_CHECKING:
+    from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -42,35 +51,70 @@ def execution_of(device: torch.device) -> str:
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that have it, fp16 on older ones, full precision on the CPU."""
+    """bf16 autocast on GPUs that have it, fp16 on older ones, full precision on the CPU (training)."""
     precision = precision_for(device)
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast("cuda", dtype=DTYPES[precision])
+
+
+def prepare_for_inference(model: FCNBase, device: torch.device, *, channels_last: bool = False) -> FCNBase:
+    """``model`` ready to run on ``device``: weights cast once to the device's arithmetic (autocast
+    would cast them again at every forward pass), cuDNN left to pick its fastest kernels for the
+    tile shapes (a run has one or a few), ``channels_last`` memory format when asked."""
+    model = model.to(device=device, dtype=DTYPES[precision_for(device)]).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def load_for_inference(path: str | Path, device: torch.device, *, expected_content_sha256: str | None = None,
+                       channels_last: bool = False) -> tuple[FCNBase, ModelCard]:
+    """A checkpoint loaded and prepared for inference on ``device`` (``prepare_for_inference``)."""
+    from fcnseg.models.checkpoint import load_checkpoint
+
+    model, card = load_checkpoint(path, device, expected_content_sha256=expected_content_sha256)
+    return prepare_for_inference(model, device, channels_last=channels_last), card
+
+
+def normalize_on_device(pixels: torch.Tensor, valid: torch.Tensor, normalization: Normalization,
+                        nodata: NodataPolicy) -> torch.Tensor:
+    """(n, bands, h, w) float32 ``(x - mean) / std`` from raw pixels (uint8, uint16, ... as stored),
+    with pixels outside the (n, h, w) ``valid`` set to ``nodata.fill``. The same float32 arithmetic
+    as ``pipeline.io.normalize`` on the host, bit for bit; here the raw pixels cross to the device,
+    half or a quarter of the bytes of float32."""
+    shape = (1, -1, 1, 1)
+    mean = torch.tensor(normalization.mean, dtype=torch.float32, device=pixels.device).view(shape)
+    std = torch.tensor(normalization.std, dtype=torch.float32, device=pixels.device).view(shape)
+    x = (pixels.to(torch.float32) - mean) / std
+    return x.masked_fill_(~valid.to(torch.bool)[:, None], nodata.fill)
+
+
+def forward_logits(model: FCNBase, x: torch.Tensor) -> torch.Tensor:
+    """(n, classes, h, w) float32 logits. A model prepared for inference computes in its weights'
+    type; a float32 model on a GPU under autocast, so both compute as ``execution_of`` says."""
+    weights = next(model.parameters())
+    if weights.dtype == torch.float32 and x.device.type == "cuda":
+        with autocast_for(x.device):
+            return model(x).float()
+    return model(x.to(weights.dtype)).float()
 
 
 @torch.inference_mode()
-def predict_probabilities(model: FCNBase, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    """(n, classes, h, w) float32 class probabilities for a (n, bands, h, w) normalised batch."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
-    with autocast_for(device):
-        logits = model(x)
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
-
 def benchmark_forward(
     model: FCNBase, bands: int, tile: int, batch_size: int, device: torch.device, iterations: int = 5
 ) -> float:
-    """Megapixels per second of warm forward passes (softmax and copy back included)."""
-    import time
+    """Megapixels per second of warm forward passes on input already on the device, with the
+    least any use of them needs: argmax on the device and uint8 labels copied back."""
+    x = torch.randn((batch_size, bands, tile, tile), generator=torch.Generator().manual_seed(0)).to(device)
 
-    batch = np.random.default_rng(0).standard_normal((batch_size, bands, tile, tile), dtype=np.float32)
-    predict_probabilities(model, batch, device)  # warm-up: allocator, kernels, autotuning
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def once() -> None:
+        forward_logits(model, x).argmax(dim=1).to(torch.uint8).cpu()
+
+    once()  # warm-up: allocator, kernels, cuDNN's autotuning
     started = time.perf_counter()
     for _ in range(iterations):
-        predict_probabilities(model, batch, device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        once()
     return iterations * batch_size * tile * tile / 1e6 / (time.perf_counter() - started)

@@ -35,14 +35,14 @@ class Tile:
         return slice(r0, r0 + int(self.core.height)), slice(c0, c0 + int(self.core.width))
 
 
-def check_tiling(tile: int, halo: int | None, batch_size: int = 1) -> None:
-    """The tiling options as a user gives them (``--tile``, ``--halo``, ``--batch-size``);
-    ValueError names the option."""
-    if tile <= 0 or tile % STRIDE:
+def check_tiling(tile: int | None, halo: int | None, batch_size: int | None = 1) -> None:
+    """The tiling options as a user gives them (``--tile``, ``--halo``, ``--batch-size``; None:
+    chosen for the device); ValueError names the option."""
+    if tile is not None and (tile <= 0 or tile % STRIDE):
         raise ValueError(f"--tile must be a positive multiple of {STRIDE}, got {tile}")
     if halo is not None and (halo < 0 or halo % STRIDE):
         raise ValueError(f"--halo must be a non-negative multiple of {STRIDE}, got {halo}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
 
 

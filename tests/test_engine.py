@@ -187,3 +187,122 @@ def test_bench_pipeline_reports_the_stage_against_the_model(tmp_path):
         assert figures[key] > 0
     assert figures["one_worker"]["model_equivalent_mps"] > figures["one_worker"]["output_mps"] > 0
     assert set(figures["ratios"]) == {"model_equivalent_vs_bench_model", "output_vs_bench_model", "workers_speedup"}
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "uint32", "float32", "float64"])
+def test_normalising_on_the_device_equals_the_host_bit_for_bit(dtype):
+    """Raw pixels cross to the device as stored; the normalisation there is the host's to the bit."""
+    from fcnseg.models.checkpoint import NodataPolicy, Normalization
+    from fcnseg.models.inference import normalize_on_device
+    from fcnseg.pipeline.io import normalize
+    from fcnseg.pipeline.segment.staging import staging_for, transferable
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    low, high = (info.min, info.max) if info else (-1e4, 1e4)
+    pixels = [rng.uniform(low, high, (3, 40, 56)).astype(dtype) for _ in range(2)]
+    valid = [rng.random((40, 56)) > 0.2 for _ in range(2)]
+    if info is None:
+        pixels[0][1, 3, 4] = np.nan  # non-finite pixels are invalid, then filled
+        valid[0][3, 4] = False
+    normalization, nodata = Normalization(mean=[120.5, -7.25, 3000.0], std=[58.3, 0.7, 1234.5]), NodataPolicy(fill=0.5)
+    staging = staging_for(torch.device("cpu"))
+    on_device = normalize_on_device(staging.to_device([transferable(p) for p in pixels]), staging.to_device(valid),
+                                    normalization, nodata)
+    expected = np.stack([normalize(p, v, normalization, nodata) for p, v in zip(pixels, valid, strict=True)])
+    assert on_device.dtype == torch.float32 and np.array_equal(on_device.numpy(), expected)
+
+
+def test_weights_are_cast_once_to_the_devices_precision(monkeypatch, scene):
+    """A bf16 device (run here on the CPU): the weights are bf16 after loading, the loop computes in
+    them and still labels as fp32 does but for near ties."""
+    from fcnseg.models import inference
+
+    fp32_model, card = inference.load_for_inference(DEMO_MODEL, torch.device("cpu"))
+    monkeypatch.setattr(inference, "precision_for", lambda device: "bf16")
+    bf16_model, _ = inference.load_for_inference(DEMO_MODEL, torch.device("cpu"))
+    assert {p.dtype for p in bf16_model.parameters()} == {torch.bfloat16}
+    tiles = list(iter_tiles(320, 320, 160, 64))
+    with TileSource(str(scene), [1, 2, 3, 4], card) as source:
+        fp32 = [c.labels for c in predict_cores(fp32_model, torch.device("cpu"), source, tiles, 2, False)]
+        bf16 = [c.labels for c in predict_cores(bf16_model, torch.device("cpu"), source, tiles, 2, False)]
+    agree = np.mean([np.mean(a == b) for a, b in zip(fp32, bf16, strict=True) if a is not None])
+    assert 0.95 < agree < 1.0  # bf16 did compute (not exactly fp32), and computed the same map
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu.sh runs it)")
+def test_pinned_buffers_are_reused_only_after_their_copy(scene):
+    from fcnseg.pipeline.segment.staging import DeviceStaging
+
+    staging = DeviceStaging(torch.device("cuda"))
+    batches = [[np.full((4, 512, 512), k * 10 + i, dtype=np.uint16) for i in range(2)] for k in range(5)]
+    on_device = [staging.to_device(batch) for batch in batches]  # one buffer, five fills
+    for k, tensor in enumerate(on_device):
+        assert tensor.is_cuda and torch.equal(tensor.cpu(), torch.from_numpy(np.stack(batches[k])))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu.sh runs it)")
+def test_the_gpu_loop_labels_as_the_cpu_loop(scene):
+    from fcnseg.models.inference import load_for_inference
+
+    tiles = list(iter_tiles(320, 320, 96, 64))
+    labels = {}
+    for name in ("cpu", "cuda"):
+        model, card = load_for_inference(DEMO_MODEL, torch.device(name))
+        with TileSource(str(scene), [1, 2, 3, 4], card) as source:
+            labels[name] = [c.labels for c in predict_cores(model, torch.device(name), source, tiles, 3, True)]
+    pairs = [(a, b) for a, b in zip(labels["cpu"], labels["cuda"], strict=True) if a is not None]
+    assert np.mean([np.mean(a == b) for a, b in pairs]) > 0.98
+
+
+def test_a_batch_too_large_for_the_device_runs_in_halves(monkeypatch, scene, caplog):
+    """Out of memory (simulated: batches over 1 tile) halves the batch; the labels do not change;
+    one tile too large is one clear error."""
+    from fcnseg.pipeline.segment import predict
+
+    model, card = load_checkpoint(DEMO_MODEL)
+    tiles = list(iter_tiles(320, 320, 160, 64))
+    with TileSource(str(scene), [1, 2, 3, 4], card) as source:
+        whole = [c.labels for c in predict_cores(model, torch.device("cpu"), source, tiles, 4, False)]
+        real_forward = predict.forward_logits
+
+        def small_device(m, x):
+            if x.shape[0] > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real_forward(m, x)
+
+        monkeypatch.setattr(predict, "forward_logits", small_device)
+        with caplog.at_level(logging.WARNING):
+            halved = [c.labels for c in predict_cores(model, torch.device("cpu"), source, tiles, 4, False)]
+        assert "running it in halves" in caplog.text
+        assert all(np.array_equal(a, b) for a, b in zip(whole, halved, strict=True))
+        monkeypatch.setattr(predict, "forward_logits", lambda m, x: small_device(m, x.expand(2, -1, -1, -1)))
+        with pytest.raises(predict.DeviceMemoryError, match=r"out of memory for one tile of 224x224 px.*--tile"):
+            list(predict_cores(model, torch.device("cpu"), source, tiles, 1, False))
+
+
+@pytest.mark.parametrize(("device", "memory", "width", "expected"), [
+    ("cpu", 24e9 / 2, 0.125, (2048, 1)),  # this machine, per core: the demo model at 2048, a tile at a time
+    ("cpu", 24e9 / 2, 1.0, (1024, 1)),  # full width: a 2560² window would need 13 GB
+    ("cpu", 2e9, 1.0, (512, 1)),
+    ("cuda", 141e9, 1.0, (2048, 5)),  # an H200: as many 2560² windows as half its memory holds
+    ("cuda", 141e9, 0.125, (2048, 8)),  # ... at most 8
+    ("cuda", 16e9, 1.0, (1024, 1)),  # a T4: a smaller tile
+])
+def test_default_tile_and_batch_follow_the_devices_memory(monkeypatch, device, memory, width, expected):
+    from fcnseg.models import sizing
+
+    monkeypatch.setattr(sizing, "device_budget", lambda d: memory * (sizing.GPU_SHARE if d.type == "cuda" else sizing.CPU_SHARE))
+    assert sizing.default_tiling(width, 256, torch.device(device)) == expected
+    tile, _ = expected
+    assert sizing.default_tiling(width, 256, torch.device(device), tile=512)[0] == 512  # a given tile is kept
+
+
+def test_segment_sizes_tiles_for_the_device_and_records_them(scene, tmp_path):
+    from fcnseg.pipeline.segment import SegmentOptions
+    from fcnseg.pipeline.segment.guard import output_lock
+    from fcnseg.pipeline.segment.plan import plan_run
+
+    with output_lock(tmp_path / "out"):
+        plan = plan_run(scene, DEMO_MODEL, tmp_path / "out", SegmentOptions(device="cpu"))
+    assert (plan.options.tile, plan.options.batch_size, plan.parameters["tile"]) == (2048, 1, 2048)

@@ -14,12 +14,13 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from fcnseg.models.checkpoint import ModelCard, content_sha256, file_sha256, verify_checkpoint
+from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.segment.faults import crash_point
@@ -36,10 +37,10 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    tile: int = 1024
-    halo: int | None = None
+    tile: int | None = None  # None: the largest the device holds (``models.sizing``)
+    halo: int | None = None  # None: from the model's receptive field
     stitch: Literal["crop", "blend"] = "crop"
-    batch_size: int = 4
+    batch_size: int | None = None  # None: as many tiles as the device holds
     device: str = "auto"
     probabilities: bool = False
     bands: tuple[int, ...] | None = None
@@ -63,6 +64,13 @@ class SegmentOptions:
         for name, value in (("--simplify", self.simplify), ("--min-area", self.min_area)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value}")
+
+    def sized(self, width: float, halo: int) -> SegmentOptions:
+        """These options with the tile and batch size that were left to the device chosen for it."""
+        if self.tile is not None and self.batch_size is not None:
+            return self
+        tile, batch = default_tiling(width, halo, sizing_device(self.device), self.tile)
+        return replace(self, tile=tile, batch_size=self.batch_size or batch)
 
     def outputs(self) -> dict[str, Any]:
         """The options that shape the files made from the store, as recorded in run.json."""
@@ -138,6 +146,7 @@ def plan_run(
     with open_raster(input_name) as src:
         bands = select_bands(src, card, options.bands)
         halo = default_halo(card.arch) if options.halo is None else options.halo
+        options = options.sized(card.width, halo)
         tiles = list(iter_tiles(src.height, src.width, options.tile, halo))
         parameters = run_parameters(input_name, input_fingerprint(input_name), model_sha, options, halo, bands)
         plan = RunPlan(input_name, str(model_path), model_sha, content_sha256(model_path), out, options, halo, bands,
@@ -161,8 +170,8 @@ def plan_run(
                     probabilities=options.probabilities,
                 )
     plan.reused = plan.ledger.finished(tiles)
-    log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d", input_name, plan.width, plan.height,
-             len(tiles), len(plan.reused), options.tile, halo)
+    log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d, batch %d", input_name, plan.width,
+             plan.height, len(tiles), len(plan.reused), options.tile, halo, options.batch_size)
     return plan
 
 

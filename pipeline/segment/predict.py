@@ -1,6 +1,7 @@
 """The model's side of the tile loop: batches of same-shaped tiles through the FCN.
 
-Two outputs, one loop. ``predict_cores`` (crop stitching) keeps each tile's core on the device:
+Raw pixels and validity masks cross to the device through pinned buffers; normalisation and the
+nodata fill happen there. Two outputs, one loop. ``predict_cores`` (crop stitching) keeps each tile's core on the device:
 argmax (and quantised probabilities when asked) are taken there and only uint8 comes back, a
 fraction of the float scores of the whole read window. ``predict_tiles`` returns the class
 probabilities over the read window, for what needs them whole: blend stitching and ``evaluate``.
@@ -10,6 +11,7 @@ in their core never reach the model.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -17,10 +19,19 @@ import numpy as np
 import torch
 
 from fcnseg.models.fcn import FCNBase
-from fcnseg.models.inference import autocast_for, predict_probabilities
+from fcnseg.models.inference import forward_logits, normalize_on_device
+from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.segment.staging import staging_for
 from fcnseg.pipeline.segment.tile_source import TileInput, TileSource
 from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, quantize_probabilities
 from fcnseg.pipeline.tiles import Tile
+
+log = logging.getLogger(__name__)
+
+
+class DeviceMemoryError(InputError):
+    """One tile is more than the device's memory holds: the tile size must come down."""
+
 
 #: A tile with its class probabilities over the read window (None: no valid pixel in its core,
 #: the model was not run) and the read window's validity mask.
@@ -67,7 +78,9 @@ def predict_tiles(model: FCNBase, device: torch.device, source: TileSource, tile
         for tile, _, valid in empty:
             yield tile, None, valid
         if batch:
-            scores = predict_probabilities(model, np.stack([x for _, x, _ in batch]), device)
+            with torch.inference_mode():
+                logits, _ = _forward(model, device, source, batch)
+                scores = torch.softmax(logits, dim=1).cpu().numpy()
             for (tile, _, valid), tile_scores in zip(batch, scores, strict=True):
                 yield tile, tile_scores, valid
 
@@ -79,29 +92,53 @@ def predict_cores(model: FCNBase, device: torch.device, source: TileSource, tile
         for tile, _, _ in empty:
             yield CorePrediction(tile, None, None, 0)
         if batch:
-            yield from _core_batch(model, device, batch, probabilities)
+            yield from _core_batch(model, device, source, batch, probabilities)
+
+
+def _forward(model: FCNBase, device: torch.device, source: TileSource,
+             batch: list[TileInput]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's float32 logits and its (n, h, w) validity, both on the device. A batch the
+    device's memory cannot hold runs in halves (the default batch is an estimate); a single tile
+    it cannot hold is an error that says what to change."""
+    try:
+        return _forward_once(model, device, source, batch)
+    except torch.OutOfMemoryError:
+        pass  # handled below: leaving the handler frees the tensors its traceback holds
+    if len(batch) == 1:
+        height, width = batch[0][1].shape[1:]
+        raise DeviceMemoryError(f"{device}: out of memory for one tile of {width}x{height} px (core + halo); "
+                                "choose a smaller --tile")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = len(batch) // 2
+    log.warning("%s: a batch of %d tiles does not fit in memory; running it in halves (--batch-size %d would fit)",
+                device, len(batch), half)
+    parts = [_forward(model, device, source, part) for part in (batch[:half], batch[half:])]
+    return torch.cat([logits for logits, _ in parts]), torch.cat([valid for _, valid in parts])
+
+
+def _forward_once(model: FCNBase, device: torch.device, source: TileSource,
+                  batch: list[TileInput]) -> tuple[torch.Tensor, torch.Tensor]:
+    staging = staging_for(device)
+    pixels = staging.to_device([pixels for _, pixels, _ in batch])
+    valid = staging.to_device([valid for _, _, valid in batch])
+    x = normalize_on_device(pixels, valid, source.card.normalization, source.card.nodata)
+    return forward_logits(model, x), valid
 
 
 @torch.inference_mode()
-def _core_batch(model: FCNBase, device: torch.device, batch: list[TileInput],
+def _core_batch(model: FCNBase, device: torch.device, source: TileSource, batch: list[TileInput],
                 probabilities: bool) -> Iterator[CorePrediction]:
-    x = torch.from_numpy(np.stack([x for _, x, _ in batch]))
-    if device.type == "cuda":
-        x = x.pin_memory()  # so that the copy to the device is asynchronous
-    with autocast_for(device):
-        logits = model(x.to(device, non_blocking=True))
-    logits = logits.float()
-    for i, (tile, _, valid) in enumerate(batch):
+    logits, valid = _forward(model, device, source, batch)
+    for i, (tile, _, _) in enumerate(batch):
         rows, cols = tile.core_in_read
         core = logits[i, :, rows, cols]
-        core_valid = torch.from_numpy(np.ascontiguousarray(valid[rows, cols])).to(device)
-        labels = core.argmax(dim=0).to(torch.uint8)
-        labels[~core_valid] = NODATA
+        core_valid = valid[i, rows, cols]
+        labels = core.argmax(dim=0).to(torch.uint8).masked_fill_(~core_valid, NODATA)
         probs = None
         if probabilities:
             quantised = torch.softmax(core, dim=0).clamp(0, 1).mul(PROBABILITY_SCALE).round().to(torch.uint8)
-            quantised[:, ~core_valid] = NODATA
-            probs = quantised.cpu().numpy()
+            probs = quantised.masked_fill_(~core_valid, NODATA).cpu().numpy()
         yield CorePrediction(tile, labels.cpu().numpy(), probs, int(core_valid.sum()))
 
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rasterio.io import DatasetReader
 
-from fcnseg.pipeline.io import bounded_gdal_cache, open_raster, read_model_input
+from fcnseg.pipeline.io import bounded_gdal_cache, open_raster, read_pixels
+from fcnseg.pipeline.segment.staging import transferable
 from fcnseg.pipeline.tiles import Tile
 
 if TYPE_CHECKING:
@@ -28,12 +29,13 @@ if TYPE_CHECKING:
 #: the cores to the model.
 READERS = 2
 
-#: A tile, its normalised (bands, h, w) float32 input and its (h, w) validity mask.
+#: A tile, its selected bands (bands, h, w) as stored (normalised on the model's device) and its
+#: (h, w) validity mask.
 TileInput = tuple[Tile, np.ndarray, np.ndarray]
 
 
 class TileSource:
-    """``with TileSource(path, bands, card) as source: for tile, x, valid in source.stream(tiles, depth)``."""
+    """``with TileSource(path, bands, card) as source: for tile, pixels, valid in source.stream(tiles, depth)``."""
 
     def __init__(self, path: str, bands: Sequence[int], card: ModelCard, *, readers: int = READERS) -> None:
         self.path, self.bands, self.card = path, list(bands), card
@@ -43,10 +45,10 @@ class TileSource:
         self._pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="fcnseg-read")
 
     def read(self, tile: Tile) -> TileInput:
-        """One tile's model input, read with this thread's own dataset."""
+        """One tile's pixels and validity, read with this thread's own dataset."""
         with bounded_gdal_cache():
-            x, valid = read_model_input(self._dataset(), self.bands, tile.read_window, self.card)
-        return tile, x, valid
+            pixels, valid = read_pixels(self._dataset(), self.bands, tile.read_window)
+        return tile, transferable(pixels), valid
 
     def stream(self, tiles: Iterable[Tile], depth: int) -> Iterator[TileInput]:
         """The tiles' inputs in order, with up to ``depth`` reads in flight ahead of the consumer."""

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import torch
 import zarr
 
-from fcnseg.models.checkpoint import ModelCard, load_checkpoint
+from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
-from fcnseg.models.inference import execution_of, resolve_device
+from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
@@ -107,7 +107,7 @@ def cached_model(model_path: str, content_sha256: str, device: str, execution: s
                                 "a run never mixes two")
     if target.type == "cpu" and os.environ.get("FCNSEG_TORCH_THREADS"):
         torch.set_num_threads(int(os.environ["FCNSEG_TORCH_THREADS"]))
-    model, card = load_checkpoint(model_path, target, expected_content_sha256=content_sha256)
+    model, card = load_for_inference(model_path, target, expected_content_sha256=content_sha256)
     log.info("loaded %s on %s", model_path, target)
     return model, card, target
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
+from fcnseg.models.sizing import default_tiling
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.pipeline.io import open_raster, select_bands
 from fcnseg.pipeline.segment.predict import predict_tiles
@@ -31,9 +32,9 @@ def evaluate_raster(
     device: torch.device,
     label_field: str | None = None,
     bands: Sequence[int] | None = None,
-    tile: int = 1024,
+    tile: int | None = None,
     halo: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     progress: bool = False,
     check_labels: bool = True,
 ) -> Metrics:
@@ -46,6 +47,9 @@ def evaluate_raster(
     """
     check_tiling(tile, halo, batch_size)
     halo = default_halo(card.arch) if halo is None else halo
+    if tile is None or batch_size is None:  # as segment chooses them
+        tile, default_batch = default_tiling(card.width, halo, device, tile)
+        batch_size = batch_size or default_batch
     num_classes = card.num_classes
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     model.eval()

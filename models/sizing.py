@@ -1,0 +1,70 @@
+"""Default tile and batch for a device: the largest that its memory holds comfortably.
+
+Larger tiles cut the halo's share of the computation (on a 4096² scene the model computes 1.89x
+the output pixels at tile 1024, 1.27x at 2048), so the default is 2048 wherever the forward pass
+of one read window fits; a GPU then takes as many tiles per batch as half its memory holds (at
+most ``MAX_BATCH``). A CPU gains nothing from batches: it takes one tile at a time, and its memory
+is shared by a worker per core.
+
+The memory of a forward pass is estimated per input pixel from the model's width, as measured on
+the CPU (``benchmarks/forward_memory.py``: fp32, torch 2.13: 135 B/px at width 0.125, 424 at 0.5,
+1876 at 1.0); on a GPU the activations are bf16/fp16 and cuDNN picks leaner kernels, so the CPU
+figure is an upper bound there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+#: Tile sides tried, largest first (multiples of the model stride).
+TILES = (2048, 1024, 512)
+#: The most tiles per forward pass a default chooses: beyond it a GPU gains nothing but latency.
+MAX_BATCH = 8
+#: The share of a device's memory a default may plan for (the rest: weights, allocator slack, reads).
+GPU_SHARE, CPU_SHARE = 0.5, 0.5
+#: What a GPU that the planning machine cannot see is assumed to hold (the smallest datacentre GPUs).
+UNSEEN_GPU_BYTES = 16e9
+
+
+def forward_bytes_per_pixel(width: float) -> float:
+    """Peak memory of a forward pass per input pixel at a width multiplier (fp32 on the CPU)."""
+    return 100 + 1800 * width**2
+
+
+def default_tiling(width: float, halo: int, device: torch.device, tile: int | None = None) -> tuple[int, int]:
+    """(tile, batch size) for a model of ``width`` with ``halo`` on ``device``; with ``tile``
+    given, the batch for that tile."""
+    per_pixel = forward_bytes_per_pixel(width)
+    budget = device_budget(device)
+    for tile in (tile,) if tile else TILES:
+        window_bytes = (tile + 2 * halo) ** 2 * per_pixel
+        if window_bytes <= budget or tile <= TILES[-1]:
+            batch = 1 if device.type == "cpu" else max(1, min(MAX_BATCH, int(budget // window_bytes)))
+            log.debug("tile %d, batch %d by default on %s (%.1f GB planned per batch)", tile, batch, device,
+                     batch * window_bytes / 1e9)
+            return tile, batch
+    raise AssertionError("unreachable")  # the loop returns at its last tile
+
+
+def sizing_device(device: str) -> torch.device:
+    """The device ``--device`` names, as far as this machine can tell (``auto``: CUDA when present)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_budget(device: torch.device) -> float:
+    """Bytes a default may plan for one forward pass on ``device``: a share of a GPU's memory, or
+    of the host's memory divided among a worker per core."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():  # remote GPU workers, planned from a machine without one
+            return GPU_SHARE * UNSEEN_GPU_BYTES
+        return GPU_SHARE * torch.cuda.get_device_properties(device.index or 0).total_memory
+    import psutil
+
+    return CPU_SHARE * psutil.virtual_memory().total / max(1, os.cpu_count() or 1)
