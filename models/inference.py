@@ -88,6 +88,8 @@ def normalize_on_device(pixels: torch.Tensor, valid: torch.Tensor, normalization
     shape = (1, -1, 1, 1)
     mean = torch.tensor(normalization.mean, dtype=torch.float32, device=pixels.device).view(shape)
     std = torch.tensor(normalization.std, dtype=torch.float32, device=pixels.device).view(shape)
+    if pixels.dtype == torch.uint16:  # few kernels take uint16 on every backend: widen it through int16
+        pixels = pixels.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)
     x = (pixels.to(torch.float32) - mean) / std
     return x.masked_fill_(~valid.to(torch.bool)[:, None], nodata.fill)
 
