@@ -10,7 +10,10 @@ task to the last, cluster start excluded) with every product switched off.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,8 @@ def bench_pipeline(model_path: Path, *, size: int, tile: int | None, batch_size:
                                  quicklook=False, stac=False)
 
         def infer_seconds(model: Path, n_workers: int, name: str) -> float:
-            report = segment(image, model, root / name, options, workers=n_workers, progress=False)
+            with one_torch_thread_per_worker():  # workers against one worker, not threads against threads
+                report = segment(image, model, root / name, options, workers=n_workers, progress=False)
             return report.seconds["infer"]
 
         one = infer_seconds(model_path, 1, "one")
@@ -71,6 +75,20 @@ def bench_pipeline(model_path: Path, *, size: int, tile: int | None, batch_size:
             "workers_speedup": round(one / many, 3),
         },
     }
+
+
+@contextlib.contextmanager
+def one_torch_thread_per_worker() -> Iterator[None]:
+    """Local CPU workers started in here compute on one thread each (a lone worker would get every core)."""
+    previous = os.environ.get("FCNSEG_TORCH_THREADS")
+    os.environ["FCNSEG_TORCH_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["FCNSEG_TORCH_THREADS"]
+        else:
+            os.environ["FCNSEG_TORCH_THREADS"] = previous
 
 
 def _light_card(card: ModelCard) -> ModelCard:

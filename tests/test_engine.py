@@ -306,3 +306,25 @@ def test_segment_sizes_tiles_for_the_device_and_records_them(scene, tmp_path):
     with output_lock(tmp_path / "out"):
         plan = plan_run(scene, DEMO_MODEL, tmp_path / "out", SegmentOptions(device="cpu"))
     assert (plan.options.tile, plan.options.batch_size, plan.parameters["tile"]) == (2048, 1, 2048)
+
+
+def test_local_cpu_workers_share_every_core_among_their_torch_threads(monkeypatch):
+    """Real worker processes: one worker on this machine computes on every core, and on a machine
+    of 16 cores 4 workers compute on 4 threads each."""
+    from distributed import Client
+
+    from fcnseg.pipeline.cluster_specs import LOCAL_DEFAULTS, ClusterSpec, start_local, torch_threads
+
+    monkeypatch.delenv("FCNSEG_TORCH_THREADS", raising=False)
+    with start_local(ClusterSpec(Path("<default>"), "local"), 1) as one, Client(one) as client:
+        seen = client.run(lambda: os.environ.get("FCNSEG_TORCH_THREADS"))
+    assert list(seen.values()) == [str(os.cpu_count())]
+    assert "FCNSEG_TORCH_THREADS" not in os.environ  # Dask's nanny put it there too: taken back
+    assert LOCAL_DEFAULTS["threads_per_worker"] == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert (torch_threads(4), torch_threads(32)) == (4, 1)
+    monkeypatch.setenv("FCNSEG_TORCH_THREADS", "3")
+    assert torch_threads(4) == 3
+    with start_local(ClusterSpec(Path("<default>"), "local"), 1) as again, Client(again) as client:
+        assert list(client.run(lambda: os.environ.get("FCNSEG_TORCH_THREADS")).values()) == ["3"]
+    assert os.environ["FCNSEG_TORCH_THREADS"] == "3"  # the user's own value, untouched
