@@ -98,23 +98,31 @@ def predict_cores(model: FCNBase, device: torch.device, source: TileSource, tile
 def _forward(model: FCNBase, device: torch.device, source: TileSource,
              batch: list[TileInput]) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's float32 logits and its (n, h, w) validity, both on the device. A batch the
-    device's memory cannot hold runs in halves (the default batch is an estimate); a single tile
-    it cannot hold is an error that says what to change."""
-    try:
-        return _forward_once(model, device, source, batch)
-    except torch.OutOfMemoryError:
-        pass  # handled below: leaving the handler frees the tensors its traceback holds
-    if len(batch) == 1:
-        height, width = batch[0][1].shape[1:]
-        raise DeviceMemoryError(f"{device}: out of memory for one tile of {width}x{height} px (core + halo); "
-                                "choose a smaller --tile")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    half = len(batch) // 2
-    log.warning("%s: a batch of %d tiles does not fit in memory; running it in halves (--batch-size %d would fit)",
-                device, len(batch), half)
-    parts = [_forward(model, device, source, part) for part in (batch[:half], batch[half:])]
+    device's memory cannot hold runs in halves, and later batches of that shape in parts that fit
+    (the default batch is an estimate); a single tile it cannot hold is an error that says what
+    to change."""
+    key = (str(device), batch[0][1].shape)
+    fits = _FITTING_BATCH.get(key, len(batch))
+    if len(batch) <= fits:
+        try:
+            return _forward_once(model, device, source, batch)
+        except torch.OutOfMemoryError:
+            pass  # handled below: leaving the handler frees the tensors its traceback holds
+        if len(batch) == 1:
+            height, width = batch[0][1].shape[1:]
+            raise DeviceMemoryError(f"{device}: out of memory for one tile of {width}x{height} px (core + halo); "
+                                    "choose a smaller --tile")
+        fits = _FITTING_BATCH[key] = len(batch) // 2
+        log.warning("%s: a batch of %d tiles does not fit in memory; running %d at a time (--batch-size %d)",
+                    device, len(batch), fits, fits)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    parts = [_forward(model, device, source, batch[i : i + fits]) for i in range(0, len(batch), fits)]
     return torch.cat([logits for logits, _ in parts]), torch.cat([valid for _, valid in parts])
+
+
+#: The most tiles of one read-window shape that fit a forward pass on a device, once more did not.
+_FITTING_BATCH: dict[tuple[str, tuple[int, ...]], int] = {}
 
 
 def _forward_once(model: FCNBase, device: torch.device, source: TileSource,
