@@ -274,11 +274,13 @@ def bench_model(
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     iterations: Annotated[int, typer.Option(help="Timed forward passes (after one warm-up).")] = 5,
-    channels_last: Annotated[bool, typer.Option(help="Weights and activations in channels-last memory format.")] = False,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--contiguous", help="Memory format of weights and activations (default: channels-last on the CPU, contiguous on a GPU).")] = None,
 ) -> None:
     """The model's own forward throughput on random input, warm: the pipeline's yardstick."""
     from fcnseg.models import DEMO_MODEL
-    from fcnseg.models.inference import benchmark_forward, execution_of, load_for_inference, resolve_device
+    from fcnseg.models.inference import (
+        CHANNELS_LAST_BY_DEFAULT, benchmark_forward, execution_of, load_for_inference, resolve_device,
+    )
 
     with clear_errors():
         torch_device = resolve_device(device)
@@ -286,7 +288,9 @@ def bench_model(
         mps = benchmark_forward(net, card.bands, tile, batch_size, torch_device, iterations)
     typer.echo(json.dumps({"model": str(model or DEMO_MODEL), "arch": card.arch, "width": card.width,
                            "device": str(torch_device), "execution": execution_of(torch_device), "tile": tile,
-                           "batch_size": batch_size, "channels_last": channels_last,
+                           "batch_size": batch_size,
+                           "channels_last": torch_device.type in CHANNELS_LAST_BY_DEFAULT if channels_last is None
+                           else channels_last,
                            "megapixels_per_second": round(mps, 3)}))
 
 

@@ -230,6 +230,21 @@ def test_weights_are_cast_once_to_the_devices_precision(monkeypatch, scene):
     assert 0.95 < agree < 1.0  # bf16 did compute (not exactly fp32), and computed the same map
 
 
+def test_the_cpu_computes_in_channels_last_format_with_the_same_labels(scene):
+    """Twice as fast on the CPU (benchmarks/forward_speed.py); the labels are those of the contiguous format."""
+    from fcnseg.models.inference import load_for_inference
+
+    fast, card = load_for_inference(DEMO_MODEL, torch.device("cpu"))
+    plain, _ = load_for_inference(DEMO_MODEL, torch.device("cpu"), channels_last=False)
+    conv = next(p for p in fast.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    tiles = list(iter_tiles(320, 320, 160, 64))
+    with TileSource(str(scene), [1, 2, 3, 4], card) as source:
+        a = [c.labels for c in predict_cores(fast, torch.device("cpu"), source, tiles, 1, False)]
+        b = [c.labels for c in predict_cores(plain, torch.device("cpu"), source, tiles, 1, False)]
+    assert np.mean([np.mean(x == y) for x, y in zip(a, b, strict=True) if x is not None]) > 0.999
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu.sh runs it)")
 def test_pinned_buffers_are_reused_only_after_their_copy(scene):
     from fcnseg.pipeline.segment.staging import DeviceStaging
