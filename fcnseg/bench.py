@@ -10,10 +10,7 @@ task to the last, cluster start excluded) with every product switched off.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from fcnseg.models.checkpoint import ModelCard, save_checkpoint
 from fcnseg.models.fcn import build_model
 from fcnseg.models.inference import benchmark_forward, load_for_inference, resolve_device
 from fcnseg.models.sizing import default_tiling
+from fcnseg.pipeline.cluster_specs import scoped_environ
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.tiles import default_halo, iter_tiles
@@ -35,8 +33,7 @@ def bench_pipeline(model_path: Path, *, size: int, tile: int | None, batch_size:
     torch_device = resolve_device(device)
     net, card = load_for_inference(model_path, torch_device)
     halo = default_halo(card.arch)
-    tile, default_batch = default_tiling(card.width, halo, torch_device, tile)
-    batch_size = batch_size or default_batch
+    tile, batch_size = default_tiling(card.width, halo, torch_device, tile, batch_size)
     window = tile + 2 * halo
     model_mps = benchmark_forward(net, card.bands, window, batch_size, torch_device, iterations=3)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -49,7 +46,8 @@ def bench_pipeline(model_path: Path, *, size: int, tile: int | None, batch_size:
                                  quicklook=False, stac=False)
 
         def infer_seconds(model: Path, n_workers: int, name: str) -> float:
-            with one_torch_thread_per_worker():  # workers against one worker, not threads against threads
+            # one torch thread per worker (a lone one would get every core): workers against a worker
+            with scoped_environ("FCNSEG_TORCH_THREADS", "1"):
                 report = segment(image, model, root / name, options, workers=n_workers, progress=False)
             return report.seconds["infer"]
 
@@ -75,20 +73,6 @@ def bench_pipeline(model_path: Path, *, size: int, tile: int | None, batch_size:
             "workers_speedup": round(one / many, 3),
         },
     }
-
-
-@contextlib.contextmanager
-def one_torch_thread_per_worker() -> Iterator[None]:
-    """Local CPU workers started in here compute on one thread each (a lone worker would get every core)."""
-    previous = os.environ.get("FCNSEG_TORCH_THREADS")
-    os.environ["FCNSEG_TORCH_THREADS"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["FCNSEG_TORCH_THREADS"]
-        else:
-            os.environ["FCNSEG_TORCH_THREADS"] = previous
 
 
 def _light_card(card: ModelCard) -> ModelCard:

@@ -279,7 +279,7 @@ def bench_model(
     """The model's own forward throughput on random input, warm: the pipeline's yardstick."""
     from fcnseg.models import DEMO_MODEL
     from fcnseg.models.inference import (
-        CHANNELS_LAST_BY_DEFAULT, benchmark_forward, execution_of, load_for_inference, resolve_device,
+        benchmark_forward, execution_of, load_for_inference, resolve_device, uses_channels_last,
     )
 
     with clear_errors():
@@ -289,8 +289,7 @@ def bench_model(
     typer.echo(json.dumps({"model": str(model or DEMO_MODEL), "arch": card.arch, "width": card.width,
                            "device": str(torch_device), "execution": execution_of(torch_device), "tile": tile,
                            "batch_size": batch_size,
-                           "channels_last": torch_device.type in CHANNELS_LAST_BY_DEFAULT if channels_last is None
-                           else channels_last,
+                           "channels_last": uses_channels_last(torch_device, channels_last),
                            "megapixels_per_second": round(mps, 3)}))
 
 

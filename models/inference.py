@@ -73,11 +73,14 @@ def prepare_for_inference(model: FCNBase, device: torch.device, *, channels_last
     model = model.to(device=device, dtype=DTYPES[precision_for(device)]).eval()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if channels_last is None:
-        channels_last = device.type in CHANNELS_LAST_BY_DEFAULT
-    if channels_last:
+    if uses_channels_last(device, channels_last):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def uses_channels_last(device: torch.device, channels_last: bool | None = None) -> bool:
+    """Whether a model prepared for ``device`` runs in channels-last format (None: the default there)."""
+    return device.type in CHANNELS_LAST_BY_DEFAULT if channels_last is None else channels_last
 
 
 def load_for_inference(path: str | Path, device: torch.device, *, expected_content_sha256: str | None = None,

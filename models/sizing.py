@@ -19,6 +19,8 @@ import os
 
 import torch
 
+from fcnseg.models.inference import resolve_device
+
 log = logging.getLogger(__name__)
 
 #: Tile sides tried, largest first (multiples of the model stride).
@@ -36,26 +38,28 @@ def forward_bytes_per_pixel(width: float) -> float:
     return 100 + 1800 * width**2
 
 
-def default_tiling(width: float, halo: int, device: torch.device, tile: int | None = None) -> tuple[int, int]:
-    """(tile, batch size) for a model of ``width`` with ``halo`` on ``device``; with ``tile``
-    given, the batch for that tile."""
+def default_tiling(width: float, halo: int, device: torch.device, tile: int | None = None,
+                   batch_size: int | None = None) -> tuple[int, int]:
+    """(tile, batch size) for a model of ``width`` with ``halo`` on ``device``: what is given is
+    kept, what is None is chosen (the batch for the tile, given or chosen)."""
+    if tile is not None and batch_size is not None:
+        return tile, batch_size
     per_pixel = forward_bytes_per_pixel(width)
     budget = device_budget(device)
     for tile in (tile,) if tile else TILES:
         window_bytes = (tile + 2 * halo) ** 2 * per_pixel
         if window_bytes <= budget or tile <= TILES[-1]:
-            batch = 1 if device.type == "cpu" else max(1, min(MAX_BATCH, int(budget // window_bytes)))
-            log.debug("tile %d, batch %d by default on %s (%.1f GB planned per batch)", tile, batch, device,
-                     batch * window_bytes / 1e9)
+            fitting = max(1, min(MAX_BATCH, int(budget // window_bytes)))
+            batch = batch_size or (1 if device.type == "cpu" else fitting)
+            log.debug("tile %d, batch %d on %s (%.1f GB planned per batch)", tile, batch, device,
+                      batch * window_bytes / 1e9)
             return tile, batch
     raise AssertionError("unreachable")  # the loop returns at its last tile
 
 
 def sizing_device(device: str) -> torch.device:
     """The device ``--device`` names, as far as this machine can tell (``auto``: CUDA when present)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device) if device == "auto" else torch.device(device)  # cuda unseen here: remote workers
 
 
 def device_budget(device: torch.device) -> float:

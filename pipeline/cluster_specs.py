@@ -296,10 +296,19 @@ def spawn_environ(name: str, value: str) -> Iterator[None]:
     """Worker processes started in here get ``name=value``. Dask's nanny sets its pre-spawn
     variables in the starting process's own environment too (where an existing value wins over
     the config): this one is restored afterwards, so the next cluster of the run is not given it."""
+    with scoped_environ(name, None), dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value}):
+        yield
+
+
+@contextmanager
+def scoped_environ(name: str, value: str | None) -> Iterator[None]:
+    """This process's environment variable ``name`` set to ``value`` (None: unset) in here, and
+    put back as it was afterwards."""
     previous = os.environ.pop(name, None)
+    if value is not None:
+        os.environ[name] = value
     try:
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value}):
-            yield
+        yield
     finally:
         os.environ.pop(name, None)
         if previous is not None:

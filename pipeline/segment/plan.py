@@ -67,10 +67,8 @@ class SegmentOptions:
 
     def sized(self, width: float, halo: int) -> SegmentOptions:
         """These options with the tile and batch size that were left to the device chosen for it."""
-        if self.tile is not None and self.batch_size is not None:
-            return self
-        tile, batch = default_tiling(width, halo, sizing_device(self.device), self.tile)
-        return replace(self, tile=tile, batch_size=self.batch_size or batch)
+        tile, batch_size = default_tiling(width, halo, sizing_device(self.device), self.tile, self.batch_size)
+        return replace(self, tile=tile, batch_size=batch_size)
 
     def outputs(self) -> dict[str, Any]:
         """The options that shape the files made from the store, as recorded in run.json."""

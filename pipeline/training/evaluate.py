@@ -47,9 +47,7 @@ def evaluate_raster(
     """
     check_tiling(tile, halo, batch_size)
     halo = default_halo(card.arch) if halo is None else halo
-    if tile is None or batch_size is None:  # as segment chooses them
-        tile, default_batch = default_tiling(card.width, halo, device, tile)
-        batch_size = batch_size or default_batch
+    tile, batch_size = default_tiling(card.width, halo, device, tile, batch_size)  # as segment chooses them
     num_classes = card.num_classes
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     model.eval()
