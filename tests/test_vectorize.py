@@ -35,11 +35,11 @@ def scene_labels(tmp_path_factory) -> np.ndarray:
     return labels
 
 
-def vectorize(tmp_path, labels, chunk, options=VectorizeOptions(), **store_kwargs) -> gpd.GeoDataFrame:
+def vectorize(tmp_path, labels, chunk, options=VectorizeOptions(), client=None, **store_kwargs) -> gpd.GeoDataFrame:
     store = store_from_array(tmp_path / f"labels-{chunk}.zarr", labels, chunk=chunk, class_names=NAMES,
                              class_colors=COLORS, **store_kwargs)
-    parquet, gpkg = tmp_path / f"p-{chunk}.parquet", tmp_path / f"p-{chunk}.gpkg"
-    vectorize_store(store, parquet, gpkg, options)
+    parquet, gpkg = tmp_path / f"p-{chunk}-{options.cell}.parquet", tmp_path / f"p-{chunk}-{options.cell}.gpkg"
+    vectorize_store(store, parquet, gpkg, options, client=client)
     frame = gpd.read_parquet(parquet)
     from_gpkg = pyogrio.read_dataframe(gpkg, layer="polygons")
     assert len(from_gpkg) == len(frame) and from_gpkg.crs == frame.crs
@@ -50,7 +50,7 @@ def vectorize(tmp_path, labels, chunk, options=VectorizeOptions(), **store_kwarg
 def test_polygons_are_valid_exact_and_merged_across_chunks(tmp_path, scene_labels):
     frame = vectorize(tmp_path, scene_labels, 64)
     assert frame.crs == CRS.from_epsg(32633)
-    assert list(frame.columns) == ["class_id", "class_name", "pixels", "area", "area_m2", "geometry"]
+    assert list(frame.columns) == ["class_id", "class_name", "region_id", "pixels", "area", "area_m2", "geometry"]
     assert shapely.is_valid(frame.geometry.values).all()
     assert (frame.geom_type == "Polygon").all()
     pixel_area = abs(TRANSFORM.a * TRANSFORM.e)
@@ -81,9 +81,6 @@ def test_polygons_never_cover_nodata_and_keep_holes(tmp_path, scene_labels):
 
 
 def test_same_polygons_for_any_chunk_size(tmp_path, scene_labels):
-    def canonical(frame):
-        return sorted(zip(frame.class_id, shapely.to_wkb(shapely.normalize(frame.geometry.values))))
-
     small = canonical(vectorize(tmp_path, scene_labels, 64))
     assert canonical(vectorize(tmp_path, scene_labels, 100)) == small  # chunks not on a power of two
     assert canonical(vectorize(tmp_path, scene_labels, 512)) == small  # one chunk: nothing to merge
@@ -127,12 +124,60 @@ def test_empty_map_writes_empty_files(tmp_path):
     assert len(frame) == 0 and frame.crs == CRS.from_epsg(32633)
 
 
-def test_vectorize_memory_stays_flat(tmp_path):
-    small = step_extra_mb(tmp_path / "small", 2048, "vectorize")
-    large = step_extra_mb(tmp_path / "large", 8192, "vectorize")
-    # 16x the pixels and regions (the large map alone is 64 MB as uint8, its polygons far more).
-    # Measured: 44 -> 59 MB
+def test_vectorize_memory_stays_flat_where_a_class_percolates(tmp_path):
+    small = step_extra_mb(tmp_path / "small", 2048, "vectorize", "percolating")
+    large = step_extra_mb(tmp_path / "large", 8192, "vectorize", "percolating")
+    # 16x the pixels, one region through the whole map with 16x the holes (held whole, its polygon
+    # alone would be 4 M vertices at 8192²). Measured: 60 -> 83 MB (before cells: +58/108/293 MB at 1k/2k/4k²)
     assert large < small + 32, (small, large)
+
+
+def canonical(frame) -> list[tuple[int, bytes]]:
+    """(class, geometry) of each polygon, sorted: the same map whatever order and vertex count."""
+    geometries = shapely.normalize(shapely.simplify(frame.geometry.values, 0))
+    return sorted(zip(frame.class_id, shapely.to_wkb(geometries)))
+
+
+def rows(frame) -> list[tuple]:
+    """Every row as written, in order."""
+    return list(zip(frame.class_id, frame.region_id, frame.pixels, shapely.to_wkb(frame.geometry.values)))
+
+
+def test_regions_cut_at_cells_dissolve_into_the_whole_regions(tmp_path, scene_labels):
+    whole = vectorize(tmp_path, scene_labels, 64)  # one cell: every region is one polygon
+    cut = vectorize(tmp_path, scene_labels, 64, VectorizeOptions(cell=70))
+    assert len(cut) > len(whole) and cut.region_id.nunique() == len(whole) == whole.region_id.nunique()
+    dissolved = cut.dissolve(by="region_id", aggfunc={"class_id": "first", "pixels": "sum"})
+    assert canonical(dissolved) == canonical(whole)
+    assert sorted(dissolved.pixels) == sorted(whole.pixels)
+    for geometry in cut.geometry:  # no polygon is larger than its cell of 70 x 70 pixels (0.5 m)
+        minx, miny, maxx, maxy = geometry.bounds
+        col, row = (minx - TRANSFORM.c) / 0.5, (TRANSFORM.f - maxy) / 0.5
+        assert (maxx - minx) / 0.5 <= 70 - col % 70 and (maxy - miny) / 0.5 <= 70 - row % 70
+
+
+def test_same_rows_for_any_chunk_size_and_in_parallel(tmp_path, scene_labels):
+    from fcnseg.pipeline.cluster import dask_client
+
+    cells = VectorizeOptions(cell=70)
+    serial = rows(vectorize(tmp_path, scene_labels, 64, cells))
+    assert rows(vectorize(tmp_path, scene_labels, 100, cells)) == serial
+    with dask_client(workers=2, device="cpu") as client:  # real worker processes
+        assert rows(vectorize(tmp_path, scene_labels, 48, cells, client=client)) == serial
+
+
+def test_min_area_judges_whole_regions_across_cells(tmp_path):
+    labels = np.zeros((200, 200), np.uint8)  # 0.5 m pixels: 0.25 m² each
+    labels[35:65, 35:65] = 1  # 900 px = 225 m², in four cells of 50 px (four parts of 56 m²)
+    labels[110:120, 110:120] = 2  # 100 px = 25 m², inside one cell
+    labels[46:54, 146:154] = 3  # 64 px = 16 m², across two cells
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=64, class_names=NAMES, class_colors=COLORS)
+    report = vectorize_store(store, tmp_path / "p.parquet", None, VectorizeOptions(min_area=100.0, cell=50))
+    frame = gpd.read_parquet(tmp_path / "p.parquet")
+    assert sorted(frame.class_id.unique()) == [0, 1]
+    kept = frame[frame.class_id == 1]
+    assert len(kept) == 4 and kept.region_id.nunique() == 1 and kept.pixels.sum() == 900
+    assert report.dropped == 2 and report.regions == 2
 
 
 def test_an_incomplete_store_makes_no_polygons(tmp_path):

@@ -1,10 +1,11 @@
-"""Polygons streamed into GeoParquet and GeoPackage, batch by batch, published atomically.
+"""Polygons streamed into GeoParquet and GeoPackage, table by table, published atomically.
 
-``GeoDataFrame.to_parquet`` wants every row at once; here rows arrive region by region while the
-label map is being vectorised, so the GeoParquet file is written with pyarrow's ``ParquetWriter``
-(WKB geometry plus the GeoParquet 1.1 ``geo`` metadata, which geopandas, GDAL and QGIS read) and
-the GeoPackage by appending each batch with pyogrio. Both are written under hidden names and
-renamed into place only when complete (``atomic_write``).
+``GeoDataFrame.to_parquet`` wants every row at once; here tables of rows arrive cell by cell while
+the label map is being vectorised, so the GeoParquet file is written with pyarrow's
+``ParquetWriter`` (WKB geometry plus the GeoParquet 1.1 ``geo`` metadata, which geopandas, GDAL and
+QGIS read) and the GeoPackage by appending each table with ``pyogrio.write_arrow`` (no geopandas
+round trip). Both are written under hidden names and renamed into place only when complete
+(``atomic_write``).
 """
 
 from __future__ import annotations
@@ -15,29 +16,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import geopandas as gpd
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
-import shapely
 from rasterio.crs import CRS
 
 from fcnseg.pipeline.io import atomic_write
 
 LAYER = "polygons"
-COLUMNS = ("class_id", "class_name", "pixels", "area", "area_m2")
-BATCH_ROWS = 4096
-
-
-@dataclass
-class PolygonRow:
-    class_id: int
-    class_name: str
-    pixels: int
-    area: float
-    area_m2: float | None  # None without a CRS
-    geometry: shapely.Geometry
 
 
 def geoparquet_schema(crs: CRS | None, geometry_types: list[str]) -> pa.Schema:
@@ -52,7 +38,8 @@ def geoparquet_schema(crs: CRS | None, geometry_types: list[str]) -> pa.Schema:
         }},
     }
     fields = [
-        pa.field("class_id", pa.uint8()), pa.field("class_name", pa.string()), pa.field("pixels", pa.int64()),
+        pa.field("class_id", pa.uint8()), pa.field("class_name", pa.string()), pa.field("region_id", pa.int64()),
+        pa.field("pixels", pa.int64()),
         pa.field("area", pa.float64()), pa.field("area_m2", pa.float64()), pa.field("geometry", pa.binary()),
     ]
     return pa.schema(fields, metadata={b"geo": json.dumps(geo).encode()})
@@ -66,14 +53,13 @@ def pyproj_json(crs: CRS) -> str:
 
 @dataclass
 class PolygonWriter:
-    """Collects rows and writes them in batches to ``parquet_path`` and/or ``gpkg_path``."""
+    """Writes tables of polygons (the columns of ``geoparquet_schema``) to ``parquet_path`` and/or ``gpkg_path``."""
 
     crs: CRS | None
     parquet_path: Path | None
     gpkg_path: Path | None
     geometry_types: list[str] = field(default_factory=lambda: ["Polygon"])
     rows: int = 0
-    _batch: list[PolygonRow] = field(default_factory=list)
     _parquet: pq.ParquetWriter | None = None
     _gpkg_started: bool = False
 
@@ -81,41 +67,34 @@ class PolygonWriter:
         self._files = ExitStack()  # each file is written under a partial name, renamed when complete
         self._partial = {final: self._files.enter_context(atomic_write(final))
                          for final in (self.parquet_path, self.gpkg_path) if final is not None}
+        self._schema = geoparquet_schema(self.crs, self.geometry_types)
         if self.parquet_path is not None:
-            self._schema = geoparquet_schema(self.crs, self.geometry_types)
             self._parquet = pq.ParquetWriter(self._partial[self.parquet_path], self._schema, compression="zstd")
         return self
 
-    def add(self, row: PolygonRow) -> None:
-        self._batch.append(row)
-        if len(self._batch) >= BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._batch and (self._gpkg_started or self.gpkg_path is None):
-            return
-        batch, self._batch = self._batch, []
-        self.rows += len(batch)
-        columns = {name: [getattr(r, name) for r in batch] for name in COLUMNS}
-        geometries = np.array([r.geometry for r in batch], dtype=object)
-        if self._parquet is not None and batch:
-            table = pa.table({**columns, "geometry": shapely.to_wkb(geometries)}, schema=self._schema)
+    def write(self, table: pa.Table) -> None:
+        table = table.cast(self._schema)
+        self.rows += table.num_rows
+        if self._parquet is not None and table.num_rows:
             self._parquet.write_table(table)
-        if self.gpkg_path is not None:
-            frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometries, crs=self.crs), crs=self.crs)
-            frame["class_id"] = frame["class_id"].astype("int16")  # GeoPackage has no unsigned bytes
-            with warnings.catch_warnings():  # pixel coordinates (no CRS) are what the raster has
-                warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-                pyogrio.write_dataframe(
-                    frame, self._partial[self.gpkg_path], layer=LAYER, driver="GPKG", append=self._gpkg_started,
-                    promote_to_multi=False, geometry_type="Unknown" if len(self.geometry_types) > 1 else self.geometry_types[0],
-                )
-            self._gpkg_started = True
+        if self.gpkg_path is not None and (table.num_rows or not self._gpkg_started):
+            self._write_gpkg(table)
+
+    def _write_gpkg(self, table: pa.Table) -> None:
+        table = table.set_column(0, "class_id", table["class_id"].cast(pa.int16()))  # GeoPackage has no unsigned bytes
+        with warnings.catch_warnings():  # pixel coordinates (no CRS) are what the raster has
+            warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+            pyogrio.write_arrow(
+                table, self._partial[self.gpkg_path], layer=LAYER, driver="GPKG", geometry_name="geometry",
+                geometry_type="Unknown" if len(self.geometry_types) > 1 else self.geometry_types[0],
+                crs=None if self.crs is None else self.crs.to_wkt(), append=self._gpkg_started,
+            )
+        self._gpkg_started = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None:
-                self.flush()
+            if exc_type is None and self.gpkg_path is not None and not self._gpkg_started:
+                self._write_gpkg(self._schema.empty_table())  # an empty map still gets its (empty) layer
         except BaseException as error:
             exc_type, exc, tb = type(error), error, error.__traceback__
             raise

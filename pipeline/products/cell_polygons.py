@@ -1,0 +1,190 @@
+"""One cell of the label map -> its polygons, on a Dask worker.
+
+A cell is a fixed square of the label map (``CELL`` pixels, whatever the store's chunks), read
+from the store and polygonised whole by GDAL (4-connected, exact pixel edges): each polygon is one
+connected region of one class *within the cell*. A region that crosses a cell border is written as
+one polygon per cell it touches — the *parts* of the region — and the driver gives all parts of a
+region the same ``region_id`` (``vectorize.link_cells``), so dissolving by ``region_id`` gives the
+exact region. That is the policy for regions too large to hold: no polygon is ever larger than a
+cell, so memory is bounded by the cell for any label map, even one where a class percolates
+through the whole scene, and ``area = pixels x pixel area`` stays exact part by part.
+
+Polygons are made in *pixel* coordinates (integer vertices: exact), mapped to the CRS once, and
+written to a part file (GeoParquet-like Arrow table) the driver streams into the outputs. What the
+driver needs to link parts across borders comes back small: the part ids along the cell's edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from affine import Affine
+from rasterio.features import shapes
+from rasterio.windows import Window
+from shapely.affinity import affine_transform
+
+from fcnseg.pipeline.analysis.areas import geometries_area_m2
+from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
+
+log = logging.getLogger(__name__)
+
+#: Side of a cell in pixels: the largest polygon fcnseg writes (a region beyond it is split in parts
+#: sharing a region_id). 2048² pixels hold the most complex background with room to spare
+#: (measured in the README's memory figures).
+CELL = 2048
+
+#: Columns of a part file, in order: the part's number in its cell, then the output's columns.
+PART_SCHEMA = pa.schema([
+    pa.field("part", pa.int32()), pa.field("class_id", pa.uint8()), pa.field("class_name", pa.string()),
+    pa.field("pixels", pa.int64()), pa.field("area", pa.float64()), pa.field("area_m2", pa.float64()),
+    pa.field("geometry", pa.binary()),
+])
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """What every cell task of one store shares."""
+
+    store_path: str
+    parts_dir: str
+    simplify_px: float  # simplification tolerance in pixels (0: exact pixel edges)
+    min_area_m2: float  # a region smaller than this is dropped (needs a CRS)
+
+
+@dataclass
+class Edge:
+    """One side of a cell: the class and the part number (+1; 0 = nodata) of each pixel along it."""
+
+    labels: np.ndarray
+    parts: np.ndarray
+
+
+@dataclass
+class CellResult:
+    """What the driver needs of a finished cell; the polygons themselves are in ``part_file``."""
+
+    row: int
+    col: int
+    part_file: str | None
+    written: int  # parts in the file
+    dropped: int  # regions inside the cell smaller than the minimum area
+    pixels: int  # valid pixels of the cell
+    edges: dict[str, Edge] = field(default_factory=dict)  # "top", "bottom", "left", "right" (inner borders only)
+    border_area_m2: dict[int, float] = field(default_factory=dict)  # part number -> m², parts on an edge (--min-area)
+
+
+def cell_windows(height: int, width: int, cell: int) -> list[tuple[int, int, Window]]:
+    """(cell row, cell col, window) of every cell, row by row."""
+    return [
+        (r // cell, c // cell, Window(c, r, min(cell, width - c), min(cell, height - r)))
+        for r in range(0, height, cell) for c in range(0, width, cell)
+    ]
+
+
+def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResult:
+    """Polygonise one cell into its part file; the task a worker runs."""
+    group = open_store(job.store_path, mode="r")
+    crs, transform = store_geometry(group)
+    labels = group[LABELS]
+    names = list(labels.attrs["class_names"])
+    height, width = labels.shape
+    r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+    block = np.asarray(labels[r0 : r0 + h, c0 : c0 + w])
+    valid = block != NODATA
+    result = CellResult(row, col, None, 0, 0, int(np.count_nonzero(valid)))
+    if not result.pixels:
+        return result
+    classes, geometries = polygonize(block, valid, r0, c0)
+    pixels = np.rint(shapely.area(geometries)).astype(np.int64)
+
+    sides = {"top": r0 > 0, "bottom": r0 + h < height, "left": c0 > 0, "right": c0 + w < width}
+    tree = shapely.STRtree(geometries)
+    for side in (s for s, inner in sides.items() if inner):
+        result.edges[side] = edge_of(block, tree, side, r0, c0)
+    on_border = np.zeros(len(geometries), bool)
+    for edge in result.edges.values():
+        on_border[edge.parts[edge.parts > 0] - 1] = True
+
+    if job.simplify_px > 0:
+        geometries = simplified(geometries, job.simplify_px, labels, window)
+    a, b, c, d, e, f = transform[:6]
+    geometries = shapely.orient_polygons(np.array([affine_transform(g, [a, b, d, e, c, f]) for g in geometries], dtype=object))
+    area_m2 = None if crs is None else geometries_area_m2(geometries, crs)
+    keep = ~shapely.is_empty(geometries)
+    if job.min_area_m2 > 0 and area_m2 is not None:  # regions wholly inside the cell are judged here
+        small = (area_m2 < job.min_area_m2) & ~on_border
+        result.dropped = int(np.count_nonzero(small & keep))
+        keep &= ~small
+    if area_m2 is not None:
+        result.border_area_m2 = {int(i) + 1: float(area_m2[i]) for i in np.flatnonzero(on_border)}
+    index = np.flatnonzero(keep)
+    if not len(index):
+        return result
+    table = pa.table({
+        "part": index.astype(np.int32) + 1,
+        "class_id": classes[index],
+        "class_name": [names[k] for k in classes[index]],
+        "pixels": pixels[index],
+        "area": shapely.area(geometries[index]).astype(np.float64),
+        "area_m2": pa.nulls(len(index), pa.float64()) if area_m2 is None else area_m2[index],
+        "geometry": shapely.to_wkb(geometries[index]),
+    }, schema=PART_SCHEMA)
+    path = Path(job.parts_dir) / f"{row}_{col}.parquet"
+    pq.write_table(table, path, compression="none")
+    result.part_file, result.written = str(path), len(index)
+    return result
+
+
+def polygonize(block: np.ndarray, valid: np.ndarray, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class and polygon (global pixel coordinates, normalised) of every connected region of the block."""
+    found = list(shapes(block, mask=valid, connectivity=4, transform=Affine.translation(col_off, row_off)))
+    classes = np.array([int(value) for _, value in found], dtype=np.uint8)
+    geometries = np.array([shapely.geometry.shape(geojson) for geojson, _ in found], dtype=object)
+    return classes, shapely.normalize(geometries)
+
+
+def edge_of(block: np.ndarray, tree: shapely.STRtree, side: str, row_off: int, col_off: int) -> Edge:
+    """The pixels along one side and the part each lies in (by its centre: never on an edge)."""
+    h, w = block.shape
+    if side in ("top", "bottom"):
+        r = 0 if side == "top" else h - 1
+        labels, xs, ys = block[r, :], np.arange(w) + col_off + 0.5, np.full(w, row_off + r + 0.5)
+    else:
+        c = 0 if side == "left" else w - 1
+        labels, xs, ys = block[:, c], np.full(h, col_off + c + 0.5), np.arange(h) + row_off + 0.5
+    points, parts = shapely.points(xs, ys), np.zeros(len(labels), np.int32)
+    point_index, part_index = tree.query(points, predicate="within")
+    parts[point_index] = part_index + 1
+    return Edge(labels.copy(), parts)
+
+
+def simplified(geometries: np.ndarray, tolerance_px: float, labels, window: Window) -> np.ndarray:
+    """Each polygon simplified (topology kept), then kept out of the nodata pixels within reach."""
+    out = shapely.simplify(geometries, tolerance_px, preserve_topology=True)
+    nodata = nodata_near(labels, window, math.ceil(tolerance_px) + 1)
+    if nodata is None:
+        return out
+    shapely.prepare(nodata)
+    touching = shapely.intersects(out, nodata)
+    out[touching] = shapely.difference(out[touching], nodata)
+    return out
+
+
+def nodata_near(labels, window: Window, margin: int) -> shapely.Geometry | None:
+    """The nodata pixels (one geometry, pixel coordinates) of the window grown by ``margin``."""
+    height, width = labels.shape
+    r0, c0 = max(0, int(window.row_off) - margin), max(0, int(window.col_off) - margin)
+    r1 = min(height, int(window.row_off + window.height) + margin)
+    c1 = min(width, int(window.col_off + window.width) + margin)
+    mask = (np.asarray(labels[r0:r1, c0:c1]) == NODATA).astype(np.uint8)
+    if not mask.any():
+        return None
+    found = [shapely.geometry.shape(g) for g, _ in shapes(mask, mask=mask.astype(bool), transform=Affine.translation(c0, r0))]
+    return shapely.union_all(found)
