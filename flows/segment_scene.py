@@ -11,12 +11,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 from pydantic import Field
 
@@ -35,10 +37,11 @@ from fcnseg.pipeline.segment import (
     compute_chunks,
     export_polygons,
     export_rasters,
+    finish_stages,
     output_lock,
     plan_run,
     publish,
-    run_stages,
+    read_run_report,
 )
 
 #: Raster files a folder input is searched for.
@@ -99,13 +102,13 @@ def infer(plan: RunPlan, scheduler_address: str) -> ChunkRun:
 
 
 @stage(name="export", task_run_name="export {plan.input}")
-def export(plan: RunPlan) -> list[str]:
-    return export_rasters(plan)
+def export(plan: RunPlan, scheduler_address: str) -> list[str]:
+    return export_rasters(plan, scheduler=scheduler_address)
 
 
 @stage(name="vectorize", task_run_name="vectorize {plan.input}")
-def vectorize(plan: RunPlan) -> VectorizeReport | None:
-    return export_polygons(plan)
+def vectorize(plan: RunPlan, scheduler_address: str) -> VectorizeReport | None:
+    return export_polygons(plan, scheduler=scheduler_address)
 
 
 @stage(name="publish", task_run_name="publish {plan.input}")
@@ -122,20 +125,46 @@ def scene_folder(output_root: str, scene: str) -> Path:
     return Path(output_root) / f"{Path(name).stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
 
 
-def segment_one(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
-                overwrite: bool, local: bool) -> RunReport:
-    """The stages for one scene, as tasks, holding its folder; a complete output is skipped, an
-    interrupted one resumes, a folder held by another run fails this scene."""
+@task(name="finish", task_run_name="finish {plan.input}", cache_policy=NO_CACHE, persist_result=False)
+def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], started: float, scheduler_address: str,
+           held: ExitStack) -> RunReport:
+    """Export, vectorise and publish one scene (while the flow goes on with the next scene's
+    inference on the same cluster), then let go of its folder."""
+    with held:
+        return finish_stages(plan, chunk_run, seconds, started, export=lambda p: export(p, scheduler_address),
+                             vectorize=lambda p: vectorize(p, scheduler_address), publish=publish_outputs)
+
+
+def start_scene(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
+                overwrite: bool, local: bool) -> RunReport | PrefectFuture[RunReport]:
+    """Plan and infer one scene holding its folder, then hand the folder to its ``finish`` task and
+    return that task's future. A complete output is skipped (its report); an interrupted one resumes;
+    a folder held by another run fails this scene."""
     started = time.perf_counter()
     out = scene_folder(output_root, scene)
-    with output_lock(out):
+    held = ExitStack()
+    try:
+        held.enter_context(output_lock(out))
         run_plan = plan(scene, model, out, options, overwrite, local)
-        return run_stages(run_plan, started, infer=lambda p: infer(p, address), export=export, vectorize=vectorize,
-                          publish=publish_outputs)
+        if run_plan.complete:
+            held.close()
+            return read_run_report(out, skipped=True)
+        seconds = {"plan": time.perf_counter() - started}
+        chunk_run = infer(run_plan, address)
+        return finish.submit(run_plan, chunk_run, seconds, started, address, held)
+    except BaseException:
+        held.close()
+        raise
 
 
 class ScenesFailed(RuntimeError):
     """Some scenes failed; the others were processed."""
+
+
+def failure(logger, scene: str, exc: Exception) -> SceneOutcome:
+    """A failed scene: logged, and its row in the report."""
+    logger.error("%s: %s", scene, exc)
+    return SceneOutcome(scene, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
 @flow(name="segment-scene", log_prints=False)
@@ -176,14 +205,24 @@ def segment_scene(
     with dask_client(scheduler_address, cluster_spec, workers) as client:
         address = client.scheduler.address
         logger.info("%d scene(s) on Dask at %s (dashboard %s)", len(scenes), address, client.dashboard_link)
+        tails: list[tuple[int, PrefectFuture[RunReport]]] = []
         for scene in scenes:
             try:
-                report = segment_one(scene, model, output_root, options, address, overwrite=overwrite,
-                                     local=scheduler_address is None and cluster_spec is None)
-                outcomes.append(SceneOutcome(scene, "skipped" if report.skipped else "processed", report=report))
+                started = start_scene(scene, model, output_root, options, address, overwrite=overwrite,
+                                      local=scheduler_address is None and cluster_spec is None)
             except Exception as exc:  # one bad scene must not stop the others
-                logger.error("%s: %s", scene, exc)
-                outcomes.append(SceneOutcome(scene, "failed", error=f"{type(exc).__name__}: {exc}"))
+                outcomes.append(failure(logger, scene, exc))
+                continue
+            if isinstance(started, RunReport):
+                outcomes.append(SceneOutcome(scene, "skipped", report=started))
+            else:  # its export and polygons run while the next scene infers
+                outcomes.append(SceneOutcome(scene, "processed"))
+                tails.append((len(outcomes) - 1, started))
+        for index, future in tails:
+            try:
+                outcomes[index].report = future.result()
+            except Exception as exc:
+                outcomes[index] = failure(logger, outcomes[index].scene, exc)
     create_markdown_artifact(markdown=markdown_report(outcomes, output_root), key="segment-scene-report",
                              description="fcnseg: scenes processed, skipped and failed")
     failed = [o.scene for o in outcomes if o.status == "failed"]

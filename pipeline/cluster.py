@@ -54,6 +54,18 @@ def default_local_workers() -> int:
 
 
 @contextmanager
+def optional_client(client: Client | None = None, scheduler: str | None = None) -> Iterator[Client | None]:
+    """``client``; else a client of the running scheduler at ``scheduler`` (closed afterwards); else
+    None: the caller works in this process. For the stages after inference, which use a cluster
+    when there is one and are still correct without."""
+    if client is not None or scheduler is None:
+        yield client
+        return
+    with dask_client(scheduler) as reached:
+        yield reached
+
+
+@contextmanager
 def dask_client(
     scheduler_address: str | None = None,
     cluster_spec: str | Path | None = None,

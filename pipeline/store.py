@@ -11,6 +11,14 @@ coordinates: ``spatial_ref`` then keeps its ``GeoTransform`` (whatever the input
 gives such a file ``Affine.identity()``, so rows go down and y = row + 0.5) but has no WKT, and
 ``x``/``y`` are in units of "pixel". Every reader asks ``store_geometry``/``has_crs`` rather than
 assuming metres, so nothing downstream invents a place on the Earth.
+
+Overviews (``pyramid``): child groups ``1``, ``2`` ... hold ``labels`` at 2x, 4x ... coarser
+pixels (each the *mode* of its block), each with its own grid mapping, listed with the root's
+``labels`` in the root's ``multiscales`` attribute (the multiscales and spatial Zarr conventions
+that GeoZarr builds on: ``asset``, ``derived_from``, ``transform.scale``, ``resampling_method``
+"mode", ``spatial:transform``, ``spatial:shape`` per level). ``write_chunk`` writes a chunk's
+blocks of the levels fine enough to map 1:1 to chunks; ``finish_pyramid`` makes the coarser ones
+once the store is complete. ``xarray.open_zarr(path)`` of the root is unchanged by them.
 """
 
 from __future__ import annotations
@@ -26,6 +34,15 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from fcnseg.pipeline.io import InputError, open_raster
+from fcnseg.pipeline.pyramid import (
+    MODE,
+    Level,
+    block_modes,
+    level_shape,
+    multiscales_layout,
+    pyramid_levels,
+    source_level,
+)
 
 LABELS = "labels"
 PROBABILITIES = "probabilities"
@@ -36,6 +53,24 @@ PROBABILITY_SCALE = 254
 
 #: What ties a data array to the grid mapping (CF), for xarray and rioxarray.
 GEO_ATTRS = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
+
+#: The root group's attribute listing full resolution and the overview levels (multiscales convention).
+MULTISCALES = "multiscales"
+#: The Zarr conventions the store's attributes follow: its pyramid, and the levels' grids in it.
+CONVENTIONS = [
+    {"schema_url": "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/v1/schema.json",
+     "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v1/README.md",
+     "uuid": "d35379db-88df-4056-af3a-620245f8e347", "name": "multiscales",
+     "description": "Multiscale layout of zarr datasets"},
+    {"schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v0.1/schema.json",
+     "spec_url": "https://github.com/zarr-conventions/spatial/blob/v0.1/README.md",
+     "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4", "name": "spatial",
+     "description": "Spatial coordinate information"},
+]
+#: Chunk side of the levels made once the store is complete, and the side (in pixels of their
+#: source level) of the windows they are made from.
+LEVEL_CHUNK = 512
+LEVEL_WINDOW = 2048
 
 
 def create_store(
@@ -51,27 +86,13 @@ def create_store(
     attrs: dict[str, Any],
     probabilities: bool = False,
 ) -> zarr.Group:
-    """A new, empty store (every pixel 255 until written) with all geo metadata in place."""
+    """A new, empty store (every pixel 255 until written) with all geo metadata in place, and the
+    overview levels that its chunks write (``pyramid``; listed in the multiscales layout)."""
     if transform.b != 0 or transform.d != 0:
         raise ValueError("rotated or sheared transforms are not supported by the Zarr grid mapping")
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update({"Conventions": "CF-1.8", **attrs})
-
-    geotransform = " ".join(str(v) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
-    spatial_ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=())
-    spatial_ref.attrs["GeoTransform"] = geotransform
-    if crs is not None:  # without one (a scan, a microscopy mosaic) the grid is in pixel coordinates
-        wkt = crs.to_wkt()
-        spatial_ref.attrs.update({"crs_wkt": wkt, "spatial_ref": wkt})
-    spatial_ref[...] = 0
-
-    x = transform.c + (np.arange(width) + 0.5) * transform.a
-    y = transform.f + (np.arange(height) + 0.5) * transform.e
-    for name, values in (("x", x), ("y", y)):
-        coord = group.create_array(name, shape=values.shape, dtype="float64", chunks=(max(1, min(len(values), 1 << 16)),), dimension_names=(name,))
-        coord[:] = values
-        coord.attrs.update({**axis_attrs(name, crs), "axis": name.upper()})
-
+    write_grid(group, crs, transform, height, width)
     labels = group.create_array(
         LABELS, shape=(height, width), dtype="uint8", chunks=(chunk, chunk), fill_value=NODATA, dimension_names=("y", "x")
     )
@@ -89,7 +110,30 @@ def create_store(
             **GEO_ATTRS, "_FillValue": NODATA, "scale_factor": 1 / PROBABILITY_SCALE,
             "long_name": "class probability", "class_names": list(class_names),
         })
+    per_chunk = [lv for lv in pyramid_levels(height, width, (chunk, chunk)) if lv.per_chunk]
+    for level in per_chunk:
+        create_level(group, level, (chunk // level.factor, chunk // level.factor))
+    set_layout(group, per_chunk)
     return group
+
+
+def write_grid(group: zarr.Group, crs: CRS | None, transform: Affine, height: int, width: int) -> None:
+    """The CF grid mapping of a group: ``spatial_ref`` (GeoTransform, and the CRS when there is one)
+    and the pixel-centre coordinates ``x`` and ``y``."""
+    geotransform = " ".join(str(v) for v in (transform.c, transform.a, transform.b, transform.f, transform.d, transform.e))
+    spatial_ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=())
+    spatial_ref.attrs["GeoTransform"] = geotransform
+    if crs is not None:  # without one (a scan, a microscopy mosaic) the grid is in pixel coordinates
+        wkt = crs.to_wkt()
+        spatial_ref.attrs.update({"crs_wkt": wkt, "spatial_ref": wkt})
+    spatial_ref[...] = 0
+
+    x = transform.c + (np.arange(width) + 0.5) * transform.a
+    y = transform.f + (np.arange(height) + 0.5) * transform.e
+    for name, values in (("x", x), ("y", y)):
+        coord = group.create_array(name, shape=values.shape, dtype="float64", chunks=(max(1, min(len(values), 1 << 16)),), dimension_names=(name,))
+        coord[:] = values
+        coord.attrs.update({**axis_attrs(name, crs), "axis": name.upper()})
 
 
 def axis_attrs(name: str, crs: CRS | None) -> dict[str, str]:
@@ -134,12 +178,114 @@ def store_geometry(group: zarr.Group) -> tuple[CRS | None, Affine]:
 
 
 def write_chunk(group: zarr.Group, window: Window, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
-    """Write one core window (a whole chunk, or the clipped chunk at the raster's edge)."""
+    """Write one core window (a whole chunk, or the clipped chunk at the raster's edge), and its
+    blocks of the overview levels written per chunk (a store without a pyramid has none)."""
     rows = slice(int(window.row_off), int(window.row_off + window.height))
     cols = slice(int(window.col_off), int(window.col_off + window.width))
     if probabilities is not None and PROBABILITIES in group:
         group[PROBABILITIES][:, rows, cols] = probabilities
-    group[LABELS][rows, cols] = labels
+    array = group[LABELS]
+    array[rows, cols] = labels
+    if MULTISCALES in group.attrs:
+        write_chunk_levels(group, array, window, labels)
+
+
+def write_chunk_levels(group: zarr.Group, array: zarr.Array, window: Window, labels: np.ndarray) -> None:
+    """The per-chunk levels' pixels of one chunk: each level chunk maps to this one chunk only."""
+    levels = [lv for lv in pyramid_levels(*array.shape, array.chunks) if lv.per_chunk]
+    if not levels:
+        return
+    _check_block_aligned(array.shape, window, levels[-1].factor)
+    modes = block_modes(labels, [lv.factor for lv in levels], len(array.attrs.get("class_names", [])))
+    for level in levels:
+        r0, c0 = int(window.row_off) // level.factor, int(window.col_off) // level.factor
+        block = modes[level.factor]
+        group[level_path(level)][r0 : r0 + block.shape[0], c0 : c0 + block.shape[1]] = block
+
+
+def _check_block_aligned(shape: tuple[int, ...], window: Window, factor: int) -> None:
+    """A window's blocks are whole unless cut by the raster's edge (else a level pixel would miss pixels)."""
+    r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+    if r0 % factor or c0 % factor or (h % factor and r0 + h != shape[0]) or (w % factor and c0 + w != shape[1]):
+        raise ValueError(f"window {window} is not on the store's chunk grid: its overview blocks would be cut")
+
+
+def create_level(group: zarr.Group, level: Level, chunks: tuple[int, int]) -> zarr.Array:
+    """An empty overview level (255 until written): a child group with its own grid (GeoTransform
+    with f x the pixel size, x/y, CRS), so ``xr.open_zarr(store, group=name)`` places it."""
+    array = group[LABELS]
+    crs, transform = store_geometry(group)
+    height, width = level_shape(*array.shape, level.factor)
+    child = group.create_group(level.name, overwrite=True)
+    child.attrs.update({"Conventions": "CF-1.8", "overview_factor": level.factor, "resampling_method": MODE})
+    write_grid(child, crs, transform @ Affine.scale(level.factor), height, width)
+    labels = child.create_array(LABELS, shape=(height, width), dtype="uint8", fill_value=NODATA,
+                                chunks=(min(chunks[0], height), min(chunks[1], width)), dimension_names=("y", "x"))
+    labels.attrs.update({**dict(array.attrs), "long_name": f"class label, mode of {level.factor} x {level.factor} pixels"})
+    return labels
+
+
+def level_path(level: Level) -> str:
+    return f"{level.name}/{LABELS}"
+
+
+def set_layout(group: zarr.Group, levels: list[Level]) -> None:
+    """List full resolution and ``levels`` in the group's multiscales layout (GeoZarr's conventions)."""
+    array = group[LABELS]
+    _, transform = store_geometry(group)
+    group.attrs.update({
+        "zarr_conventions": CONVENTIONS, "spatial:dimensions": ["y", "x"],
+        MULTISCALES: {"layout": multiscales_layout(levels, array.shape, tuple(transform)[:6], LABELS),
+                      "resampling_method": MODE},
+    })
+
+
+def store_levels(group: zarr.Group) -> list[Level] | None:
+    """The store's overview levels, finest first, when it has all of them; None for a store from
+    before pyramids (or one whose coarse levels ``finish_pyramid`` has not made yet)."""
+    layout = group.attrs.get(MULTISCALES, {}).get("layout")
+    if not layout:
+        return None
+    array = group[LABELS]
+    levels = pyramid_levels(*array.shape, array.chunks)
+    listed = {entry.get("asset") for entry in layout}
+    return levels if all(level_path(lv) in listed for lv in levels) else None
+
+
+def finish_pyramid(store: zarr.Group | str | Path) -> None:
+    """Make the levels too coarse to be written per chunk and list every level in the layout.
+
+    Call it once every chunk is written (before consolidating the metadata); running it again
+    gives the same store. They are made window by window from the coarsest per-chunk level (full
+    resolution when there is none): each pixel is the mode of that level's modes, and memory holds
+    one window of it. A store from before pyramids is left as it is.
+    """
+    group = store if isinstance(store, zarr.Group) else open_store(store)
+    if MULTISCALES not in group.attrs:
+        return
+    array = group[LABELS]
+    levels = pyramid_levels(*array.shape, array.chunks)
+    later = [lv for lv in levels if not lv.per_chunk]
+    if later:
+        source = source_level(levels)
+        src = array if source.factor == 1 else group[level_path(source)]
+        targets = {lv.factor // source.factor: create_level(group, lv, (LEVEL_CHUNK, LEVEL_CHUNK)) for lv in later}
+        _fill_levels(src, targets, len(array.attrs.get("class_names", [])))
+    set_layout(group, levels)
+
+
+def _fill_levels(source: zarr.Array, targets: dict[int, zarr.Array], num_classes: int) -> None:
+    """Each target (by its factor relative to ``source``) as the modes of ``source``'s blocks,
+    window by window (aligned to every target's blocks)."""
+    side = max(LEVEL_WINDOW, max(targets))
+    height, width = source.shape
+    for r0 in range(0, height, side):
+        for c0 in range(0, width, side):
+            modes = block_modes(source[r0 : r0 + side, c0 : c0 + side], list(targets), num_classes)
+            for ratio, target in targets.items():
+                block = modes[ratio]
+                rr, cc = r0 // ratio, c0 // ratio
+                target[rr : rr + block.shape[0], cc : cc + block.shape[1]] = block
 
 
 def quantize_probabilities(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
-from fcnseg.pipeline.store import create_store, write_chunk
+from fcnseg.pipeline.store import create_store, finish_pyramid, write_chunk
 out, side, step, pattern = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 group = create_store(out / "s.zarr", height=side, width=side, crs=CRS.from_epsg(32633),
                      transform=Affine(1, 0, 0, 0, -1, 0), chunk=512, class_names=list("abcdef"),
@@ -34,6 +34,7 @@ def cells(r, c):
 for r in range(0, side, 512):
     for c in range(0, side, 512):
         write_chunk(group, Window(c, r, 512, 512), cells(r, c))
+finish_pyramid(group)  # as a finished run leaves the store: every overview level
 def status(key):
     return int(Path("/proc/self/status").read_text().split(key + ":")[1].split()[0]) / 1024
 if step == "cog":

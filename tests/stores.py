@@ -10,7 +10,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from fcnseg.pipeline.store import COMPLETE, create_store, open_store, write_chunk
+from fcnseg.pipeline.store import COMPLETE, create_store, finish_pyramid, open_store, write_chunk
 from fcnseg.pipeline.tiles import chunk_windows
 
 UTM = CRS.from_epsg(32633)
@@ -26,8 +26,8 @@ def store_from_array(
     """``path`` (labels.zarr) holding ``labels``; with ``probabilities``, one-hot p = 1 (254) per class.
 
     ``crs=None`` gives a store in pixel coordinates. Like a segment run, the store is marked
-    complete (``fcnseg_complete``) only after its chunks are written; ``complete=False`` (or that
-    attribute in ``attrs``) leaves it as an interrupted run would."""
+    complete (``fcnseg_complete``) only after its chunks and its overview pyramid are written;
+    ``complete=False`` (or that attribute in ``attrs``) leaves it as an interrupted run would."""
     height, width = labels.shape
     attrs = dict(attrs or {})
     finished = attrs.pop(COMPLETE, complete)
@@ -40,5 +40,7 @@ def store_from_array(
         if probabilities:
             probs = np.stack([(block == k) * 254 for k in range(len(class_names))]).astype(np.uint8)
         write_chunk(group, window, block, probs)
+    if finished:
+        finish_pyramid(path)
     open_store(path).attrs[COMPLETE] = bool(finished)
     return path

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import xarray as xr
@@ -95,6 +96,16 @@ def latest_report(env: dict) -> str:
 
 def latest_task_runs(env: dict) -> list[str]:
     """Names of the task runs of the newest on-demand flow run (the nightly one is only scheduled)."""
+    return [line.split("\t")[0] for line in latest_task_lines(env)]
+
+
+def latest_task_times(env: dict) -> dict[str, tuple[float, float]]:
+    """Start and end (POSIX seconds) of each task run of the newest on-demand flow run, by name."""
+    return {name: (float(start), float(end)) for name, start, end in (line.split("\t") for line in latest_task_lines(env))}
+
+
+def latest_task_lines(env: dict) -> list[str]:
+    """name, start and end timestamps (tab-separated) of the task runs of the newest on-demand flow run."""
     code = (
         "from prefect.client.orchestration import get_client\n"
         "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterId\n"
@@ -104,7 +115,7 @@ def latest_task_runs(env: dict) -> list[str]:
         "    on_demand = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id]))\n"
         "    run = c.read_flow_runs(flow_run_filter=on_demand, sort=FlowRunSort.START_TIME_DESC, limit=1)[0]\n"
         "    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))\n"
-        "    print('\\n'.join(t.name for t in tasks))\n"
+        "    print('\\n'.join(f'{t.name}\\t{t.start_time.timestamp()}\\t{t.end_time.timestamp()}' for t in tasks))\n"
     )
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.splitlines()
 
@@ -127,25 +138,40 @@ def test_deployments_registered_with_the_nightly_schedule(prefect_env):
     assert out.splitlines() == ["0 2 * * * UTC fcnseg incoming", "[]", "1 ENQUEUE"]
 
 
-def test_on_demand_run_equals_a_direct_segment_run_and_a_rerun_skips(prefect_env, scenes, tmp_path_factory):
-    root = tmp_path_factory.mktemp("outputs")
-    scene = scenes / "scene4.tif"
-    result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(scene), output_root=str(root))
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = scene_folder(str(root), str(scene))
-    run = json.loads((out / "run.json").read_text())
-    assert all((out / name).exists() for name in run["files"])
-    assert {"labels.tif", "polygons.parquet", "polygons.gpkg", "quicklook.png", "item.json"} <= set(run["files"])
-    direct = segment(scene, DEMO_MODEL, tmp_path_factory.mktemp("direct"), SegmentOptions(tile=1024), workers=1,
-                     progress=False)
-    assert np.array_equal(labels_of(out), labels_of(direct.out))
-    assert run["class_areas"] == direct.class_areas and run["polygons"] == direct.polygons
-    assert "1 processed, 0 skipped" in latest_report(prefect_env)
+@pytest.fixture(scope="module")
+def large_scene(tmp_path_factory) -> Path:
+    """A scene whose export and polygons take long enough to be seen overlapping the next scene."""
+    image, _ = write_scene(tmp_path_factory.mktemp("large"), 1024, seed=6)
+    return image
 
-    again = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(scene), output_root=str(root))
+
+def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_env, scenes, large_scene,
+                                                                        tmp_path_factory):
+    root = tmp_path_factory.mktemp("outputs")
+    inputs = [str(large_scene), str(scenes / "scene4.tif")]
+    result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=inputs, output_root=str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    times = latest_task_times(prefect_env)
+    # the second scene's tiles infer while the first scene's polygons are made
+    assert times[f"infer {inputs[1]}"][0] < times[f"vectorize {inputs[0]}"][1], times
+    runs = {}
+    for scene in inputs:
+        out = scene_folder(str(root), scene)
+        run = runs[scene] = json.loads((out / "run.json").read_text())
+        assert all((out / name).exists() for name in run["files"])
+        assert {"labels.tif", "polygons.parquet", "polygons.gpkg", "quicklook.png", "item.json"} <= set(run["files"])
+        direct = segment(scene, DEMO_MODEL, tmp_path_factory.mktemp("direct"), SegmentOptions(tile=1024), workers=1,
+                         progress=False)
+        assert np.array_equal(labels_of(out), labels_of(direct.out))
+        assert run["class_areas"] == direct.class_areas and run["polygons"] == direct.polygons
+        assert gpd.read_parquet(out / "polygons.parquet").equals(gpd.read_parquet(direct.out / "polygons.parquet"))
+    assert "2 processed, 0 skipped" in latest_report(prefect_env)
+
+    again = run_deployment(prefect_env, "segment-scene/on-demand", inputs=inputs, output_root=str(root))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "0 processed, 1 skipped" in latest_report(prefect_env)
-    assert json.loads((out / "run.json").read_text()) == run  # untouched
+    assert "0 processed, 2 skipped" in latest_report(prefect_env)
+    for scene in inputs:
+        assert json.loads((scene_folder(str(root), scene) / "run.json").read_text()) == runs[scene]  # untouched
 
 
 def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, tmp_path_factory):
@@ -167,8 +193,8 @@ def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, t
     assert result.returncode == 1, result.stdout + result.stderr  # the flow run ended Failed
     run = json.loads((scene_folder(str(root), str(scenes / "scene5.tif")) / "run.json").read_text())  # the good scene was processed anyway
     assert run["chunks"]["total"] == 16
-    # 16 chunks, yet only the stages are task runs: validate, plan (x2 scenes), infer, export, vectorize, publish
-    assert len(latest_task_runs(prefect_env)) == 7
+    # 16 chunks, yet only the stages are task runs: validate, plan (x2 scenes), infer, finish (export, vectorize, publish)
+    assert len(latest_task_runs(prefect_env)) == 8
     assert not (scene_folder(str(root), str(scenes / "broken.tif")) / "run.json").exists()
     report = latest_report(prefect_env)
     assert "1 processed, 0 skipped (already complete), 1 failed" in report

@@ -13,6 +13,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from fcnseg.atomic import atomic_write, atomic_write_text, stale_partials
+from fcnseg.pipeline.analysis.histogram import ClassHistogram
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
 from fcnseg.pipeline.segment.ledger import ChunkLedger
 from fcnseg.pipeline.tiles import Tile
@@ -60,12 +61,15 @@ def test_ledger_records_chunks_as_finished(tmp_path: Path):
     ledger = ChunkLedger(str(tmp_path))
     tiles = [Tile(r, c, Window(c * 64, r * 64, 64, 64), Window(0, 0, 128, 128)) for r in range(2) for c in range(2)]
     assert ledger.finished(tiles) == set()
-    result = ledger.record(tiles[1], "computed", 4096)
+    result = ledger.record(tiles[1], "computed", 4096, ClassHistogram([4000, 96]))
     ledger.record(tiles[2], "nodata", 0)
     assert ledger.finished(tiles) == {(0, 1), (1, 0)}
     assert json.loads(ledger.marker(tiles[1]).read_text()) == {"row": 0, "col": 1, "status": "computed",
-                                                               "valid_pixels": 4096}
+                                                               "valid_pixels": 4096, "class_pixels": [4000, 96],
+                                                               "class_area_m2": None}
     assert (result.row, result.col, result.status) == (0, 1, "computed")
+    assert ledger.result(tiles[1]) == result and ledger.result(tiles[2]).class_pixels is None
+    assert ledger.result(tiles[0]) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0_1.json", "1_0.json"]  # no temporary left
 
 

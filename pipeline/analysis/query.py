@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
@@ -90,7 +91,7 @@ class QueryResult:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """Running per-class pixel counts and areas (arrays indexed by class id)."""
 
     pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
@@ -103,20 +104,35 @@ class _Tally:
         low, high = int(values.min()), int(values.max())
         if low < 0 or high > MAX_CLASS_ID:
             raise InputError(f"{path}: holds the value {low if low < 0 else high}, not a class id (0..{MAX_CLASS_ID})")
-        if high >= len(self.pixels):
-            size = max(high + 1, 2 * len(self.pixels))
-            self.pixels = np.pad(self.pixels, (0, size - len(self.pixels)))
-            self.area = np.pad(self.area, (0, size - len(self.area)))
+        self._grow(high + 1)
         n = len(self.pixels)
         self.pixels += np.bincount(values, minlength=n)
         if weights is not None:
             self.area += np.bincount(values, weights=weights, minlength=n)
 
+    def add_counts(self, pixels: Sequence[int], area_m2: Sequence[float] | None) -> None:
+        """Add counts already taken per class (a chunk's histogram), and their areas when given."""
+        self._grow(len(pixels))
+        self.pixels[: len(pixels)] += np.asarray(pixels, dtype=np.int64)
+        if area_m2 is not None:
+            self.area[: len(area_m2)] += np.asarray(area_m2, dtype=np.float64)
 
-def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> _Tally:
+    def uniform_areas(self, crs: CRS | None, transform: Affine) -> None:
+        """Areas as pixels x the one pixel area of a projected CRS: exact products, no float sums."""
+        if crs is not None and not crs.is_geographic:
+            self.area = self.pixels * float(row_pixel_areas_m2(crs, transform, 0, 1)[0])
+
+    def _grow(self, size: int) -> None:
+        if size > len(self.pixels):
+            size = max(size, 2 * len(self.pixels))
+            self.pixels = np.pad(self.pixels, (0, size - len(self.pixels)))
+            self.area = np.pad(self.area, (0, size - len(self.area)))
+
+
+def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
     """Per-class counts and areas over the pixels whose centre is in ``geom`` (None: the whole raster)."""
     bounds = Window(0, 0, raster.width, raster.height) if geom is None else pixel_bounds(raster, geom)
-    tally = _Tally()
+    tally = Tally()
     if bounds is None:
         return tally
     if geom is not None:
@@ -137,8 +153,7 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> _Tally:
             weights = np.broadcast_to(rows[:, None], values.shape)[keep]
         tally.add(raster.path, values[keep].astype(np.intp, copy=False), weights)
     log.debug("%s: read %d windows of %s", raster.path, windows, bounds)
-    if raster.crs is not None and not geographic:  # one pixel area everywhere: exact products, no float sums
-        tally.area = tally.pixels * float(row_pixel_areas_m2(raster.crs, raster.transform, 0, 1)[0])
+    tally.uniform_areas(raster.crs, raster.transform)  # one pixel area everywhere (projected)
     return tally
 
 
@@ -147,7 +162,7 @@ def crs_name(crs: CRS | None) -> str | None:
     return None if crs is None else crs.to_string()
 
 
-def _class_table(raster: LabelRaster, tally: _Tally) -> list[ClassArea]:
+def class_table(raster: LabelRaster, tally: Tally) -> list[ClassArea]:
     """Every named class (0 pixels included: stable tables) and every id found, by class id."""
     valid = int(tally.pixels.sum())
     ids = sorted(set(range(len(raster.classes.names))) | {int(i) for i in np.flatnonzero(tally.pixels)})
@@ -210,7 +225,6 @@ def query_classes(
     if len(given) > 1:
         raise InputError(f"choose one selection: {', '.join(given)} given together")
     with open_labels(raster, allow_partial=allow_partial) as labels:
-        crs_text = crs_name(labels.crs)
         if labels.crs is None and (bbox_crs is not None or point_crs is not None):
             raise InputError(f"{labels.path}: has no CRS (pixel coordinates), so --crs cannot be placed on it; "
                              "give --bbox or --point in the raster's own coordinates")
@@ -229,11 +243,33 @@ def query_classes(
         if geom is not None and not geom.intersects(whole):
             what = f"--bbox {selection['bbox']}" if bbox is not None else f"area of interest --aoi {aoi}"
             raise InputError(f"{what} does not overlap {labels.path}")
-        tally = count_classes(labels, geom)
-        classes = _class_table(labels, tally)
-        valid = int(tally.pixels.sum())
-        return QueryResult(
-            raster=labels.path, crs=crs_text, selection=selection, classes=classes, valid_pixels=valid,
-            nodata_pixels=tally.nodata,
-            area_m2=None if labels.crs is None else float(sum(c.area_m2 for c in classes)),
-        )
+        return _result(labels, selection, count_classes(labels, geom))
+
+
+def _result(labels: LabelRaster, selection: dict[str, Any], tally: Tally) -> QueryResult:
+    classes = class_table(labels, tally)
+    return QueryResult(
+        raster=labels.path, crs=crs_name(labels.crs), selection=selection, classes=classes,
+        valid_pixels=int(tally.pixels.sum()), nodata_pixels=tally.nodata,
+        area_m2=None if labels.crs is None else float(sum(c.area_m2 for c in classes)),
+    )
+
+
+def summed_classes(raster: str | Path,
+                   histograms: Iterable[tuple[Sequence[int], Sequence[float] | None]]) -> QueryResult | None:
+    """``query_classes(raster)`` (the whole raster) from per-class counts taken chunk by chunk when
+    the chunks were written (and, for a geographic CRS, their areas): no pixel is read again.
+
+    ``histograms`` must cover every chunk once. None when a geographic raster's counts come
+    without areas (markers of another version): count the raster instead.
+    """
+    with open_labels(raster) as labels:
+        geographic = labels.crs is not None and labels.crs.is_geographic
+        tally = Tally()
+        for pixels, area_m2 in histograms:
+            if geographic and area_m2 is None:
+                return None
+            tally.add_counts(pixels, area_m2)
+        tally.uniform_areas(labels.crs, labels.transform)
+        tally.nodata = labels.height * labels.width - int(tally.pixels.sum())
+        return _result(labels, {"type": "raster"}, tally)

@@ -151,7 +151,9 @@ def polygonize(block: np.ndarray, valid: np.ndarray, row_off: int, col_off: int)
 
 
 def edge_of(block: np.ndarray, tree: shapely.STRtree, side: str, row_off: int, col_off: int) -> Edge:
-    """The pixels along one side and the part each lies in (by its centre: never on an edge)."""
+    """The pixels along one side and the part each lies in. Neighbouring pixels of one class along
+    the side are 4-connected, so one pixel per run is looked up (by its centre, which is never on a
+    polygon's edge) and its part holds for the whole run."""
     h, w = block.shape
     if side in ("top", "bottom"):
         r = 0 if side == "top" else h - 1
@@ -159,10 +161,11 @@ def edge_of(block: np.ndarray, tree: shapely.STRtree, side: str, row_off: int, c
     else:
         c = 0 if side == "left" else w - 1
         labels, xs, ys = block[:, c], np.full(h, col_off + c + 0.5), np.arange(h) + row_off + 0.5
-    points, parts = shapely.points(xs, ys), np.zeros(len(labels), np.int32)
-    point_index, part_index = tree.query(points, predicate="within")
-    parts[point_index] = part_index + 1
-    return Edge(labels.copy(), parts)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(labels)) + 1])
+    run_parts = np.zeros(len(starts), np.int32)
+    point_index, part_index = tree.query(shapely.points(xs[starts], ys[starts]), predicate="within")
+    run_parts[point_index] = part_index + 1
+    return Edge(labels.copy(), np.repeat(run_parts, np.diff(np.append(starts, len(labels)))))
 
 
 def simplified(geometries: np.ndarray, tolerance_px: float, labels, window: Window) -> np.ndarray:

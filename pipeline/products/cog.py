@@ -1,46 +1,59 @@
 """Zarr label store -> Cloud-Optimized GeoTIFF, streamed chunk by chunk.
 
-GDAL's COG driver wants a whole dataset to copy from, so the labels are first written window by
-window into a tiled GeoTIFF beside the target, overviews are built on it with *mode* resampling
-(a class map must never be averaged), and the COG driver then copies it (reusing those overviews)
-block by block. The colour table and the class names travel inside the TIFF, so the single file
-is self-describing in QGIS and GDAL. The result appears under its final name only when complete.
+GDAL's COG driver wants a whole dataset to copy from, and GDAL (3.10 here) cannot read the Zarr v3
+store, so the labels are staged, window by window, as tiled GeoTIFFs beside the target: full
+resolution, and each of the store's overview levels (*mode* overviews made chunk by chunk on the
+workers, ``pyramid``; a class map is never averaged). A VRT declares the levels as the overviews
+of full resolution, and the COG driver copies it block by block, compressing on every core and
+taking those overviews as they are (nothing is resampled again). The colour table and the class
+names travel inside the TIFF, so the single file is self-describing in QGIS and GDAL. The result
+appears under its final name only when complete.
+
+A store written before pyramids (or any store without all its levels) is exported as it was then:
+staged once, overviews built by GDAL with mode resampling. probabilities.tif is made that way too,
+with *average* overviews.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree
 
 import rasterio
 import rasterio.shutil
+import zarr
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.io import DatasetWriter
 
 from fcnseg.atomic import partial_path
 from fcnseg.pipeline.io import atomic_write, bounded_gdal_cache
+from fcnseg.pipeline.pyramid import Level, overview_factors
 from fcnseg.pipeline.store import (
     LABELS,
     NODATA,
     PROBABILITIES,
     PROBABILITY_SCALE,
+    level_path,
     open_store,
     require_complete,
     store_geometry,
+    store_levels,
 )
 from fcnseg.pipeline.tiles import chunk_windows
 
 BLOCK = 512
-
-
-def overview_factors(height: int, width: int, smallest: int = 256) -> list[int]:
-    """2, 4, 8 ... until the overview fits in ``smallest`` pixels."""
-    factors, factor = [], 2
-    while max(height, width) / factor >= smallest / 2 and factor <= 2**12:
-        factors.append(factor)
-        factor *= 2
-    return factors
+#: The staged GeoTIFFs are read once, by the COG driver. PACKBITS (run lengths) writes and reads as
+#: fast as no compression (DEFLATE, ZSTD, LZW: 2x slower to stage) and takes a label map's 64 MB at
+#: 8192² to 2 MB of disk.
+STAGING_COMPRESS = "packbits"
+#: Side (pixels) of the windows copied from the store at once: whole chunks, about this many.
+STAGE_WINDOW = 2048
 
 
 def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
@@ -48,21 +61,30 @@ def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
     group = open_store(store_path, mode="r")
     require_complete(group, store_path)  # never a product of an interrupted run
     labels = group[LABELS]
-    names = labels.attrs["class_names"]
-    colors = labels.attrs["class_colors"]
+    levels = store_levels(group)
+    describe = class_description(labels.attrs["class_names"], labels.attrs["class_colors"])
+    if levels is None:  # a store from before pyramids: GDAL makes the overviews, as it did then
+        def write_bands(dst) -> None:
+            _copy_windows(labels, dst)
+            describe(dst)
+
+        return _write_cog(group, out_path, 1, "uint8", write_bands)
+    return _assemble_cog(group, levels, out_path, describe)
+
+
+def class_description(names: list[str], colors: list[list[int]]) -> Callable[[DatasetWriter], None]:
+    """What labels.tif says about its classes: colour table (255 transparent), band description
+    "class", class names and colours as dataset tags and per-band ``CLASS_<id>`` tags."""
     colormap = {i: (*map(int, c), 255) for i, c in enumerate(colors)}
     colormap[NODATA] = (0, 0, 0, 0)
 
-    def write_bands(dst) -> None:
-        for window in chunk_windows(*labels.shape, labels.chunks):
-            rows, cols = window.toslices()
-            dst.write(labels[rows, cols], 1, window=window)
+    def describe(dst: DatasetWriter) -> None:
         dst.write_colormap(1, colormap)
         dst.set_band_description(1, "class")
         dst.update_tags(class_names=json.dumps(names), class_colors=json.dumps(colors))
         dst.update_tags(1, **{f"CLASS_{i}": n for i, n in enumerate(names)})
 
-    return _write_cog(group, out_path, 1, "uint8", write_bands)
+    return describe
 
 
 def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Path:
@@ -109,3 +131,60 @@ def _write_cog(group, out_path, count: int, dtype: str, write_bands, resampling:
         Path(f"{staging}.ovr").unlink(missing_ok=True)
     return out_path
 
+
+def _assemble_cog(group: zarr.Group, levels: list[Level], out_path: str | Path,
+                  describe: Callable[[DatasetWriter], None]) -> Path:
+    """labels.tif from the store's labels and its overview levels, staged and copied by the COG driver."""
+    out_path = Path(out_path)
+    crs, transform = store_geometry(group)
+    # hidden names of the target's own kind: what a killed export leaves, the next one removes (guard)
+    staging, vrt, *level_files = (partial_path(out_path) for _ in range(2 + len(levels)))
+    try:
+        with atomic_write(out_path) as partial, bounded_gdal_cache(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a raster in pixel coordinates is fine
+            _stage(group[LABELS], staging, crs, transform, describe)
+            for level, path in zip(levels, level_files):
+                _stage(group[level_path(level)], path, crs, transform @ Affine.scale(level.factor))
+            overviews_vrt(staging, level_files, vrt)
+            rasterio.shutil.copy(
+                vrt, partial, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK, OVERVIEWS="FORCE_USE_EXISTING",
+                NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER",
+            )
+    finally:
+        for path in (staging, vrt, *level_files):
+            path.unlink(missing_ok=True)
+    return out_path
+
+
+def _stage(array: zarr.Array, path: Path, crs: CRS | None, transform: Affine,
+           describe: Callable[[DatasetWriter], None] | None = None) -> None:
+    """One level of the store as a tiled GeoTIFF (STAGING_COMPRESS), written window by window."""
+    height, width = array.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", nodata=NODATA, crs=crs,
+                   transform=transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress=STAGING_COMPRESS,
+                   BIGTIFF="IF_SAFER")
+    with rasterio.open(path, "w", **profile) as dst:
+        _copy_windows(array, dst)
+        if describe is not None:
+            describe(dst)
+
+
+def _copy_windows(array: zarr.Array, dst: DatasetWriter) -> None:
+    """Copy a 2-D store array into band 1 of ``dst`` in windows of whole chunks (about STAGE_WINDOW px a side)."""
+    step = tuple(c * max(1, STAGE_WINDOW // c) for c in array.chunks)
+    for window in chunk_windows(*array.shape, step):
+        rows, cols = window.toslices()
+        dst.write(array[rows, cols], 1, window=window)
+
+
+def overviews_vrt(full: Path, overviews: list[Path], vrt: Path) -> None:
+    """A VRT of ``full`` (with its georeferencing, colour table and tags) whose band declares
+    ``overviews`` (finest first) as its overviews: what the COG driver copies."""
+    rasterio.shutil.copy(full, vrt, driver="VRT")
+    tree = ElementTree.parse(vrt)
+    band = tree.getroot().find("VRTRasterBand")
+    for path in overviews:
+        overview = ElementTree.SubElement(band, "Overview")
+        ElementTree.SubElement(overview, "SourceFilename", relativeToVRT="1").text = path.name
+        ElementTree.SubElement(overview, "SourceBand").text = "1"
+    tree.write(vrt)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
+from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment.faults import crash_point
@@ -27,7 +29,7 @@ from fcnseg.pipeline.segment.run import compute_chunks
 
 __all__ = [
     "ChunkRun", "OutputBusy", "OutputConflict", "output_lock", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
-    "export_polygons", "export_rasters", "plan_run", "publish", "read_run_report", "run_stages", "segment",
+    "export_polygons", "export_rasters", "finish_stages", "plan_run", "publish", "read_run_report", "run_stages", "segment",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,13 +60,21 @@ def segment(
     if cluster_spec is not None:
         load_cluster_spec(cluster_spec)  # a bad spec fails before OUT is touched
 
-    def infer(plan: RunPlan) -> ChunkRun:
-        return compute_chunks(plan, scheduler=scheduler, cluster_spec=cluster_spec, workers=workers, progress=progress)
-
-    with output_lock(out):
+    with output_lock(out), ExitStack() as stack:
         plan = plan_run(input_path, model_path, out, options, overwrite=overwrite,
                         local=scheduler is None and cluster_spec is None)
-        return run_stages(plan, started, infer=infer, vectorize=lambda p: export_polygons(p, progress=progress))
+        client, startup = None, time.perf_counter()
+        if not plan.complete:  # one cluster for every stage
+            client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, options.device))
+        startup = time.perf_counter() - startup
+
+        def infer(plan: RunPlan) -> ChunkRun:
+            chunk_run = compute_chunks(plan, client=client, cluster_spec=cluster_spec, progress=progress)
+            chunk_run.seconds["cluster"] = chunk_run.seconds.get("cluster", 0.0) + startup
+            return chunk_run
+
+        return run_stages(plan, started, infer=infer, export=lambda p: export_rasters(p, client=client),
+                          vectorize=lambda p: export_polygons(p, client=client, progress=progress))
 
 
 def run_stages(
@@ -83,7 +93,22 @@ def run_stages(
         return read_run_report(plan.out, skipped=True)
     seconds = {"plan": time.perf_counter() - started}
     chunk_run = infer(plan)
-    seconds.update(chunk_run.seconds)
+    return finish_stages(plan, chunk_run, seconds, started, export=export, vectorize=vectorize, publish=publish)
+
+
+def finish_stages(
+    plan: RunPlan,
+    chunk_run: ChunkRun,
+    seconds: dict[str, float],
+    started: float,
+    *,
+    export: Callable[[RunPlan], list[str]] = export_rasters,
+    vectorize: Callable[[RunPlan], VectorizeReport | None] = export_polygons,
+    publish: Callable[..., RunReport] = publish,
+) -> RunReport:
+    """The stages after inference: export, vectorise, publish. Apart from ``run_stages`` so that the
+    flow can run them while the next scene infers."""
+    seconds = {**seconds, **chunk_run.seconds}
     timed = Stopwatch(seconds)
     with timed("export"):
         files = export(plan)

@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 from rasterio.windows import Window, intersect
 
+from fcnseg.pipeline.analysis.histogram import chunk_histogram
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import core_result, predict_tiles
@@ -160,8 +161,9 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
     rows, cols = core.toslices()
     labels = scratch_group[LABELS][rows, cols]
     valid = labels != NODATA
+    final = open_store(final_store)
     if not valid.any():
-        return [ledger.record(tile, "nodata", 0)]
+        return [ledger.record(tile, "nodata", 0, chunk_histogram(final, core, None))]
     probs = scratch_group[PROBABILITIES][:, rows, cols] if job.probabilities else None
 
     ring_array = scratch_group[RING]
@@ -181,8 +183,8 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
     if probs is not None:
         mixed = total[:-1] / np.maximum(weight, 1e-12)
         probs[:, blended] = quantize_probabilities(mixed, blended)[:, blended]
-    write_chunk(open_store(final_store), core, labels, probs)
-    return [ledger.record(tile, "computed", int(valid.sum()))]
+    write_chunk(final, core, labels, probs)
+    return [ledger.record(tile, "computed", int(valid.sum()), chunk_histogram(final, core, labels))]
 
 
 # --- the run's tasks -----------------------------------------------------------------------

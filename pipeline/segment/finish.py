@@ -7,10 +7,12 @@ each as a task.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from fcnseg.pipeline import outputs
-from fcnseg.pipeline.analysis.query import query_classes
+from fcnseg.pipeline.analysis.query import query_classes, summed_classes
+from fcnseg.pipeline.cluster import optional_client
 from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
 from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
@@ -20,9 +22,13 @@ from fcnseg.pipeline.segment.guard import remove_outputs
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json
 
+if TYPE_CHECKING:
+    from distributed import Client
 
-def export_rasters(plan: RunPlan) -> list[str]:
-    """The export stage: labels.tif (and probabilities.tif) as COGs, and quicklook.png.
+
+def export_rasters(plan: RunPlan, *, client: Client | None = None, scheduler: str | None = None) -> list[str]:
+    """The export stage: labels.tif (and probabilities.tif) as COGs, and quicklook.png (its labels
+    from the store's overview pyramid, so it needs no labels.tif).
 
     Starts by removing every file an earlier run left beside the store (its outputs may have been
     made with other options) and run.json with them: until publish, the folder is not complete.
@@ -30,34 +36,40 @@ def export_rasters(plan: RunPlan) -> list[str]:
     out, options = plan.out, plan.options
     remove_outputs(out, keep_store=True)
     written = []
-    if options.cog or options.quicklook:  # the quicklook reads the labels COG's overviews
+    if options.cog:
         export_labels_cog(plan.store_path, out / outputs.LABELS_COG)
         written.append(outputs.LABELS_COG)
         crash_point("export")
-        if options.probabilities and options.cog:
+        if options.probabilities:
             export_probabilities_cog(plan.store_path, out / outputs.PROBABILITIES_COG)
             written.append(outputs.PROBABILITIES_COG)
-    if options.quicklook:
-        write_quicklook(plan.input, out / outputs.LABELS_COG, out / outputs.QUICKLOOK_PNG)
+    if options.quicklook:  # its read of the input runs on the cluster when there is one
+        with optional_client(client, scheduler) as reached:
+            write_quicklook(plan.input, plan.store_path, out / outputs.QUICKLOOK_PNG, client=reached)
         written.append(outputs.QUICKLOOK_PNG)
-        if not options.cog:
-            (out / outputs.LABELS_COG).unlink()
-            written.remove(outputs.LABELS_COG)
     return written
 
 
-def export_polygons(plan: RunPlan, *, progress: bool = False) -> VectorizeReport | None:
-    """The vectorise stage: polygons.parquet and polygons.gpkg, merged across chunk borders."""
+def export_polygons(plan: RunPlan, *, client: Client | None = None, scheduler: str | None = None,
+                    progress: bool = False) -> VectorizeReport | None:
+    """The vectorise stage: polygons.parquet and polygons.gpkg, their cells polygonised on the Dask
+    cluster (``client``, or the scheduler at ``scheduler``; neither: here, one cell after another)."""
     if not plan.options.polygons:
         return None
     options = VectorizeOptions(simplify=plan.options.simplify, min_area=plan.options.min_area)
-    return vectorize_store(plan.store_path, plan.out / outputs.POLYGONS_PARQUET, plan.out / outputs.POLYGONS_GPKG,
-                           options, progress=progress)
+    with optional_client(client, scheduler) as reached:
+        return vectorize_store(plan.store_path, plan.out / outputs.POLYGONS_PARQUET, plan.out / outputs.POLYGONS_GPKG,
+                               options, client=reached, progress=progress)
 
 
 def class_areas(plan: RunPlan) -> list[dict[str, Any]]:
-    """Per class: pixels, m² and share of the valid area, counted chunk by chunk from the store."""
-    return query_classes(plan.store_path).to_dict()["classes"]
+    """Per class: pixels, m² and share of the valid area, the sum of the class histograms in the
+    chunks' markers (counted by the workers as they wrote them). A store whose markers have none
+    (written by an earlier version) is counted again from the store, chunk by chunk."""
+    markers = [plan.ledger.result(tile) for tile in plan.tiles]
+    histograms = [(m.class_pixels, m.class_area_m2) for m in markers if m is not None and m.class_pixels is not None]
+    summed = summed_classes(plan.store_path, histograms) if len(histograms) == len(plan.tiles) else None
+    return (summed or query_classes(plan.store_path)).to_dict()["classes"]
 
 
 def publish(
@@ -70,10 +82,14 @@ def publish(
     stac = plan.options.stac and plan.georeferenced  # a STAC item needs a footprint on the Earth
     if stac:
         files.append(outputs.ITEM_JSON)
-    report = run_report(plan, chunk_run, seconds, files, class_areas(plan), polygons)
+    started = time.perf_counter()
+    areas = class_areas(plan)
     if stac:
         write_stac_item(plan.out, input_path=plan.input, model_sha256=plan.model_sha256, parameters=plan.parameters,
                         pending=[outputs.RUN_JSON])
+    published = time.perf_counter() - started
+    seconds = {**seconds, "publish": published, "total": seconds.get("total", 0.0) + published}
+    report = run_report(plan, chunk_run, seconds, files, areas, polygons)
     crash_point("publish")
     write_run_json(plan, report)  # last: run.json says the folder is complete
     return report

@@ -3,6 +3,8 @@
 A chunk's marker is written after its data, durably and atomically, so a marker on disk always
 means the chunk's bytes are in the store: a rerun skips exactly the marked chunks. The crop and
 blend paths (and blend's first pass, over its scratch store) all keep their progress this way.
+A final chunk's marker also carries its class histogram, counted where the chunk was written:
+the run's class areas are the sum of its markers (markers from before histograms have none).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from fcnseg.pipeline.analysis.histogram import ClassHistogram
 from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.tiles import Tile
 
@@ -23,6 +26,8 @@ class ChunkResult:
     col: int
     status: Literal["computed", "nodata"]
     valid_pixels: int
+    class_pixels: list[int] | None = None  # per class of the model; None: not counted (blend pass 1, older markers)
+    class_area_m2: list[float] | None = None  # per class, for a geographic CRS only (pixel areas vary by row)
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,20 @@ class ChunkLedger:
     def marker(self, tile: Tile) -> Path:
         return Path(self.directory) / f"{tile.row}_{tile.col}.json"
 
-    def record(self, tile: Tile, status: Literal["computed", "nodata"], valid_pixels: int) -> ChunkResult:
+    def record(self, tile: Tile, status: Literal["computed", "nodata"], valid_pixels: int,
+               histogram: ClassHistogram | None = None) -> ChunkResult:
         """Mark ``tile``'s chunk finished; call it only once the chunk's data is written."""
-        result = ChunkResult(tile.row, tile.col, status, valid_pixels)
+        pixels, areas = (histogram.pixels, histogram.area_m2) if histogram is not None else (None, None)
+        result = ChunkResult(tile.row, tile.col, status, valid_pixels, pixels, areas)
         atomic_write_text(self.marker(tile), json.dumps(asdict(result)), durable=True)
         return result
+
+    def result(self, tile: Tile) -> ChunkResult | None:
+        """What ``tile``'s marker records (None: not finished)."""
+        try:
+            return ChunkResult(**json.loads(self.marker(tile).read_text()))
+        except FileNotFoundError:
+            return None
 
     def is_finished(self, tile: Tile) -> bool:
         return self.marker(tile).exists()

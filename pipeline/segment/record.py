@@ -79,12 +79,15 @@ def run_report(
         "reused": len(plan.reused),
     }
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in chunk_run.worker_peaks_mb])
+    worker_peaks = chunk_run.worker_peaks_mb  # a process's peak only grows: the polygons' is the later one
+    if polygons is not None and polygons.worker_peaks_mb:
+        worker_peaks = polygons.worker_peaks_mb
+    log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in worker_peaks])
     infer_seconds = max(seconds.get("infer", 0.0), 1e-9)
     return RunReport(
         out=plan.out, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
         megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
-        peak_memory_mb=round(driver_peak + sum(chunk_run.worker_peaks_mb), 1), parameters=plan.parameters,
+        peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
         files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
         execution=chunk_run.execution,
     )

@@ -14,6 +14,7 @@ import resource
 import shutil
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ from fcnseg.pipeline.segment.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, crop_tasks
-from fcnseg.pipeline.store import open_store
+from fcnseg.pipeline.store import finish_pyramid, open_store
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -44,16 +45,19 @@ class IncompleteRun(RuntimeError):
 
 
 def compute_chunks(
-    plan: RunPlan, *, scheduler: str | None = None, cluster_spec: str | Path | None = None,
+    plan: RunPlan, *, client: Client | None = None, scheduler: str | None = None, cluster_spec: str | Path | None = None,
     workers: int | None = None, progress: bool = True,
 ) -> ChunkRun:
-    """Compute every chunk the plan has not reused (crop or blend), then finish the store."""
+    """Compute every chunk the plan has not reused (crop or blend), then finish the store; on
+    ``client``'s cluster, or on one reached or started for this stage (``dask_client``)."""
     if not plan.todo:  # every chunk finished before: no cluster needed
         finish_store(plan)
         return ChunkRun([], [], {"infer": 0.0}, recorded_execution(plan))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    with dask_client(scheduler, cluster_spec, workers, plan.options.device) as client:
+    with ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, plan.options.device))
         resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
         execution = agree_execution(client, plan)
         seconds["cluster"] = time.perf_counter() - started
@@ -129,8 +133,11 @@ def restart_chunks(plan: RunPlan) -> None:
 
 
 def finish_store(plan: RunPlan) -> None:
-    """Mark the store complete, drop blend scratch, consolidate metadata (xarray opens it in one call)."""
-    open_store(plan.store_path).attrs["fcnseg_complete"] = True
+    """Make the pyramid's coarse levels, mark the store complete, drop blend scratch, consolidate
+    metadata (xarray opens it in one call)."""
+    group = open_store(plan.store_path)
+    finish_pyramid(group)
+    group.attrs["fcnseg_complete"] = True
     shutil.rmtree(plan.state / SCRATCH_STORE, ignore_errors=True)
     shutil.rmtree(plan.state / PASS1_LEDGER, ignore_errors=True)
     with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray reads it

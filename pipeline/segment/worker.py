@@ -27,6 +27,7 @@ import zarr
 from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
+from fcnseg.pipeline.analysis.histogram import chunk_histogram
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
@@ -151,11 +152,13 @@ def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Se
 
 
 def write_core(group: zarr.Group, ledger: ChunkLedger, core: CorePrediction) -> ChunkResult:
-    """Write a tile's core as its chunk, then record the chunk finished."""
+    """Write a tile's core as its chunk (with its overview blocks), then record the chunk finished
+    with its class histogram."""
+    histogram = chunk_histogram(group, core.tile.core, core.labels)
     if core.labels is None:
-        return ledger.record(core.tile, "nodata", 0)
+        return ledger.record(core.tile, "nodata", 0, histogram)
     write_chunk(group, core.tile.core, core.labels, core.probabilities)
-    return ledger.record(core.tile, "computed", core.valid_pixels)
+    return ledger.record(core.tile, "computed", core.valid_pixels, histogram)
 
 
 def tiles_per_task(tiles: int, workers: int, batch_size: int) -> int:
