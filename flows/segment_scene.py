@@ -3,7 +3,9 @@
 Thin on purpose: each stage is one call into ``fcnseg.pipeline.segment`` wrapped as a Prefect
 task, so a run's page shows where the time went. Tiles never become Prefect task runs: they
 move on Dask inside the ``infer`` task, so Prefect's overhead is a handful of task runs per
-scene whatever the scene's size. One Dask cluster serves all scenes of a run.
+scene whatever the scene's size. One Dask cluster serves all scenes of a run, and scenes overlap:
+a scene's ``finish`` task (export, vectorize, publish) runs in the background while the next
+scene's tiles infer.
 """
 
 from __future__ import annotations

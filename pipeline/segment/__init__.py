@@ -64,7 +64,7 @@ def segment(
         plan = plan_run(input_path, model_path, out, options, overwrite=overwrite,
                         local=scheduler is None and cluster_spec is None)
         client, startup = None, time.perf_counter()
-        if not plan.complete:  # one cluster for every stage
+        if needs_cluster(plan, scheduler):  # one cluster for every stage
             client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, options.device))
         startup = time.perf_counter() - startup
 
@@ -75,6 +75,20 @@ def segment(
 
         return run_stages(plan, started, infer=infer, export=lambda p: export_rasters(p, client=client),
                           vectorize=lambda p: export_polygons(p, client=client, progress=progress))
+
+
+#: With every chunk computed before (a resumed run), the stages after inference start a cluster of
+#: their own only for a store of at least this many pixels: a LocalCluster takes about 3 s to start,
+#: one polygon cell (2048²) about 0.3 s to make here.
+CLUSTER_FOR_PRODUCTS = 4 * 2048 * 2048
+
+
+def needs_cluster(plan: RunPlan, scheduler: str | None) -> bool:
+    """Whether the run uses a Dask cluster: chunks to compute, a running scheduler to reach (cheap),
+    or a store large enough that its products gain from the workers."""
+    if plan.complete:
+        return False
+    return bool(plan.todo) or scheduler is not None or plan.height * plan.width >= CLUSTER_FOR_PRODUCTS
 
 
 def run_stages(
