@@ -32,8 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from fcnseg.atomic import partial_path
 from fcnseg.pipeline.products.cell_polygons import CELL, CellJob, CellResult, Edge, cell_windows, vectorize_cell
 from fcnseg.pipeline.products.polygon_writer import PolygonWriter
+from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
 if TYPE_CHECKING:
@@ -161,8 +163,9 @@ def vectorize_store(
     height, width = group[LABELS].shape
     cells = cell_windows(height, width, options.cell)
     simplify_px = options.simplify / min(abs(transform.a), abs(transform.e))
-    parts_dir = Path(store_path).parent / f".{Path(store_path).name}.polygon-parts"
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    # the part files go to a hidden folder named like a partial output: what a killed run leaves,
+    # the next one's output cleanup removes (guard.remove_outputs)
+    parts_dir = partial_path(Path(parquet_path or gpkg_path or Path(store_path).with_suffix(".parquet")))
     parts_dir.mkdir()
     job = CellJob(str(store_path), str(parts_dir), simplify_px, options.min_area)
     links = RegionLinks(columns=-(-width // options.cell))
@@ -174,6 +177,7 @@ def vectorize_store(
                 cell.edges = {}  # the links hold them while a neighbour still needs them
                 done[(cell.row, cell.col)] = cell
                 bar.update(1)
+        crash_point("vectorize")  # the kill -9 tests: every cell's part file on disk, no output yet
         peaks = [] if client is None else list(client.run(_peak_rss_mb).values())
         geometry_types = ["Polygon", "MultiPolygon"] if simplify_px > 0 else ["Polygon"]
         with PolygonWriter(crs, optional_path(parquet_path), optional_path(gpkg_path), geometry_types) as out:

@@ -20,7 +20,6 @@ from pathlib import Path
 from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.products.vectorize import VectorizeReport
-from fcnseg.pipeline.segment.faults import crash_point
 from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
 from fcnseg.pipeline.segment.guard import OutputBusy, OutputConflict, output_lock
 from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
@@ -126,7 +125,6 @@ def finish_stages(
     timed = Stopwatch(seconds)
     with timed("export"):
         files = export(plan)
-    crash_point("vectorize")
     with timed("vectorize"):
         polygons = vectorize(plan)
     seconds["total"] = time.perf_counter() - started

@@ -17,7 +17,7 @@ from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities
 from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
-from fcnseg.pipeline.segment.faults import crash_point
+from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.segment.guard import remove_outputs
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json

@@ -23,7 +23,7 @@ from fcnseg.models.checkpoint import ModelCard, content_sha256, file_sha256, ver
 from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
-from fcnseg.pipeline.segment.faults import crash_point
+from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.segment.ledger import ChunkLedger

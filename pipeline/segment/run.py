@@ -25,7 +25,7 @@ from fcnseg.atomic import remove_path
 from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources
 from fcnseg.pipeline.io import InputError, atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
-from fcnseg.pipeline.segment.faults import crash_point
+from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.segment.guard import OutputConflict
 from fcnseg.pipeline.segment.identity import worker_execution
 from fcnseg.pipeline.segment.ledger import ChunkResult
