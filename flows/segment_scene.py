@@ -3,9 +3,8 @@
 Thin on purpose: each stage is one call into ``fcnseg.pipeline.segment`` wrapped as a Prefect
 task, so a run's page shows where the time went. Tiles never become Prefect task runs: they
 move on Dask inside the ``infer`` task, so Prefect's overhead is a handful of task runs per
-scene whatever the scene's size. One Dask cluster serves all scenes of a run, and scenes overlap:
-a scene's ``finish`` task (export, vectorize, publish) runs in the background while the next
-scene's tiles infer.
+scene whatever the scene's size. One Dask cluster serves all scenes of a run; a scene's
+``finish`` task (export, vectorize, publish) runs its cells and quicklook reads on it too.
 """
 
 from __future__ import annotations
@@ -13,14 +12,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 from pydantic import Field
 
@@ -128,35 +125,31 @@ def scene_folder(output_root: str, scene: str) -> Path:
 
 
 @task(name="finish", task_run_name="finish {plan.input}", cache_policy=NO_CACHE, persist_result=False)
-def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], started: float, scheduler_address: str,
-           held: ExitStack) -> RunReport:
-    """Export, vectorise and publish one scene (while the flow goes on with the next scene's
-    inference on the same cluster), then let go of its folder."""
-    with held:
-        return finish_stages(plan, chunk_run, seconds, started, export=lambda p: export(p, scheduler_address),
-                             vectorize=lambda p: vectorize(p, scheduler_address), publish=publish_outputs)
+def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], started: float,
+           scheduler_address: str) -> RunReport:
+    """Export, vectorise and publish one scene, their cells and reads on the run's cluster.
+
+    A task of its own so that it can run beside the next scene's inference; it runs inline for now:
+    submitted (``finish.submit``, the scene's folder lock handed to it), a flow run over two scenes
+    hung once in about five test runs, and the cause was not found yet."""
+    return finish_stages(plan, chunk_run, seconds, started, export=lambda p: export(p, scheduler_address),
+                         vectorize=lambda p: vectorize(p, scheduler_address), publish=publish_outputs)
 
 
-def start_scene(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
-                overwrite: bool, local: bool) -> RunReport | PrefectFuture[RunReport]:
-    """Plan and infer one scene holding its folder, then hand the folder to its ``finish`` task and
-    return that task's future. A complete output is skipped (its report); an interrupted one resumes;
-    a folder held by another run fails this scene."""
+def segment_one(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
+                overwrite: bool, local: bool) -> RunReport:
+    """The stages for one scene, as tasks, holding its folder: plan, infer, then ``finish``. A
+    complete output is skipped; an interrupted one resumes; a folder held by another run fails this
+    scene."""
     started = time.perf_counter()
     out = scene_folder(output_root, scene)
-    held = ExitStack()
-    try:
-        held.enter_context(output_lock(out))
+    with output_lock(out):
         run_plan = plan(scene, model, out, options, overwrite, local)
         if run_plan.complete:
-            held.close()
             return read_run_report(out, skipped=True)
         seconds = {"plan": time.perf_counter() - started}
         chunk_run = infer(run_plan, address)
-        return finish.submit(run_plan, chunk_run, seconds, started, address, held)
-    except BaseException:
-        held.close()
-        raise
+        return finish(run_plan, chunk_run, seconds, started, address)
 
 
 class ScenesFailed(RuntimeError):
@@ -207,24 +200,13 @@ def segment_scene(
     with dask_client(scheduler_address, cluster_spec, workers) as client:
         address = client.scheduler.address
         logger.info("%d scene(s) on Dask at %s (dashboard %s)", len(scenes), address, client.dashboard_link)
-        tails: list[tuple[int, PrefectFuture[RunReport]]] = []
         for scene in scenes:
             try:
-                started = start_scene(scene, model, output_root, options, address, overwrite=overwrite,
-                                      local=scheduler_address is None and cluster_spec is None)
+                report = segment_one(scene, model, output_root, options, address, overwrite=overwrite,
+                                     local=scheduler_address is None and cluster_spec is None)
+                outcomes.append(SceneOutcome(scene, "skipped" if report.skipped else "processed", report=report))
             except Exception as exc:  # one bad scene must not stop the others
                 outcomes.append(failure(logger, scene, exc))
-                continue
-            if isinstance(started, RunReport):
-                outcomes.append(SceneOutcome(scene, "skipped", report=started))
-            else:  # its export and polygons run while the next scene infers
-                outcomes.append(SceneOutcome(scene, "processed"))
-                tails.append((len(outcomes) - 1, started))
-        for index, future in tails:
-            try:
-                outcomes[index].report = future.result()
-            except Exception as exc:
-                outcomes[index] = failure(logger, outcomes[index].scene, exc)
     create_markdown_artifact(markdown=markdown_report(outcomes, output_root), key="segment-scene-report",
                              description="fcnseg: scenes processed, skipped and failed")
     failed = [o.scene for o in outcomes if o.status == "failed"]
