@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -46,6 +47,11 @@ GPU_RESOURCE = "GPU"
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: How long to try reaching a scheduler given by address (it should be running already).
 CONNECT_TIMEOUT = "10s"
+
+
+def worker_peaks_mb(client: Client) -> list[float]:
+    """Each worker process's peak resident memory so far (MB): it only grows, so the latest is the run's."""
+    return list(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024).values())
 
 
 def default_local_workers() -> int:

@@ -17,3 +17,12 @@ def scene(tmp_path_factory) -> tuple[Path, Path]:
     from fcnseg.pipeline.synth import write_scene
 
     return write_scene(tmp_path_factory.mktemp("scene"), 384, seed=7)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Real Dask worker processes (two, one thread each), shared by the tests of a module; its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
+        yield c.scheduler_address

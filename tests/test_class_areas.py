@@ -31,15 +31,6 @@ GRIDS = {
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Real Dask worker processes, shared by the tests of this module."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        yield c.scheduler_address
-
-
-@pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict[str, Path]:
     """A 320 px synthetic scene with a nodata collar and a chunk without data, in its own UTM grid,
     in a geographic CRS and in pixel coordinates."""

@@ -30,15 +30,6 @@ OPTIONS = SegmentOptions(tile=128, batch_size=1)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Real Dask worker processes, shared by the in-process tests of this module."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        yield c.scheduler_address
-
-
-@pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict[str, Path]:
     """Two different 256 px scenes (seeds 41 and 42), as image files."""
     root = tmp_path_factory.mktemp("scenes")

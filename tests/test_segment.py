@@ -22,15 +22,6 @@ from fcnseg.pipeline.synth import write_scene
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Real Dask worker processes, shared by the tests of this module."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        yield c.scheduler_address
-
-
-@pytest.fixture(scope="module")
 def odd_scene(tmp_path_factory) -> Path:
     """A synthetic scene whose size is a multiple of neither 32 nor the tile."""
     folder = tmp_path_factory.mktemp("odd")

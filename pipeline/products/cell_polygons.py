@@ -32,6 +32,7 @@ from shapely.affinity import affine_transform
 
 from fcnseg.pipeline.analysis.areas import geometries_area_m2
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
+from fcnseg.pipeline.tiles import chunk_windows
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,7 @@ class CellResult:
 
 def cell_windows(height: int, width: int, cell: int) -> list[tuple[int, int, Window]]:
     """(cell row, cell col, window) of every cell, row by row."""
-    return [
-        (r // cell, c // cell, Window(c, r, min(cell, width - c), min(cell, height - r)))
-        for r in range(0, height, cell) for c in range(0, width, cell)
-    ]
+    return [(w.row_off // cell, w.col_off // cell, w) for w in chunk_windows(height, width, (cell, cell))]
 
 
 def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResult:

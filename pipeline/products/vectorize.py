@@ -19,7 +19,6 @@ those units² and ``area_m2`` null: there are no metres to measure, and none are
 from __future__ import annotations
 
 import logging
-import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from fcnseg.atomic import partial_path
 from fcnseg.pipeline.products.cell_polygons import CELL, CellJob, CellResult, Edge, cell_windows, vectorize_cell
 from fcnseg.pipeline.products.polygon_writer import PolygonWriter
+from fcnseg.pipeline.cluster import worker_peaks_mb
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
@@ -178,7 +178,7 @@ def vectorize_store(
                 done[(cell.row, cell.col)] = cell
                 bar.update(1)
         crash_point("vectorize")  # the kill -9 tests: every cell's part file on disk, no output yet
-        peaks = [] if client is None else list(client.run(_peak_rss_mb).values())
+        peaks = [] if client is None else worker_peaks_mb(client)
         geometry_types = ["Polygon", "MultiPolygon"] if simplify_px > 0 else ["Polygon"]
         with PolygonWriter(crs, optional_path(parquet_path), optional_path(gpkg_path), geometry_types) as out:
             regions, dropped = write_parts(out, [done[(r, c)] for r, c, _ in cells], links, options.min_area)
@@ -234,10 +234,6 @@ def write_parts(out: PolygonWriter, cells: list[CellResult], links: RegionLinks,
         table = table.drop_columns(["part"]).add_column(2, pa.field("region_id", pa.int64()), pa.array(ids))
         out.write(table.filter(pa.array(keep)))
     return regions, sum(c.dropped for c in cells) + len(too_small)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def optional_path(path: str | Path | None) -> Path | None:

@@ -10,7 +10,6 @@ planned chunk is in the ledger.
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import time
 import warnings
@@ -22,7 +21,7 @@ import zarr
 from tqdm import tqdm
 
 from fcnseg.atomic import remove_path
-from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources
+from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources, worker_peaks_mb
 from fcnseg.pipeline.io import InputError, atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
 from fcnseg.pipeline.faults import crash_point
@@ -71,13 +70,13 @@ def compute_chunks(
             submit = blend_tasks(job, plan, *prepare_scratch(plan))
         results = run_tasks(client, submit, resources, len(plan.todo), progress)
         seconds["infer"] = time.perf_counter() - started
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        peaks = worker_peaks_mb(client)
     missing = [t for t in plan.tiles if not plan.ledger.is_finished(t)]
     if missing:
         raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.tiles)} planned chunks did not report back; "
                             "rerun the same command to finish them")
     finish_store(plan)
-    return ChunkRun(results, list(peaks.values()), seconds, execution)
+    return ChunkRun(results, peaks, seconds, execution)
 
 
 def run_tasks(client: Client, submit: Submitter, resources: dict[str, float] | None, total: int,
