@@ -41,7 +41,7 @@ def setup_logging(verbose: bool = False) -> None:
     # A task's error reaches the command as its exception (one line below), so the workers' own
     # "Compute Failed" tracebacks are noise too.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
-    for name in ("rasterio", "tornado", "pyogrio"):
+    for name in ("rasterio", "tornado", "pyogrio", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
@@ -231,7 +231,7 @@ def init_model(
 @app.command()
 def segment(
     input: Annotated[str, typer.Argument(help="Raster to segment: any path or URI rasterio opens.")],
-    out: Annotated[Path, typer.Option(help="Output folder (labels.zarr, run.json).")],
+    out: Annotated[str, typer.Option(help="Output folder (labels.zarr, run.json), or an object-store URI (s3://bucket/prefix: staged locally, uploaded when complete).")],
     model: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
     tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
     halo: Annotated[Optional[int], typer.Option(help="Context around each tile (multiple of 32); default from the model.")] = None,

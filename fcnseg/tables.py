@@ -38,7 +38,7 @@ def print_report(report) -> None:
             f"{chunks['reused']} reused), {report.megapixels_per_second:.2f} MP/s, peak {report.peak_memory_mb:.0f} MB"
         )
     for name in report.files:
-        console.print(f"  {report.out / name}")
+        console.print(f"  {report.location(name)}")
     console.print(class_area_table("class areas", report.class_areas))
 
 

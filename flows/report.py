@@ -43,7 +43,7 @@ def markdown_report(outcomes: list[SceneOutcome], output_root: str) -> str:
         if o.report is None:
             continue
         r = o.report
-        lines += ["", f"## {Path(o.scene).name} ({o.status})", "", "Files: " + ", ".join(f"`{r.out / f}`" for f in r.files), ""]
+        lines += ["", f"## {Path(o.scene).name} ({o.status})", "", "Files: " + ", ".join(f"`{r.location(f)}`" for f in r.files), ""]
         lines += ["| class | pixels | area m² | share |", "|---|---:|---:|---:|"]
         lines += [f"| {c['class_name']} | {c['pixels']:,} | {c['area_m2']:,.0f} | {100 * c['share']:.1f} % |"
                   for c in r.class_areas]

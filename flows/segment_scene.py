@@ -3,8 +3,9 @@
 Thin on purpose: each stage is one call into ``fcnseg.pipeline.segment`` wrapped as a Prefect
 task, so a run's page shows where the time went. Tiles never become Prefect task runs: they
 move on Dask inside the ``infer`` task, so Prefect's overhead is a handful of task runs per
-scene whatever the scene's size. One Dask cluster serves all scenes of a run; a scene's
-``finish`` task (export, vectorize, publish) runs its cells and quicklook reads on it too.
+scene whatever the scene's size. One Dask cluster serves all scenes of a run, and scenes overlap:
+a scene's ``finish`` task (export, vectorize, publish) runs in the background while the next
+scene's tiles infer.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 from pydantic import Field
 
@@ -26,6 +29,7 @@ from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError
 from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.object_store import is_object_store
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment import (
     ChunkRun,
@@ -37,7 +41,7 @@ from fcnseg.pipeline.segment import (
     export_polygons,
     export_rasters,
     finish_stages,
-    output_lock,
+    held_output,
     plan_run,
     publish,
     read_run_report,
@@ -91,8 +95,9 @@ def validate(inputs: str | list[str], model: str) -> list[str]:
 
 
 @stage(name="plan", task_run_name="plan {scene}")
-def plan(scene: str, model: str, out: Path, options: SegmentOptions, overwrite: bool, local: bool) -> RunPlan:
-    return plan_run(scene, model, out, options, overwrite=overwrite, local=local)
+def plan(scene: str, model: str, out: Path, options: SegmentOptions, overwrite: bool, local: bool,
+         destination: str | None) -> RunPlan:
+    return plan_run(scene, model, out, options, overwrite=overwrite, local=local, destination=destination)
 
 
 @stage(name="infer", task_run_name="infer {plan.input}")
@@ -116,40 +121,47 @@ def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float
     return publish(plan, chunk_run, seconds, files, polygons)
 
 
-def scene_folder(output_root: str, scene: str) -> Path:
+def scene_folder(output_root: str, scene: str) -> Path | str:
     """One output folder per scene: its file stem and a short hash of its full path or URI, so
-    ``a/x.tif`` and ``b/x.tif`` never share a folder and a scene keeps its folder from run to run."""
+    ``a/x.tif`` and ``b/x.tif`` never share a folder and a scene keeps its folder from run to run.
+    Under an object-store root (``s3://bucket/nightly``) it is a URI."""
     name = scene.rstrip("/")
     full = name if "://" in name or name.startswith("/vsi") else str(Path(name).resolve())
-    return Path(output_root) / f"{Path(name).stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
+    folder = f"{Path(name).stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
+    return f"{output_root.rstrip('/')}/{folder}" if is_object_store(output_root) else Path(output_root) / folder
 
 
 @task(name="finish", task_run_name="finish {plan.input}", cache_policy=NO_CACHE, persist_result=False)
-def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], started: float,
-           scheduler_address: str) -> RunReport:
-    """Export, vectorise and publish one scene, their cells and reads on the run's cluster.
+def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], started: float, scheduler_address: str,
+           held: ExitStack) -> RunReport:
+    """Export, vectorise and publish one scene (while the flow goes on with the next scene's
+    inference on the same cluster), then let go of its folder. Its stages share the flow's Dask
+    client (``dask_client`` hands a task the client this process holds for the address)."""
+    with held:
+        return finish_stages(plan, chunk_run, seconds, started, export=lambda p: export(p, scheduler_address),
+                             vectorize=lambda p: vectorize(p, scheduler_address), publish=publish_outputs)
 
-    A task of its own so that it can run beside the next scene's inference; it runs inline for now:
-    submitted (``finish.submit``, the scene's folder lock handed to it), a flow run over two scenes
-    hung once in about five test runs, and the cause was not found yet."""
-    return finish_stages(plan, chunk_run, seconds, started, export=lambda p: export(p, scheduler_address),
-                         vectorize=lambda p: vectorize(p, scheduler_address), publish=publish_outputs)
 
-
-def segment_one(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
-                overwrite: bool, local: bool) -> RunReport:
-    """The stages for one scene, as tasks, holding its folder: plan, infer, then ``finish``. A
-    complete output is skipped; an interrupted one resumes; a folder held by another run fails this
-    scene."""
+def start_scene(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
+                overwrite: bool, local: bool) -> RunReport | PrefectFuture[RunReport]:
+    """Plan and infer one scene holding its folder, then hand the folder to its ``finish`` task and
+    return that task's future. A complete output is skipped (its report); an interrupted one resumes;
+    a folder held by another run fails this scene."""
     started = time.perf_counter()
     out = scene_folder(output_root, scene)
-    with output_lock(out):
-        run_plan = plan(scene, model, out, options, overwrite, local)
+    held = ExitStack()
+    try:
+        folder, destination = held.enter_context(held_output(out))
+        run_plan = plan(scene, model, folder, options, overwrite, local, destination)
         if run_plan.complete:
-            return read_run_report(out, skipped=True)
+            held.close()
+            return read_run_report(run_plan.target, skipped=True)
         seconds = {"plan": time.perf_counter() - started}
         chunk_run = infer(run_plan, address)
-        return finish(run_plan, chunk_run, seconds, started, address)
+        return finish.submit(run_plan, chunk_run, seconds, started, address, held)
+    except BaseException:
+        held.close()
+        raise
 
 
 class ScenesFailed(RuntimeError):
@@ -200,13 +212,24 @@ def segment_scene(
     with dask_client(scheduler_address, cluster_spec, workers) as client:
         address = client.scheduler.address
         logger.info("%d scene(s) on Dask at %s (dashboard %s)", len(scenes), address, client.dashboard_link)
+        tails: list[tuple[int, PrefectFuture[RunReport]]] = []
         for scene in scenes:
             try:
-                report = segment_one(scene, model, output_root, options, address, overwrite=overwrite,
-                                     local=scheduler_address is None and cluster_spec is None)
-                outcomes.append(SceneOutcome(scene, "skipped" if report.skipped else "processed", report=report))
+                started = start_scene(scene, model, output_root, options, address, overwrite=overwrite,
+                                      local=scheduler_address is None and cluster_spec is None)
             except Exception as exc:  # one bad scene must not stop the others
                 outcomes.append(failure(logger, scene, exc))
+                continue
+            if isinstance(started, RunReport):
+                outcomes.append(SceneOutcome(scene, "skipped", report=started))
+            else:  # its export and polygons run while the next scene infers
+                outcomes.append(SceneOutcome(scene, "processed"))
+                tails.append((len(outcomes) - 1, started))
+        for index, future in tails:
+            try:
+                outcomes[index].report = future.result()
+            except Exception as exc:
+                outcomes[index] = failure(logger, outcomes[index].scene, exc)
     create_markdown_artifact(markdown=markdown_report(outcomes, output_root), key="segment-scene-report",
                              description="fcnseg: scenes processed, skipped and failed")
     failed = [o.scene for o in outcomes if o.status == "failed"]

@@ -47,6 +47,12 @@ GPU_RESOURCE = "GPU"
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: How long to try reaching a scheduler given by address (it should be running already).
 CONNECT_TIMEOUT = "10s"
+#: The clients ``dask_client`` holds open in this process, by scheduler address. A stage given
+#: only an address (a Prefect task) shares the run's client rather than opening its own: a
+#: distributed client is thread-safe, while clients of one scheduler opened and closed by several
+#: threads at once (a scene's export beside the next scene's inference) hung a flow run.
+_open_clients: dict[str, Client] = {}
+_open_clients_lock = threading.Lock()
 
 
 def worker_peaks_mb(client: Client) -> list[float]:
@@ -61,9 +67,9 @@ def default_local_workers() -> int:
 
 @contextmanager
 def optional_client(client: Client | None = None, scheduler: str | None = None) -> Iterator[Client | None]:
-    """``client``; else a client of the running scheduler at ``scheduler`` (closed afterwards); else
-    None: the caller works in this process. For the stages after inference, which use a cluster
-    when there is one and are still correct without."""
+    """``client``; else a client of the running scheduler at ``scheduler`` (see ``dask_client``);
+    else None: the caller works in this process. For the stages after inference, which use a
+    cluster when there is one and are still correct without."""
     if client is not None or scheduler is None:
         yield client
         return
@@ -81,7 +87,8 @@ def dask_client(
     """A Dask client for one run, from exactly one source; closes what it started.
 
     ``scheduler_address``: connect to a running scheduler (left running afterwards; ``workers`` is
-    ignored: that cluster has its own). ``cluster_spec``: start the cluster a spec file describes
+    ignored: that cluster has its own); when this process holds a client of it open already (the
+    flow's, for a stage running as a task) that client is shared and left open. ``cluster_spec``: start the cluster a spec file describes
     (a path, or a bare name such as ``"slurm"`` for ``deploy/clusters/slurm.yaml``, see
     ``resolve_cluster_spec``); ``workers`` overrides the spec's worker count. Neither: a
     LocalCluster of ``workers`` processes (default ``default_local_workers()``), one thread each;
@@ -97,6 +104,11 @@ def dask_client(
     from distributed import Client
 
     cluster: Cluster | None = None
+    with _open_clients_lock:
+        held = _open_clients.get(scheduler_address) if scheduler_address else None
+    if held is not None:
+        yield held
+        return
     if scheduler_address:
         if workers:
             log.warning("workers=%d ignored: the scheduler at %s has its own workers", workers, scheduler_address)
@@ -112,10 +124,16 @@ def dask_client(
         except BaseException:
             cluster.close()
             raise
+    address = client.scheduler.address
+    with _open_clients_lock:
+        shared = _open_clients.setdefault(address, client) is client
     try:
         log.info("Dask dashboard: %s", client.dashboard_link)
         yield client
     finally:
+        if shared:
+            with _open_clients_lock:
+                del _open_clients[address]
         client.close()
         if cluster is not None:
             cluster.close()

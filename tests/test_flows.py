@@ -99,6 +99,11 @@ def latest_task_runs(env: dict) -> list[str]:
     return [line.split("\t")[0] for line in latest_task_lines(env)]
 
 
+def latest_task_times(env: dict) -> dict[str, tuple[float, float]]:
+    """Start and end (POSIX seconds) of each task run of the newest on-demand flow run, by name."""
+    return {name: (float(start), float(end)) for name, start, end in (line.split("\t") for line in latest_task_lines(env))}
+
+
 def latest_task_lines(env: dict) -> list[str]:
     """name, start and end timestamps (tab-separated) of the task runs of the newest on-demand flow run."""
     code = (
@@ -133,11 +138,22 @@ def test_deployments_registered_with_the_nightly_schedule(prefect_env):
     assert out.splitlines() == ["0 2 * * * UTC fcnseg incoming", "[]", "1 ENQUEUE"]
 
 
-def test_two_scenes_equal_direct_segment_runs_and_a_rerun_skips(prefect_env, scenes, tmp_path_factory):
+@pytest.fixture(scope="module")
+def large_scene(tmp_path_factory) -> Path:
+    """A scene whose export and polygons take long enough to be seen overlapping the next scene."""
+    image, _ = write_scene(tmp_path_factory.mktemp("large"), 1024, seed=6)
+    return image
+
+
+def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_env, scenes, large_scene,
+                                                                        tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
-    inputs = [str(scenes / "scene4.tif"), str(scenes / "scene5.tif")]
+    inputs = [str(large_scene), str(scenes / "scene4.tif")]
     result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=inputs, output_root=str(root))
     assert result.returncode == 0, result.stdout + result.stderr
+    times = latest_task_times(prefect_env)
+    # the second scene's tiles infer while the first scene's polygons are made
+    assert times[f"infer {inputs[1]}"][0] < times[f"vectorize {inputs[0]}"][1], times
     names = latest_task_runs(prefect_env)  # the stages after inference are nested in one finish task per scene
     assert sorted(n.split()[0] for n in names if n.endswith(inputs[0])) == ["export", "finish", "infer", "plan", "publish", "vectorize"]
     runs = {}
@@ -201,6 +217,7 @@ def test_find_scenes_expands_folders_and_globs(scenes):
     assert a != b  # same file name in two folders: two output folders
     assert a == scene_folder("/out", "/in/a/scene4.tif")  # stable: a scene keeps its folder
     assert scene_folder("/out", "s3://bucket/scene4.tif").name.startswith("scene4-")
+    assert scene_folder("s3://bucket/nightly/", "/in/a/scene4.tif") == f"s3://bucket/nightly/{a.name}"  # a URI root
 
 
 def test_markdown_report_lists_failures():

@@ -21,13 +21,13 @@ from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
-from fcnseg.pipeline.segment.guard import OutputBusy, OutputConflict, output_lock
+from fcnseg.pipeline.segment.guard import OutputBusy, OutputConflict, held_output, output_lock
 from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, Stopwatch, read_run_report
 from fcnseg.pipeline.segment.run import compute_chunks
 
 __all__ = [
-    "ChunkRun", "OutputBusy", "OutputConflict", "output_lock", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
+    "ChunkRun", "OutputBusy", "OutputConflict", "held_output", "output_lock", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
     "export_polygons", "export_rasters", "finish_stages", "plan_run", "publish", "read_run_report", "run_stages", "segment",
 ]
 
@@ -47,6 +47,8 @@ def segment(
     progress: bool = True,
 ) -> RunReport:
     """Segment ``input_path`` into OUT (labels.zarr and the files made from it) on a Dask cluster.
+    OUT is a folder or an object-store URI (``s3://bucket/prefix``, staged locally and uploaded
+    when complete: ``object_store``).
 
     A local cluster is started unless ``scheduler`` gives one. OUT holding this exact output
     already is a no-op (``report.skipped``); an interrupted run resumes from its finished chunks.
@@ -59,9 +61,9 @@ def segment(
     if cluster_spec is not None:
         load_cluster_spec(cluster_spec)  # a bad spec fails before OUT is touched
 
-    with output_lock(out), ExitStack() as stack:
-        plan = plan_run(input_path, model_path, out, options, overwrite=overwrite,
-                        local=scheduler is None and cluster_spec is None)
+    with held_output(out) as (folder, destination), ExitStack() as stack:
+        plan = plan_run(input_path, model_path, folder, options, overwrite=overwrite,
+                        local=scheduler is None and cluster_spec is None, destination=destination)
         client, startup = None, time.perf_counter()
         if needs_cluster(plan, scheduler):  # one cluster for every stage
             client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, options.device))
@@ -102,8 +104,8 @@ def run_stages(
     """Infer, export, vectorise, publish (each stage a callable: the flow passes its tasks); a plan
     whose output is already complete is a no-op."""
     if plan.complete:
-        log.info("%s: complete for this model and these parameters; nothing to do", plan.out)
-        return read_run_report(plan.out, skipped=True)
+        log.info("%s: complete for this model and these parameters; nothing to do", plan.target)
+        return read_run_report(plan.target, skipped=True)
     seconds = {"plan": time.perf_counter() - started}
     chunk_run = infer(plan)
     return finish_stages(plan, chunk_run, seconds, started, export=export, vectorize=vectorize, publish=publish)

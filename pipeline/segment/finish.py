@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from fcnseg.atomic import remove_path
 from fcnseg.pipeline import outputs
 from fcnseg.pipeline.analysis.query import query_classes, summed_classes
 from fcnseg.pipeline.cluster import optional_client
@@ -18,6 +19,7 @@ from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
 from fcnseg.pipeline.faults import crash_point
+from fcnseg.pipeline.object_store import ObjectStoreOutput
 from fcnseg.pipeline.segment.guard import remove_outputs
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json
@@ -92,4 +94,14 @@ def publish(
     report = run_report(plan, chunk_run, seconds, files, areas, polygons)
     crash_point("publish")
     write_run_json(plan, report)  # last: run.json says the folder is complete
+    if plan.destination:
+        upload(plan, [*files, outputs.RUN_JSON])
     return report
+
+
+def upload(plan: RunPlan, files: list[str]) -> None:
+    """A finished output staged for an object store: uploaded (run.json last), then the staging
+    folder emptied (``held_output`` removes it once the lock is let go)."""
+    ObjectStoreOutput(plan.destination).upload(plan.out, files)
+    remove_outputs(plan.out, keep_store=False)
+    remove_path(plan.state)

@@ -3,6 +3,7 @@ that continues the run it finds there only when that run is the same one.
 
 * ``output_lock``: an advisory lock (``flock`` on ``OUT/.fcnseg.lock``) held for the whole run and
   naming its holder (host, pid). The kernel drops it when the holder dies, even by kill -9.
+* ``held_output``: the same for an object-store OUT, whose run works in a local staging folder.
 * ``prepare_output``: OUT's run state against this run's parameters: the same run resumes; the
   same options on a changed input start again (the old chunks are stale); other options, or
   files fcnseg did not write, are refused unless ``--overwrite``.
@@ -16,12 +17,13 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store, staging_folder
 from fcnseg.pipeline.outputs import OUTPUT_FILES, STATE_DIR, STORE_NAME
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,24 @@ def output_lock(out: str | Path) -> Iterator[None]:
             out.rmdir()
 
 
+@contextmanager
+def held_output(out: str | Path) -> Iterator[tuple[Path, str | None]]:
+    """OUT held for one run (``output_lock``): the folder the run writes, and the object-store
+    URI its output is uploaded to when OUT is one (``s3://...``; the folder is then its local
+    staging folder, see ``object_store``), else None."""
+    if not is_object_store(out):
+        with output_lock(out):
+            yield Path(out), None
+        return
+    destination = ObjectStoreOutput(str(out))
+    destination.check_reachable()
+    staging = staging_folder(destination.uri)
+    with output_lock(staging):
+        yield staging, destination.uri
+    with suppress(OSError):
+        staging.rmdir()  # emptied by a finished upload
+
+
 def _acquire(path: Path, out: Path) -> int:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -94,8 +114,22 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bo
     parameters and creates the store)."""
     state = out / STATE_DIR
     params_file = state / PARAMETERS_JSON
-    if params_file.exists():
-        previous = json.loads(params_file.read_text())
+    previous = json.loads(params_file.read_text()) if params_file.exists() else None
+    foreign = [] if previous is not None else [name for name in OUTPUT_FILES if (out / name).exists()]
+    if judge_previous(out, previous, foreign, parameters, overwrite):
+        return True
+    remove_outputs(out, keep_store=False)
+    remove_path(state)
+    (state / "done").mkdir(parents=True)
+    return False
+
+
+def judge_previous(out: str | Path, previous: dict[str, Any] | None, foreign: list[str], parameters: dict[str, Any],
+                   overwrite: bool) -> bool:
+    """What OUT holds against this run: True for the same run (its chunks may be reused); False
+    when it may be replaced (nothing there, only the input changed, or ``overwrite``); otherwise
+    ``OutputConflict``. ``previous``: OUT's run record; ``foreign``: output files without one."""
+    if previous is not None:
         if previous == parameters:
             return True
         changed = sorted(k for k in parameters if previous.get(k) != parameters[k])
@@ -104,14 +138,9 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bo
                         "segmenting it again", parameters["input"], out)
         elif not overwrite:
             raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite (flow: overwrite=true) to replace it")
-    elif not overwrite:
-        foreign = [name for name in OUTPUT_FILES if (out / name).exists()]
-        if foreign:
-            raise OutputConflict(f"{out}: holds {', '.join(foreign)}, which fcnseg did not write (no run record); "
-                                 "use --overwrite (flow: overwrite=true) to replace them, or another --out")
-    remove_outputs(out, keep_store=False)
-    remove_path(state)
-    (state / "done").mkdir(parents=True)
+    elif foreign and not overwrite:
+        raise OutputConflict(f"{out}: holds {', '.join(foreign)}, which fcnseg did not write (no run record); "
+                             "use --overwrite (flow: overwrite=true) to replace them, or another --out")
     return False
 
 

@@ -24,7 +24,8 @@ from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, prepare_output
+from fcnseg.pipeline.object_store import ObjectStoreOutput
+from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.segment.ledger import ChunkLedger
 from fcnseg.pipeline.store import create_store
@@ -97,6 +98,12 @@ class RunPlan:
     georeferenced: bool = True  # False: a raster without CRS, segmented in pixel coordinates
     overwrite: bool = False  # --overwrite: replace what OUT holds
     complete: bool = False  # run.json says this exact output is already there
+    destination: str | None = None  # the object-store URI OUT is uploaded to (OUT: its staging folder)
+
+    @property
+    def target(self) -> str | Path:
+        """Where the output lands: the object-store URI, else OUT."""
+        return self.destination or self.out
 
     @property
     def store_path(self) -> Path:
@@ -128,11 +135,13 @@ def run_parameters(
 
 def plan_run(
     input_path: str | Path, model_path: str | Path, out: str | Path, options: SegmentOptions = SegmentOptions(),
-    *, overwrite: bool = False, local: bool = True,
+    *, overwrite: bool = False, local: bool = True, destination: str | None = None,
 ) -> RunPlan:
     """Validate the options, model and input, plan the tiles and prepare OUT (the run state and
-    the store). Call it holding ``guard.output_lock(out)``. ``local``: the workers run on this
-    machine, so ``--device cuda`` is checked here (remote workers are checked when reached)."""
+    the store). Call it holding ``guard.held_output`` (or ``output_lock(out)``). ``local``: the
+    workers run on this machine, so ``--device cuda`` is checked here (remote workers are checked
+    when reached). ``destination``: the object-store URI OUT is staged for; what it holds is
+    judged as a local OUT's would be."""
     options.validate()
     out = Path(out)  # checked to be a folder by ``output_lock``
     if local and options.device != "auto":
@@ -149,10 +158,13 @@ def plan_run(
         parameters = run_parameters(input_name, input_fingerprint(input_name), model_sha, options, halo, bands)
         plan = RunPlan(input_name, str(model_path), model_sha, content_sha256(model_path), out, options, halo, bands,
                        tiles, set(), parameters, card.num_classes, src.height, src.width,
-                       georeferenced=src.crs is not None, overwrite=overwrite)
-        if is_complete(plan):
+                       georeferenced=src.crs is not None, overwrite=overwrite, destination=destination)
+        remote = ObjectStoreOutput(destination) if destination else None
+        if remote.is_complete(parameters, options.outputs()) if remote else is_complete(plan):
             plan.complete = True
             return plan
+        if remote:
+            judge_previous(destination, *remote.previous(), parameters, overwrite)
         out.mkdir(parents=True, exist_ok=True)
         reuse = prepare_output(out, parameters, overwrite)
         if not reuse:  # the run is recorded before its store exists: a crash in between resumes

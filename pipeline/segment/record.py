@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcnseg.pipeline.io import atomic_write_text
+from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.outputs import RUN_JSON
 from fcnseg.pipeline.segment.ledger import ChunkResult
 
@@ -39,7 +40,7 @@ class ChunkRun:
 
 @dataclass
 class RunReport:
-    out: Path
+    out: Path | str  # the folder, or the object-store URI the output was uploaded to
     chunks: dict[str, int]
     seconds: dict[str, float]
     megapixels_per_second: float
@@ -50,6 +51,10 @@ class RunReport:
     polygons: int | None = None
     execution: str | None = None
     skipped: bool = False  # the folder already held this exact output: nothing was done
+
+    def location(self, name: str) -> str:
+        """Where one of its files is: a path, or a URI under an object-store OUT."""
+        return f"{self.out}/{name}" if isinstance(self.out, str) else str(self.out / name)
 
 
 class Stopwatch:
@@ -85,7 +90,7 @@ def run_report(
     log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in worker_peaks])
     infer_seconds = max(seconds.get("infer", 0.0), 1e-9)
     return RunReport(
-        out=plan.out, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
+        out=plan.target, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
         megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
         peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
         files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
@@ -113,10 +118,17 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
 
 
 def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
-    """The report of the complete output in ``out``, from its run.json."""
-    record = json.loads((Path(out) / RUN_JSON).read_text())
+    """The report of the complete output in ``out`` (a folder or an object-store URI), from its run.json."""
+    if is_object_store(out):
+        record = ObjectStoreOutput(str(out)).read_json(RUN_JSON)
+        if record is None:
+            raise FileNotFoundError(f"{out}/{RUN_JSON}")
+        out = str(out)
+    else:
+        out = Path(out)
+        record = json.loads((out / RUN_JSON).read_text())
     return RunReport(
-        out=Path(out), chunks=record["chunks"], seconds=record["seconds"],
+        out=out, chunks=record["chunks"], seconds=record["seconds"],
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
         parameters=record["parameters"], files=record["files"], class_areas=record["class_areas"],
         polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
