@@ -250,6 +250,7 @@ def segment(
     min_area: Annotated[float, typer.Option(help="Leave out polygons smaller than this, m².")] = 0.0,
     quicklook: Annotated[bool, typer.Option(help="Write quicklook.png (image, labels, legend).")] = True,
     stac: Annotated[bool, typer.Option(help="Write item.json (a STAC Item of the outputs).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's report) only.")] = False,
 ) -> None:
     """Segment a raster of any size by tiles on Dask into OUT: labels.zarr, labels.tif, polygons, quicklook, item.json (resumable)."""
     from fcnseg.models import DEMO_MODEL
@@ -263,8 +264,11 @@ def segment(
             polygons=polygons, simplify=simplify, min_area=min_area, quicklook=quicklook, stac=stac,
         )
         report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, cluster_spec=cluster_spec,
-                             workers=workers, overwrite=overwrite, progress=console.is_terminal)
-    print_report(report)
+                             workers=workers, overwrite=overwrite, progress=console.is_terminal and not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        print_report(report)
 
 
 @app.command("bench-model")

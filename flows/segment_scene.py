@@ -11,15 +11,22 @@ scene's tiles infer.
 from __future__ import annotations
 
 import glob
-import hashlib
+import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
+from prefect.logging.handlers import APILogHandler
 from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 from pydantic import Field
@@ -29,7 +36,10 @@ from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError
 from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.outputs import ITEM_JSON
 from fcnseg.pipeline.object_store import is_object_store
+from fcnseg.pipeline.products.scene_id import scene_id
+from fcnseg.pipeline.products.stac_catalog import write_stac_catalog
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment import (
     ChunkRun,
@@ -102,7 +112,16 @@ def plan(scene: str, model: str, out: Path, options: SegmentOptions, overwrite: 
 
 @stage(name="infer", task_run_name="infer {plan.input}")
 def infer(plan: RunPlan, scheduler_address: str) -> ChunkRun:
-    return compute_chunks(plan, scheduler=scheduler_address, progress=False)
+    """The chunks on Dask, with a progress artifact (percent of the scene's chunks done) that the
+    run's page updates as they finish."""
+    artifact = create_progress_artifact(0.0, description=f"fcnseg: chunks of {plan.input} segmented")
+
+    def show(done: int, total: int) -> None:
+        update_progress_artifact(artifact, 100.0 * done / total)
+
+    chunk_run = compute_chunks(plan, scheduler=scheduler_address, progress=False, on_progress=show)
+    update_progress_artifact(artifact, 100.0)  # also for a scene whose chunks were all done before
+    return chunk_run
 
 
 @stage(name="export", task_run_name="export {plan.input}")
@@ -118,16 +137,25 @@ def vectorize(plan: RunPlan, scheduler_address: str) -> VectorizeReport | None:
 @stage(name="publish", task_run_name="publish {plan.input}")
 def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str],
                     polygons: VectorizeReport | None) -> RunReport:
-    return publish(plan, chunk_run, seconds, files, polygons)
+    """run.json and item.json, then the scene's class areas as a table artifact and a link to its output."""
+    report = publish(plan, chunk_run, seconds, files, polygons)
+    scene = Path(plan.input).name
+    create_table_artifact(
+        [{"class": c["class_name"], "pixels": c["pixels"], "area_m2": round(c["area_m2"], 1),
+          "share_percent": round(100 * c["share"], 2)} for c in report.class_areas],
+        description=f"fcnseg: class areas of {scene}",
+    )
+    target = str(report.out)
+    create_link_artifact(target if is_object_store(target) else Path(target).resolve().as_uri(),
+                         link_text=f"{scene}: outputs", description=f"fcnseg: the output of {scene}")
+    return report
 
 
 def scene_folder(output_root: str, scene: str) -> Path | str:
-    """One output folder per scene: its file stem and a short hash of its full path or URI, so
-    ``a/x.tif`` and ``b/x.tif`` never share a folder and a scene keeps its folder from run to run.
-    Under an object-store root (``s3://bucket/nightly``) it is a URI."""
-    name = scene.rstrip("/")
-    full = name if "://" in name or name.startswith("/vsi") else str(Path(name).resolve())
-    folder = f"{Path(name).stem}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
+    """One output folder per scene, named as its STAC item (``scene_id``: the file stem and a short
+    hash of its full path or URI), so ``a/x.tif`` and ``b/x.tif`` never share a folder and a scene
+    keeps its folder from run to run. Under an object-store root (``s3://bucket/nightly``) a URI."""
+    folder = scene_id(scene)
     return f"{output_root.rstrip('/')}/{folder}" if is_object_store(output_root) else Path(output_root) / folder
 
 
@@ -162,6 +190,29 @@ def start_scene(scene: str, model: str, output_root: str, options: SegmentOption
     except BaseException:
         held.close()
         raise
+
+
+def route_library_logs() -> None:
+    """fcnseg's own log lines (tiles planned, progress every 10 %, files written) into the run's
+    logs on the Prefect server, not only the worker's terminal: what ``PREFECT_LOGGING_EXTRA_LOGGERS``
+    does, for every way the flow is started."""
+    library = logging.getLogger("fcnseg")
+    if not any(isinstance(h, APILogHandler) for h in library.handlers):
+        library.addHandler(APILogHandler())
+    if library.getEffectiveLevel() > logging.INFO:
+        library.setLevel(logging.INFO)
+
+
+def catalog_scenes(logger, output_root: str, outcomes: list[SceneOutcome]) -> None:
+    """``output_root/catalog.json``: a STAC catalog of every scene's item there (this run's and
+    earlier runs'). Written for a local root; under an object store each scene has its item only."""
+    if is_object_store(output_root):
+        logger.info("%s: an object-store root gets no catalog.json (each scene has its item.json)", output_root)
+        return
+    items = [Path(o.report.out) / ITEM_JSON for o in outcomes if o.report is not None]
+    items = [path for path in items if path.exists()]  # a scene without CRS has no item
+    if items or (Path(output_root) / "catalog.json").exists():
+        logger.info("STAC catalog: %s", write_stac_catalog(Path(output_root), items))
 
 
 class ScenesFailed(RuntimeError):
@@ -202,6 +253,7 @@ def segment_scene(
     folder holds from a run with another model or other parameters (without it that scene fails).
     """
     logger = get_run_logger()
+    route_library_logs()
     model = str(model or DEMO_MODEL)
     options = SegmentOptions(
         tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device, probabilities=probabilities,
@@ -230,6 +282,7 @@ def segment_scene(
                 outcomes[index].report = future.result()
             except Exception as exc:
                 outcomes[index] = failure(logger, outcomes[index].scene, exc)
+    catalog_scenes(logger, output_root, outcomes)
     create_markdown_artifact(markdown=markdown_report(outcomes, output_root), key="segment-scene-report",
                              description="fcnseg: scenes processed, skipped and failed")
     failed = [o.scene for o in outcomes if o.status == "failed"]

@@ -6,6 +6,9 @@ Dask/torch stack.
 
 STORE_NAME = "labels.zarr"
 LABELS_COG = "labels.tif"
+#: labels.tif's class names for GDAL (PAM: category names, attribute table) and QGIS (its default style).
+LABELS_PAM = "labels.tif.aux.xml"
+LABELS_QML = "labels.qml"
 PROBABILITIES_COG = "probabilities.tif"
 POLYGONS_PARQUET = "polygons.parquet"
 POLYGONS_GPKG = "polygons.gpkg"
@@ -16,5 +19,5 @@ RUN_JSON = "run.json"
 STATE_DIR = ".fcnseg-run"
 
 #: Every file a run may leave in OUT (a run with other parameters starts by removing them).
-OUTPUT_FILES = (RUN_JSON, ITEM_JSON, STORE_NAME, LABELS_COG, PROBABILITIES_COG, POLYGONS_PARQUET, POLYGONS_GPKG,
+OUTPUT_FILES = (RUN_JSON, ITEM_JSON, STORE_NAME, LABELS_COG, LABELS_PAM, LABELS_QML, PROBABILITIES_COG, POLYGONS_PARQUET, POLYGONS_GPKG,
                 QUICKLOOK_PNG)

@@ -62,11 +62,17 @@ CONVENTIONS = [
      "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v1/README.md",
      "uuid": "d35379db-88df-4056-af3a-620245f8e347", "name": "multiscales",
      "description": "Multiscale layout of zarr datasets"},
-    {"schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v0.1/schema.json",
-     "spec_url": "https://github.com/zarr-conventions/spatial/blob/v0.1/README.md",
-     "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4", "name": "spatial",
+    {"schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
+     "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
+     "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4", "name": "spatial:",
      "description": "Spatial coordinate information"},
 ]
+#: The CRS of a group's arrays (GeoZarr's ``proj:``; GDAL 3.13 georeferences a store by it).
+PROJ_CONVENTION = {
+    "schema_url": "https://raw.githubusercontent.com/zarr-experimental/geo-proj/refs/tags/v1/schema.json",
+    "spec_url": "https://github.com/zarr-experimental/geo-proj/blob/v1/README.md",
+    "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f", "name": "proj:",
+    "description": "Coordinate reference system information for geospatial data"}
 #: Chunk side of the levels made once the store is complete, and the side (in pixels of their
 #: source level) of the windows they are made from.
 LEVEL_CHUNK = 512
@@ -134,6 +140,28 @@ def write_grid(group: zarr.Group, crs: CRS | None, transform: Affine, height: in
         coord = group.create_array(name, shape=values.shape, dtype="float64", chunks=(max(1, min(len(values), 1 << 16)),), dimension_names=(name,))
         coord[:] = values
         coord.attrs.update({**axis_attrs(name, crs), "axis": name.upper()})
+
+
+def geozarr_attrs(crs: CRS | None, transform: Affine, height: int, width: int) -> dict[str, Any]:
+    """A group's grid in the GeoZarr conventions, beside its CF grid mapping: the CRS (``proj:code``
+    and ``proj:wkt2``, none in pixel coordinates) and ``spatial:`` dimensions, transform, shape, bbox."""
+    left, top = transform.c, transform.f
+    right, bottom = left + width * transform.a, top + height * transform.e
+    attrs: dict[str, Any] = {
+        "spatial:dimensions": ["y", "x"], "spatial:transform": list(tuple(transform)[:6]),
+        "spatial:shape": [height, width],
+        "spatial:bbox": [min(left, right), min(top, bottom), max(left, right), max(top, bottom)],
+    }
+    if crs is not None:
+        authority = crs.to_authority()
+        if authority is not None:
+            attrs["proj:code"] = ":".join(authority)
+        attrs["proj:wkt2"] = crs.to_wkt(version="WKT2_2019")
+    return attrs
+
+
+def conventions(crs: CRS | None) -> list[dict[str, str]]:
+    return [*CONVENTIONS, PROJ_CONVENTION] if crs is not None else list(CONVENTIONS)
 
 
 def axis_attrs(name: str, crs: CRS | None) -> dict[str, str]:
@@ -217,7 +245,9 @@ def create_level(group: zarr.Group, level: Level, chunks: tuple[int, int]) -> za
     crs, transform = store_geometry(group)
     height, width = level_shape(*array.shape, level.factor)
     child = group.create_group(level.name, overwrite=True)
-    child.attrs.update({"Conventions": "CF-1.8", "overview_factor": level.factor, "resampling_method": MODE})
+    child.attrs.update({"Conventions": "CF-1.8", "overview_factor": level.factor, "resampling_method": MODE,
+                        "zarr_conventions": conventions(crs)[1:],  # its grid, not a pyramid of its own
+                        **geozarr_attrs(crs, transform @ Affine.scale(level.factor), height, width)})
     write_grid(child, crs, transform @ Affine.scale(level.factor), height, width)
     labels = child.create_array(LABELS, shape=(height, width), dtype="uint8", fill_value=NODATA,
                                 chunks=(min(chunks[0], height), min(chunks[1], width)), dimension_names=("y", "x"))
@@ -232,9 +262,9 @@ def level_path(level: Level) -> str:
 def set_layout(group: zarr.Group, levels: list[Level]) -> None:
     """List full resolution and ``levels`` in the group's multiscales layout (GeoZarr's conventions)."""
     array = group[LABELS]
-    _, transform = store_geometry(group)
+    crs, transform = store_geometry(group)
     group.attrs.update({
-        "zarr_conventions": CONVENTIONS, "spatial:dimensions": ["y", "x"],
+        "zarr_conventions": conventions(crs), **geozarr_attrs(crs, transform, *array.shape),
         MULTISCALES: {"layout": multiscales_layout(levels, array.shape, tuple(transform)[:6], LABELS),
                       "resampling_method": MODE},
     })

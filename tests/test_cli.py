@@ -146,3 +146,27 @@ def test_bench_model_prints_the_models_throughput():
     report = json.loads(result.stdout)
     assert report["arch"] == "fcn8s" and report["tile"] == 64 and report["device"] == "cpu"
     assert report["megapixels_per_second"] > 0
+
+
+def test_segment_json_is_one_object_and_progress_is_logged_in_lines_without_a_terminal(scene, tmp_path):
+    image, _ = scene
+    out = tmp_path / "out"
+    result = fcnseg("segment", image, "--out", out, "--tile", 128, "--batch-size", 1, "--workers", 1, "--json")
+    report = json.loads(result.stdout)  # the whole of stdout is one object
+    assert report["out"] == str(out) and report["skipped"] is False
+    record = json.loads((out / "run.json").read_text())
+    for key in ("chunks", "class_areas", "polygons", "execution", "started", "finished", "devices", "workers"):
+        assert report[key] == record[key], key
+    with rasterio.open(image) as src:
+        assert sum(c["pixels"] for c in report["class_areas"]) == src.width * src.height
+    # not a terminal: a log line each time another 10 % are done, not a bar's redraws
+    total = report["chunks"]["total"]
+    expected, decade = [], -1
+    for done in range(1, total + 1):
+        if (100 * done // total) // 10 > decade:
+            decade = (100 * done // total) // 10
+            expected.append(f"{done} of {total} chunks ({100 * done // total} %)")
+    lines = [line.split("segment:")[1].strip() for line in result.stderr.splitlines() if "segment:" in line]
+    assert lines == expected and expected[-1].endswith("(100 %)")
+    assert "chunk/s" not in result.stderr and "it/s" not in result.stderr
+    assert "WARNING" not in result.stderr  # e.g. GDAL computing overviews on a palette band: the COG copies the store's levels

@@ -20,6 +20,7 @@ from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.flows.segment_scene import find_scenes, scene_folder
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.products.stac_checks import validate_stac_catalog
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
@@ -120,6 +121,27 @@ def latest_task_lines(env: dict) -> list[str]:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.splitlines()
 
 
+def latest_run_record(env: dict) -> dict:
+    """The newest on-demand flow run's log messages and artifacts (type, data), read from the server."""
+    code = (
+        "import json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, "
+        "FlowRunFilterDeploymentId, LogFilter, LogFilterFlowRunId\n"
+        "from prefect.client.schemas.sorting import FlowRunSort\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    d = c.read_deployment_by_name('segment-scene/on-demand')\n"
+        "    on_demand = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id]))\n"
+        "    run = c.read_flow_runs(flow_run_filter=on_demand, sort=FlowRunSort.START_TIME_DESC, limit=1)[0]\n"
+        "    logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))\n"
+        "    arts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))\n"
+        "    print(json.dumps({'logs': [l.message for l in logs],\n"
+        "                      'artifacts': [[a.type, a.data, a.description] for a in arts]}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def labels_of(out: Path) -> np.ndarray:
     return xr.open_zarr(out / "labels.zarr").labels.values
 
@@ -168,6 +190,24 @@ def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_
         assert run["class_areas"] == direct.class_areas and run["polygons"] == direct.polygons
         assert gpd.read_parquet(out / "polygons.parquet").equals(gpd.read_parquet(direct.out / "polygons.parquet"))
     assert "2 processed, 0 skipped" in latest_report(prefect_env)
+    validate_stac_catalog(root / "catalog.json")  # every scene's item, by relative links
+    catalog = json.loads((root / "catalog.json").read_text())
+    items = sorted(link["href"] for link in catalog["links"] if link["rel"] == "item")
+    assert items == sorted(f"./{scene_folder(str(root), s).name}/item.json" for s in inputs)
+    record = latest_run_record(prefect_env)  # what the run's page shows while and after it works
+    for scene in inputs:
+        assert any(m.startswith(f"{scene}: ") and " chunks (0 done before)" in m for m in record["logs"]), record["logs"]
+    assert sum(m.startswith("segment: ") and m.endswith("(100 %)") for m in record["logs"]) == 2
+    assert sum(m.startswith("vectorised ") for m in record["logs"]) == 2  # logged in the finish task's thread
+    progress = [a for a in record["artifacts"] if a[0] == "progress"]
+    assert [a[1] for a in progress] == [100.0, 100.0]
+    tables = {a[2]: a[1] for a in record["artifacts"] if a[0] == "table"}
+    for scene in inputs:
+        table = json.loads(tables[f"fcnseg: class areas of {Path(scene).name}"])
+        run = json.loads((scene_folder(str(root), scene) / "run.json").read_text())
+        assert [(r["class"], r["pixels"]) for r in table] == [(c["class_name"], c["pixels"]) for c in run["class_areas"]]
+    links = sorted(a[1] for a in record["artifacts"] if (a[2] or "").startswith("fcnseg: the output of"))
+    assert links == sorted(f"[{Path(s).name}: outputs]({scene_folder(str(root), s).resolve().as_uri()})" for s in inputs)
 
     again = run_deployment(prefect_env, "segment-scene/on-demand", inputs=inputs, output_root=str(root))
     assert again.returncode == 0, again.stdout + again.stderr

@@ -212,13 +212,13 @@ def test_no_stac_item_without_a_crs(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="fcnseg.pipeline.products.stac"), strict():
         assert write_stac_item(out, input_path="scan.tif") is None
     assert "no CRS: no STAC item" in caplog.text
-    assert sorted(p.name for p in out.iterdir()) == ["labels.tif", "labels.zarr"]
+    assert sorted(p.name for p in out.iterdir()) == ["labels.qml", "labels.tif", "labels.tif.aux.xml", "labels.zarr"]
     with pytest.raises(ValueError, match="no CRS"):
         build_stac_item(out, input_path="scan.tif")
     shutil.rmtree(out / "labels.zarr")  # from labels.tif alone, too
     with strict():
         assert write_stac_item(out, input_path="scan.tif") is None
-    assert sorted(p.name for p in out.iterdir()) == ["labels.tif"]
+    assert sorted(p.name for p in out.iterdir()) == ["labels.qml", "labels.tif", "labels.tif.aux.xml"]
 
 
 def test_quicklook_of_a_png_without_crs(pixel_store, tmp_path):
@@ -301,7 +301,7 @@ def test_a_raster_without_crs_is_segmented_in_pixel_coordinates(scan, tmp_path):
     out = tmp_path / "out"
     with strict():  # fcnseg's own reads and writes of a raster without CRS warn about nothing
         report = segment(scan, DEMO_MODEL, out, SegmentOptions(tile=96), workers=1, progress=False)
-    assert report.files == ["labels.zarr", "labels.tif", "quicklook.png", "polygons.parquet", "polygons.gpkg"]
+    assert report.files == ["labels.zarr", "labels.tif", "labels.tif.aux.xml", "labels.qml", "quicklook.png", "polygons.parquet", "polygons.gpkg"]
     assert not (out / "item.json").exists()  # a STAC item needs a place on the Earth
     labels = xr.open_zarr(out / "labels.zarr", consolidated=False).labels
     assert labels.shape == (192, 192) and (labels.values != 255).all()

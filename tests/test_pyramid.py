@@ -105,7 +105,14 @@ def test_layout_follows_the_multiscales_convention_and_each_level_has_its_grid(t
     group = open_store(store, mode="r")
     layout = group.attrs[MULTISCALES]["layout"]
     assert group.attrs[MULTISCALES]["resampling_method"] == "mode"
-    assert [c["name"] for c in group.attrs["zarr_conventions"]] == ["multiscales", "spatial"]
+    assert [c["name"] for c in group.attrs["zarr_conventions"]] == ["multiscales", "spatial:", "proj:"]
+    assert group.attrs["proj:code"] == "EPSG:32633" and CRS.from_wkt(group.attrs["proj:wkt2"]) == CRS.from_epsg(32633)
+    assert group.attrs["spatial:transform"] == list(TRANSFORM)[:6] and group.attrs["spatial:shape"] == [700, 530]
+    left, top = TRANSFORM.c, TRANSFORM.f
+    assert group.attrs["spatial:bbox"] == [left, top + 700 * TRANSFORM.e, left + 530 * TRANSFORM.a, top]
+    child = open_store(store, mode="r")["2"]  # each level's group carries its own grid
+    assert child.attrs["proj:code"] == "EPSG:32633" and child.attrs["spatial:shape"] == [175, 133]
+    assert child.attrs["spatial:transform"] == layout[2]["spatial:transform"]
     assert [e["asset"] for e in layout] == ["labels", "1/labels", "2/labels"]
     assert [e.get("derived_from") for e in layout] == [None, "labels", "1/labels"]  # 4x: the mode of 2x's modes
     assert [e["transform"]["scale"] for e in layout] == [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]]
@@ -169,7 +176,7 @@ def test_cog_overviews_are_the_store_levels(tmp_path, shape, chunk):
         first = group[level_path(levels[0])]
         assert np.array_equal(src.read(1, out_shape=first.shape), first[:])  # GDAL answers from the overview
     assert all(np.array_equal(o, group[level_path(lv)][:]) for o, lv in zip(cog_levels(cog), levels))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif", "labels.zarr"]  # no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.qml", "labels.tif", "labels.tif.aux.xml", "labels.zarr"]  # no staging left
 
 
 def test_cog_takes_the_levels_as_they_are(tmp_path):
@@ -189,7 +196,8 @@ def test_a_store_from_before_pyramids_exports_as_then(tmp_path):
     group = open_store(store)
     for level in store_levels(group):
         shutil.rmtree(store / level.name)
-    for key in (MULTISCALES, "zarr_conventions", "spatial:dimensions"):
+    for key in (MULTISCALES, "zarr_conventions", "spatial:dimensions", "spatial:transform", "spatial:shape",
+                "spatial:bbox", "proj:code", "proj:wkt2"):
         del group.attrs[key]
     assert store_levels(open_store(store, mode="r")) is None
     cog = export_labels_cog(store, tmp_path / "labels.tif")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,10 @@ import rasterio
 import rioxarray  # noqa: F401 - registers the .rio accessor
 import torch
 import xarray as xr
+import zarr
 from affine import Affine
 
+import fcnseg
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError, ClassInfo, ModelCard, Normalization, save_checkpoint
 from fcnseg.models.fcn import build_model
@@ -140,6 +143,14 @@ def test_nodata_collar_gets_255_exactly_and_empty_tiles_are_skipped(tmp_path, cl
     assert run["chunks"]["skipped_nodata"] >= 1
     assert run["chunks"] == report.chunks
     assert run["chunks"]["computed"] + run["chunks"]["skipped_nodata"] == run["chunks"]["total"] == 64
+    # what tells runs apart: the software, the time, the workers and the input's fingerprint
+    assert run["versions"]["fcnseg"] == fcnseg.__version__ and run["versions"]["torch"] == torch.__version__
+    assert run["versions"]["gdal"] == rasterio.__gdal_version__ and run["versions"]["zarr"] == zarr.__version__
+    assert run["devices"] == ["cpu"] and run["workers"] == 2  # the module's cluster: two CPU workers
+    assert run["input_fingerprint"] == run["parameters"]["input_fingerprint"]
+    started, finished = (datetime.fromisoformat(run[k]) for k in ("started", "finished"))
+    assert started.tzinfo == finished.tzinfo == UTC and run["finished"].endswith("Z")
+    assert abs((finished - started).total_seconds() - run["seconds"]["total"]) <= 1  # both rounded to the second
 
 
 def test_rerun_reuses_chunks_and_other_parameters_are_refused(tmp_path, odd_scene, cluster):
@@ -236,7 +247,8 @@ def test_every_output_for_analysts_and_a_complete_rerun_is_a_no_op(tmp_path, clu
     image, _ = write_scene(tmp_path / "scene", 320, seed=9, collar=40)
     out = tmp_path / "out"
     report = segment(image, DEMO_MODEL, out, SegmentOptions(tile=96), scheduler=cluster, progress=False)
-    names = ["labels.zarr", "labels.tif", "quicklook.png", "polygons.parquet", "polygons.gpkg", "item.json"]
+    names = ["labels.zarr", "labels.tif", "labels.tif.aux.xml", "labels.qml", "quicklook.png", "polygons.parquet",
+             "polygons.gpkg", "item.json"]
     assert report.files == names and all((out / n).exists() for n in names)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*names, "run.json"])
     labels = labels_of(out)
@@ -246,10 +258,12 @@ def test_every_output_for_analysts_and_a_complete_rerun_is_a_no_op(tmp_path, clu
         assert entry["pixels"] == count == polygons[polygons.class_id == entry["class_id"]].pixels.sum()
     validate_stac_item(out / "item.json")
     item = json.loads((out / "item.json").read_text())
-    assert set(item["assets"]) == {"labels", "labels_zarr", "quicklook", "polygons_parquet", "polygons_gpkg", "run"}
+    assert set(item["assets"]) == {"labels", "labels_pam", "labels_style", "labels_zarr", "quicklook", "polygons_parquet",
+                                   "polygons_gpkg", "run", "model"}
     again = segment(image, DEMO_MODEL, out, SegmentOptions(tile=96), scheduler="tcp://127.0.0.1:9", progress=False)
     assert again.skipped and again.class_areas == report.class_areas  # never reached the (dead) scheduler
     fewer = SegmentOptions(tile=96, polygons=False, quicklook=False, stac=False)
     third = segment(image, DEMO_MODEL, out, fewer, scheduler=cluster, progress=False)
-    assert third.chunks["reused"] == third.chunks["total"] and third.files == ["labels.zarr", "labels.tif"]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["labels.tif", "labels.zarr", "run.json"]
+    cog = ["labels.zarr", "labels.tif", "labels.tif.aux.xml", "labels.qml"]
+    assert third.chunks["reused"] == third.chunks["total"] and third.files == cog
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([*cog, "run.json"])

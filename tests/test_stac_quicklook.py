@@ -1,4 +1,5 @@
-"""item.json (STAC 1.1.0, projection + classification) and quicklook.png, on real output folders."""
+"""item.json (STAC 1.1.0: projection, classification, file, processing) and quicklook.png, on real
+output folders (tests/test_stac.py: footprint, time, id, MLM, schemas, catalog)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,16 @@ from stores import store_from_array
 
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.cog import export_labels_cog
-from fcnseg.pipeline.products.quicklook import write_quicklook
+from fcnseg.pipeline.products.quicklook import GREY_RANGE, class_boundaries, write_quicklook
+from fcnseg.pipeline.products.scene_id import scene_id
 from fcnseg.pipeline.products.stac import ZARR_MEDIA_TYPE, build_stac_item, class_entries, write_stac_item
-from fcnseg.pipeline.products.stac_checks import CLASSIFICATION_EXTENSION, PROJECTION_EXTENSION, validate_stac_item
+from fcnseg.pipeline.products.stac_checks import (
+    CLASSIFICATION_EXTENSION,
+    FILE_EXTENSION,
+    PROCESSING_EXTENSION,
+    PROJECTION_EXTENSION,
+    validate_stac_item,
+)
 from fcnseg.pipeline.synth import CLASSES, write_scene
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -56,6 +64,15 @@ def output(scene, tmp_path) -> Path:
                        [c.name for c in CLASSES], [list(c.color) for c in CLASSES])
 
 
+@pytest.fixture
+def full_output(scene, tmp_path) -> Path:
+    """The scene's labels without any nodata: the footprint is the raster's rectangle."""
+    with rasterio.open(scene[1]) as src:
+        labels, crs, transform = src.read(1), src.crs, src.transform
+    return make_output(tmp_path / "full", labels, crs, transform,
+                       [c.name for c in CLASSES], [list(c.color) for c in CLASSES])
+
+
 # --------------------------------------------------------------------------- item.json
 
 
@@ -63,7 +80,8 @@ def test_item_validates_and_carries_the_input_grid(scene, output):
     item = build_stac_item(output, input_path=scene[0], created=CREATED)
     stac_pydantic.Item.model_validate(item)
     assert item["stac_version"] == "1.1.0"
-    assert set(item["stac_extensions"]) == {PROJECTION_EXTENSION, CLASSIFICATION_EXTENSION}
+    assert set(item["stac_extensions"]) == {PROJECTION_EXTENSION, CLASSIFICATION_EXTENSION, FILE_EXTENSION,
+                                            PROCESSING_EXTENSION}  # no model path: no MLM
     props = item["properties"]
     with rasterio.open(scene[0]) as src:
         assert props["proj:code"] == f"EPSG:{src.crs.to_epsg()}" == "EPSG:32633"
@@ -75,8 +93,8 @@ def test_item_validates_and_carries_the_input_grid(scene, output):
     assert props["fcnseg:model_sha256"] == "0" * 64  # from the store when there is no run.json
 
 
-def test_bbox_contains_the_footprint_and_is_lon_lat(scene, output):
-    item = build_stac_item(output, input_path=scene[0])
+def test_bbox_contains_the_footprint_and_is_lon_lat(scene, full_output):
+    item = build_stac_item(full_output, input_path=scene[0])
     west, south, east, north = item["bbox"]
     assert -180 <= west < east <= 180 and -90 <= south < north <= 90
     assert 14.9 < west < 15.1 and 48.6 < south < 48.8  # UTM 33N, x 500000, y 5400000
@@ -116,7 +134,7 @@ def test_class_names_fit_the_extension_pattern():
 
 
 def test_assets_only_for_files_that_exist_with_their_media_types(scene, output):
-    assert set(build_stac_item(output, input_path=scene[0])["assets"]) == {"labels", "labels_zarr"}
+    assert set(build_stac_item(output, input_path=scene[0])["assets"]) == {"labels", "labels_pam", "labels_style", "labels_zarr"}
 
     run = {"input": str(scene[0]), "model_sha256": "ab" * 32, "parameters": {"tile": 512, "stitch": "crop"}}
     (output / "run.json").write_text(json.dumps(run))
@@ -132,7 +150,7 @@ def test_assets_only_for_files_that_exist_with_their_media_types(scene, output):
     stac_pydantic.Item.model_validate(item)
     types = {key: asset["type"] for key, asset in item["assets"].items()}
     assert types == {
-        "labels": COG, "labels_zarr": ZARR_MEDIA_TYPE, "run": "application/json", "quicklook": "image/png",
+        "labels": COG, "labels_pam": "application/xml", "labels_style": "application/xml", "labels_zarr": ZARR_MEDIA_TYPE, "run": "application/json", "quicklook": "image/png",
         "polygons_parquet": "application/vnd.apache.parquet", "polygons_gpkg": "application/geopackage+sqlite3",
     }
     assert ZARR_MEDIA_TYPE.startswith("application/vnd.zarr")
@@ -152,7 +170,8 @@ def test_rerun_gives_the_same_id_and_arguments_override_run_json(scene, output):
     first = json.loads(write_stac_item(output, input_path=scene[0]).read_text())
     second = json.loads(write_stac_item(output, input_path=str(scene[0]), model_sha256="ef" * 32,
                                         parameters={"tile": 1024}).read_text())
-    assert first["id"] == second["id"] == "image"
+    assert first["id"] == second["id"] == scene_id(scene[0])
+    assert first["id"].startswith("image-")
     assert second["properties"]["fcnseg:model_sha256"] == "ef" * 32
     assert second["properties"]["fcnseg:parameters"] == {"tile": 1024}
 
@@ -165,7 +184,7 @@ def test_datetime_comes_from_the_input_tifftag(scene, output, tmp_path):
     item = build_stac_item(output, input_path=image, created=CREATED)
     assert item["properties"]["datetime"] == "2023-06-01T10:20:30Z"
     assert item["properties"]["created"] == "2025-03-04T05:06:07Z"
-    assert item["id"] == "scene_2023"
+    assert item["id"] == scene_id(image) and item["id"].startswith("scene_2023-")
 
 
 def test_geographic_output_from_the_cog_alone_validates(tmp_path):
@@ -178,13 +197,13 @@ def test_geographic_output_from_the_cog_alone_validates(tmp_path):
     path = write_stac_item(out, input_path="s3://bucket/scenes/geo_scene.tif", acquired=acquired)
     validate_stac_item(path)
     item = json.loads(path.read_text())
-    assert item["id"] == "geo_scene"
+    assert item["id"] == scene_id("s3://bucket/scenes/geo_scene.tif") and item["id"].startswith("geo_scene-")
     assert item["properties"]["datetime"] == "2024-07-01T12:00:00Z"
     assert item["properties"]["proj:code"] == "EPSG:4326"
     assert item["properties"]["proj:transform"] == [0.001, 0.0, 10.0, 0.0, -0.001, 50.0]
     assert item["bbox"] == pytest.approx([10.0, 49.7, 10.4, 50.0])
     assert item["bbox"] == pytest.approx(item["properties"]["proj:bbox"])
-    assert set(item["assets"]) == {"labels"}
+    assert set(item["assets"]) == {"labels", "labels_pam", "labels_style"}
     names = [c["name"] for c in item["assets"]["labels"]["classification:classes"]]
     assert names == ["open_water", "tree_cover", "built-up", "nodata"]
     assert item["links"] == [{"rel": "derived_from", "href": "s3://bucket/scenes/geo_scene.tif",
@@ -212,10 +231,10 @@ def test_validation_failures_are_value_errors_with_the_reason(scene, output):
         with pytest.raises(ValueError, match=reason):
             validate_stac_item(path)
 
-    check({**item, "bbox": None}, "bbox is required")
+    check({**item, "bbox": None}, "bbox")
     bad_class = json.loads(json.dumps(item))
     bad_class["assets"]["labels"]["classification:classes"][0]["name"] = "open water"
-    check(bad_class, "must match")
+    check(bad_class, "does not match")
     bad_code = json.loads(json.dumps(item))
     del bad_code["properties"]["proj:code"]
     bad_code["properties"]["proj:code"] = None
@@ -238,15 +257,16 @@ def test_quicklook_of_a_small_raster_keeps_its_size_and_tints_toward_the_class(s
     with rasterio.open(output / "labels.tif") as src:
         labels = src.read(1)
     top = np.zeros(labels.shape, bool)
-    top[:400] = True  # the legend sits in the lower-left corner
+    top[32:400] = True  # the title sits in the upper-left corner, the legend in the lower-left
+    top &= ~class_boundaries(labels, len(CLASSES))  # outlined, not tinted
+    low, high = GREY_RANGE
+    grey = (low + (q0[..., :3] @ [0.299, 0.587, 0.114]) * ((high - low) / 255)).round()  # the image, greyed
     for k, cls in enumerate(CLASSES):
         at = np.nonzero(top & (labels == k))
         assert at[0].size > 0, cls.name
         color = np.array(cls.color)
-        expected = (0.55 * q0[at][:, :3] + 0.45 * color).round()
+        expected = (0.45 * grey[at][:, None] + 0.55 * color).round()
         assert np.abs(q[at][:, :3] - expected).max() <= 1, cls.name
-        moved = np.abs(q[at][:, :3] - color).sum(axis=1) <= np.abs(q0[at][:, :3] - color).sum(axis=1)
-        assert moved.all(), cls.name
     nodata = labels == 255
     assert np.array_equal(q[nodata], q0[nodata])  # label nodata: the image as it is
 

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from xml.etree import ElementTree
+
 import geopandas as gpd
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pyogrio
 import pytest
 import rasterio
@@ -16,6 +24,7 @@ from stores import TRANSFORM, store_from_array
 
 from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
 from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.products import polygon_writer
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, vectorize_store
 from fcnseg.pipeline.store import NODATA
 
@@ -188,3 +197,152 @@ def test_an_incomplete_store_makes_no_polygons(tmp_path):
     with pytest.raises(InputError, match=r"labels.zarr: the label store is incomplete .*--partial"):
         vectorize_store(store, tmp_path / "polygons.parquet", tmp_path / "polygons.gpkg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr"]
+
+
+# GeoParquet 1.1 bbox covering: 300 px scene in cells of 70 px (5 rows of cells), 0.5 m pixels
+
+BBOX_NAMES = ["xmin", "ymin", "xmax", "ymax"]
+STRIP_M = 70 * 0.5  # height of a row of cells in metres
+
+
+@pytest.fixture(scope="module")
+def covered(tmp_path_factory, scene_labels):
+    """polygons.parquet and polygons.gpkg of the scene in 70 px cells, and the GeoParquet read whole."""
+    folder = tmp_path_factory.mktemp("covering")
+    store = store_from_array(folder / "labels.zarr", scene_labels, chunk=64, class_names=NAMES, class_colors=COLORS)
+    vectorize_store(store, folder / "p.parquet", folder / "p.gpkg", VectorizeOptions(cell=70))
+    return folder / "p.parquet", folder / "p.gpkg", gpd.read_parquet(folder / "p.parquet")
+
+
+def queries(frame) -> list[tuple[float, float, float, float]]:
+    """Boxes to read by: a polygon's own bounds (its neighbours touch them), a box inside one row of
+    cells, one across rows, one half outside the scene, one beside it."""
+    bounds = frame.geometry.bounds.to_numpy()
+    middle = bounds[np.argsort(bounds[:, 0] + bounds[:, 1])[len(bounds) // 2]]
+    x0, y_top = TRANSFORM.c, TRANSFORM.f
+    return [tuple(middle), (x0 + 40, y_top - 2 * STRIP_M - 20, x0 + 60, y_top - 2 * STRIP_M - 10),
+            (x0 + 70, y_top - 100, x0 + 90, y_top - 30), (x0 - 50, y_top - 60, x0 + 20, y_top + 50),
+            (x0 + 200, y_top - 60, x0 + 250, y_top)]
+
+
+def bbox_hits(frame, box) -> np.ndarray:
+    """Rows whose bounds intersect ``box`` (edges touching count), from the geometries themselves."""
+    minx, miny, maxx, maxy = shapely.bounds(frame.geometry.values).T
+    return ~((minx > box[2]) | (miny > box[3]) | (maxx < box[0]) | (maxy < box[1]))
+
+
+def test_geoparquet_declares_the_bbox_covering(covered):
+    parquet, _, frame = covered
+    schema = pq.read_schema(parquet)
+    geo = json.loads(schema.metadata[b"geo"])
+    assert geo["version"] == "1.1.0"
+    assert geo["columns"]["geometry"]["covering"] == {"bbox": {k: ["bbox", k] for k in BBOX_NAMES}}
+    assert schema.field("bbox").type == pa.struct([(k, pa.float64()) for k in BBOX_NAMES])
+    # every row's bbox is its geometry's bounds, to the bit
+    table = pq.read_table(parquet)
+    bbox = np.column_stack([pc.struct_field(table["bbox"], k).to_numpy() for k in BBOX_NAMES])
+    assert np.array_equal(bbox, shapely.bounds(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))))
+    assert table.num_rows == len(frame) and "bbox" not in frame.columns  # geopandas leaves it out by default
+
+
+def test_a_bbox_read_returns_exactly_the_rows_whose_bbox_intersects(covered):
+    parquet, _, frame = covered
+    sizes = []
+    for box in queries(frame):
+        expected = frame[bbox_hits(frame, box)]
+        assert rows(gpd.read_parquet(parquet, bbox=box)) == rows(expected), box
+        sizes.append(len(expected))
+    assert 0 < min(sizes[:4]) and max(sizes) < len(frame) and sizes[4] == 0  # real selections, and an empty one
+
+
+def row_group_bboxes(parquet) -> list[dict[str, tuple[float, float]]]:
+    """(min, max) statistics of each bbox column, per row group, as the file's footer has them."""
+    meta = pq.ParquetFile(parquet).metadata
+    out = []
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        columns = {group.column(j).path_in_schema: group.column(j).statistics for j in range(group.num_columns)}
+        out.append({k: (stats.min, stats.max) for k in BBOX_NAMES
+                    if (stats := columns[f"bbox.{k}"]) is not None and stats.has_min_max})
+    return out
+
+
+def test_row_groups_are_rows_of_cells_with_bbox_statistics_readers_skip_by(covered):
+    parquet, _, _ = covered
+    stats = row_group_bboxes(parquet)
+    assert len(stats) == 5  # one per row of cells (each far below ROW_GROUP_BYTES)
+    file = pq.ParquetFile(parquet)
+    for i, group in enumerate(stats):
+        bbox = file.read_row_group(i, columns=["bbox"])["bbox"]
+        assert group == {k: (pc.min(pc.struct_field(bbox, k)).as_py(), pc.max(pc.struct_field(bbox, k)).as_py())
+                         for k in BBOX_NAMES}
+        top = TRANSFORM.f - i * STRIP_M
+        assert top - STRIP_M <= group["ymin"][0] and group["ymax"][1] <= top  # within its row of cells
+    # a box inside the third row of cells: pyarrow (geopandas' reader) reads that row group alone
+    x0, y = TRANSFORM.c, TRANSFORM.f - 2.5 * STRIP_M
+    box = (x0 + 40, y - 5, x0 + 60, y + 5)
+    overlaps = ~((pc.field("bbox", "xmin") > box[2]) | (pc.field("bbox", "ymin") > box[3])
+                 | (pc.field("bbox", "xmax") < box[0]) | (pc.field("bbox", "ymax") < box[1]))
+    fragment = next(ds.dataset(parquet).get_fragments())
+    assert [group.id for group in fragment.subset(filter=overlaps).row_groups] == [2]
+
+
+def test_row_groups_end_at_the_byte_budget_between_cells(tmp_path, scene_labels, monkeypatch):
+    options = VectorizeOptions(cell=70)
+    whole = rows(vectorize(tmp_path, scene_labels, 64, options))
+    monkeypatch.setattr(polygon_writer, "ROW_GROUP_BYTES", 1)  # every cell is over it: one row group per cell
+    (tmp_path / "small").mkdir()
+    frame = vectorize(tmp_path / "small", scene_labels, 64, options)
+    assert rows(frame) == whole  # the same rows, in the same order
+    groups = row_group_bboxes(tmp_path / "small" / "p-64-70.parquet")
+    cells = [cell_of(group["xmin"][0], group["ymax"][1]) for group in groups]
+    for (row, col), group in zip(cells, groups):  # each row group lies within one cell
+        assert group["xmax"][1] <= TRANSFORM.c + (col + 1) * STRIP_M and group["ymin"][0] >= TRANSFORM.f - (row + 1) * STRIP_M
+    bounds = frame.geometry.bounds
+    assert cells == sorted(set(map(cell_of, bounds.minx, bounds.maxy)))  # one per cell with polygons, in order
+
+
+def cell_of(xmin: float, ymax: float) -> tuple[int, int]:
+    """(row, col) of the 70 px cell whose top left corner is nearest above left of (xmin, ymax)."""
+    return int((TRANSFORM.f - ymax) // STRIP_M), int((xmin - TRANSFORM.c) // STRIP_M)
+
+
+def test_geopackage_has_no_bbox_column_and_its_rtree_filters(covered):
+    _, gpkg, frame = covered
+    info = pyogrio.read_info(gpkg, layer="polygons")
+    assert list(info["fields"]) == ["class_id", "class_name", "region_id", "pixels", "area", "area_m2"]
+    assert info["capabilities"]["fast_spatial_filter"]
+    with sqlite3.connect(gpkg) as db:
+        assert db.execute(f"SELECT count(*) FROM rtree_polygons_{info['geometry_name']}").fetchone()[0] == len(frame)
+    for box in queries(frame):  # GDAL with GEOS keeps the geometries that intersect the box
+        expected = frame[shapely.intersects(frame.geometry.values, shapely.box(*box))]
+        assert sorted(rows(pyogrio.read_dataframe(gpkg, layer="polygons", bbox=box))) == sorted(rows(expected)), box
+
+
+@pytest.mark.skipif("Parquet" not in pyogrio.list_drivers(), reason="pyogrio's GDAL has no Parquet driver")
+def test_gdal_reads_the_geoparquet_by_bbox(covered):
+    parquet, _, frame = covered
+    assert len(pyogrio.read_dataframe(parquet)) == len(frame)
+    for box in queries(frame):  # GDAL with GEOS keeps the geometries that intersect the box
+        expected = frame[shapely.intersects(frame.geometry.values, shapely.box(*box))]
+        assert sorted(rows(pyogrio.read_dataframe(parquet, bbox=box))) == sorted(rows(expected)), box
+
+
+def test_geopackage_carries_its_default_style_by_class_and_reads_in_older_gdal(covered):
+    """The style QGIS applies on open (tests/test_qgis.py checks QGIS itself): one QML and SLD row,
+    default for the layer, a category per class in the class colour; GeoPackage 1.2 for GDAL 3.6."""
+    _, gpkg, frame = covered
+    with sqlite3.connect(gpkg) as db:
+        styles = db.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML, styleSLD FROM layer_styles").fetchall()
+        registered = db.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchall()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    assert version == 10200 and registered == [("attributes",)]
+    geometry = pyogrio.read_info(gpkg, layer="polygons")["geometry_name"]
+    [(table, column, default, qml, sld)] = styles
+    assert (table, column, default) == ("polygons", geometry, 1)
+    qml_categories = [(c.get("value"), c.get("label")) for c in ElementTree.fromstring(qml).iter("category")]
+    assert qml_categories == [(n, n) for n in NAMES]
+    fills = [o.get("value") for o in ElementTree.fromstring(qml).iter("Option") if o.get("name") == "color"]
+    assert fills == ["{},{},{},255".format(*c) for c in COLORS]
+    assert all(f"<ogc:Literal>{n}</ogc:Literal>" in sld for n in NAMES)
+    assert len(pyogrio.read_dataframe(gpkg, layer="polygons")) == len(frame)

@@ -10,8 +10,10 @@ cell, so memory is bounded by the cell for any label map, even one where a class
 through the whole scene, and ``area = pixels x pixel area`` stays exact part by part.
 
 Polygons are made in *pixel* coordinates (integer vertices: exact), mapped to the CRS once, and
-written to a part file (GeoParquet-like Arrow table) the driver streams into the outputs. What the
-driver needs to link parts across borders comes back small: the part ids along the cell's edges.
+written to a part file (GeoParquet-like Arrow table) the driver streams into the outputs; each
+polygon's ``bbox`` (GeoParquet's covering) is computed here too, from the very coordinates written,
+so the driver adds nothing per polygon. What the driver needs to link parts across borders comes
+back small: the part ids along the cell's edges.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from rasterio.windows import Window
 from shapely.affinity import affine_transform
 
 from fcnseg.pipeline.analysis.areas import geometries_area_m2
+from fcnseg.pipeline.products.polygon_writer import BBOX, bbox_column
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 from fcnseg.pipeline.tiles import chunk_windows
 
@@ -45,7 +48,7 @@ CELL = 2048
 PART_SCHEMA = pa.schema([
     pa.field("part", pa.int32()), pa.field("class_id", pa.uint8()), pa.field("class_name", pa.string()),
     pa.field("pixels", pa.int64()), pa.field("area", pa.float64()), pa.field("area_m2", pa.float64()),
-    pa.field("geometry", pa.binary()),
+    pa.field("geometry", pa.binary()), pa.field("bbox", BBOX),
 ])
 
 
@@ -133,6 +136,7 @@ def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResu
         "area": shapely.area(geometries[index]).astype(np.float64),
         "area_m2": pa.nulls(len(index), pa.float64()) if area_m2 is None else area_m2[index],
         "geometry": shapely.to_wkb(geometries[index]),
+        "bbox": bbox_column(geometries[index]),
     }, schema=PART_SCHEMA)
     path = Path(job.parts_dir) / f"{row}_{col}.parquet"
     pq.write_table(table, path, compression="none")

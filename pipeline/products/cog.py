@@ -32,7 +32,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetWriter
 
 from fcnseg.atomic import partial_path
-from fcnseg.pipeline.io import atomic_write, bounded_gdal_cache
+from fcnseg.pipeline.io import atomic_write, atomic_write_text, bounded_gdal_cache
+from fcnseg.pipeline.products.styles import labels_pam, labels_qml
 from fcnseg.pipeline.pyramid import Level, overview_factors
 from fcnseg.pipeline.store import (
     LABELS,
@@ -57,7 +58,8 @@ STAGE_WINDOW = 2048
 
 
 def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
-    """labels.zarr -> labels.tif (COG: uint8, nodata 255, DEFLATE, mode overviews, colour table, class names)."""
+    """labels.zarr -> labels.tif (COG: uint8, nodata 255, DEFLATE, mode overviews, colour table, class names)
+    and its sidecars for GDAL and QGIS (``write_label_styles``)."""
     group = open_store(store_path, mode="r")
     require_complete(group, store_path)  # never a product of an interrupted run
     labels = group[LABELS]
@@ -68,8 +70,22 @@ def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
             _copy_windows(labels, dst)
             describe(dst)
 
-        return _write_cog(group, out_path, 1, "uint8", write_bands)
-    return _assemble_cog(group, levels, out_path, describe)
+        _write_cog(group, out_path, 1, "uint8", write_bands)
+    else:
+        _assemble_cog(group, levels, out_path, describe)
+    write_label_styles(out_path, labels.attrs["class_names"], labels.attrs["class_colors"])
+    return Path(out_path)
+
+
+def write_label_styles(cog_path: str | Path, names: list[str], colors: list[list[int]]) -> list[Path]:
+    """The sidecars that name labels.tif's classes for GDAL and QGIS (``styles``), beside it:
+    ``labels.tif.aux.xml`` and ``labels.qml``; each appears whole."""
+    cog_path = Path(cog_path)
+    rgb = [tuple(map(int, c)) for c in colors]
+    sidecars = {Path(f"{cog_path}.aux.xml"): labels_pam(names, rgb), cog_path.with_suffix(".qml"): labels_qml(names, rgb)}
+    for path, text in sidecars.items():
+        atomic_write_text(path, text)
+    return list(sidecars)
 
 
 def class_description(names: list[str], colors: list[list[int]]) -> Callable[[DatasetWriter], None]:

@@ -1,4 +1,5 @@
-"""OUT/quicklook.png: the input image with the labels overlaid in their class colours, and a legend.
+"""OUT/quicklook.png: the input image with the labels overlaid in their class colours, a legend, a
+title (scene, model, date) and a scale bar.
 
 A quicklook is for a glance (a STAC browser, a report, a ticket), so it is small: its long side
 is at most ``max_size`` pixels. The labels come from a label store (labels.zarr) or a labels
@@ -8,21 +9,35 @@ pixels that are shown; from a GeoTIFF with ``out_shape=``, which lets GDAL answe
 overviews the same way. The image is read *average* at that size, from its overviews when it
 has some. Memory depends on the quicklook's size only; without overviews the decimation still
 streams (the store chunk by chunk, GDAL through its capped block cache).
+
+Classes must read apart over any image: under the labels the image is drawn grey (its own greens
+would otherwise blend with cropland's or grassland's tint) and every class region is outlined in
+BOUNDARY_RGB, so even two classes of near-equal colour are told apart. The title, the scale bar and
+the legend are drawn *on* the picture (dark boxes in its corners), never beside it: the PNG keeps
+the scene's aspect and stays a georeferenced overview (item.json gives its proj:transform).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import numpy as np
+import pyproj
 import rasterio
+from affine import Affine
 from PIL import Image, ImageDraw, ImageFont
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from fcnseg.pipeline.analysis.areas import metres_per_unit
 from fcnseg.pipeline.analysis.label_raster import is_store
 from fcnseg.pipeline.classes import UNKNOWN_COLOR, colour_table, raster_classes, store_classes
 from fcnseg.pipeline.io import atomic_write, open_raster
@@ -42,6 +57,19 @@ GDAL_CACHE_BYTES = 64 * 1024 * 1024
 STRETCH_PERCENTILES = (2.0, 98.0)
 #: Where the input has no data: dark, and transparent in the PNG's alpha.
 NODATA_RGB = (16, 16, 16)
+#: Opacity of the class colours over the greyed image: enough for cropland's yellow and grassland's
+#: green to read apart at a glance, while the image's texture still shows through.
+DEFAULT_ALPHA = 0.55
+#: Under the labels the image's luminance is squeezed into this range: no black or white left for a
+#: tint to vanish in, and a little dim, so bright class colours (cropland, grassland) stand out.
+GREY_RANGE = (40, 200)
+#: The outline of every class region (the pixel on one side of each edge between two labels).
+BOUNDARY_RGB = (0, 0, 0)
+#: Semi-transparent black under the title, the scale bar and the legend.
+SHADE_RGBA = (0, 0, 0, 170)
+WHITE = (255, 255, 255, 255)
+#: The scale bar's target length, as a fraction of the picture's width (it is at most this long).
+SCALE_BAR_FRACTION = 0.2
 
 
 def write_quicklook(
@@ -50,17 +78,21 @@ def write_quicklook(
     out_png: str | Path,
     *,
     max_size: int = 2048,
-    alpha: float = 0.45,
+    alpha: float = DEFAULT_ALPHA,
     client: Client | None = None,
+    model: str | Path | None = None,
+    processed: date | None = None,
 ) -> Path:
     """Write an RGBA PNG quicklook of ``image_path`` with ``labels_path`` (labels.zarr, or a labels
     GeoTIFF such as labels.tif) overlaid.
 
     ``max_size`` bounds the long side (the raster's own size when smaller; aspect kept);
-    ``alpha`` is the opacity of the class colours over the image (0 = image only). With a Dask
-    ``client``, the image is read in bands of rows on its workers (the one read of the whole
-    input after inference, so it scales out with the cluster).
-    The PNG appears under its final name only when complete.
+    ``alpha`` is the opacity of the class colours over the greyed image (0 = the image alone, in
+    colour, without outlines). With a Dask ``client``, the image is read in bands of rows on its
+    workers (the one read of the whole input after inference, so it scales out with the cluster).
+    The title names the scene, the model (``model``: a checkpoint, shown by its name and
+    architecture, or a name; None: the model hash a label store records) and ``processed`` (the
+    UTC date today when None). The PNG appears under its final name only when complete.
     """
     if max_size < 1:
         raise ValueError(f"max_size must be positive, got {max_size}")
@@ -70,13 +102,18 @@ def write_quicklook(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         labels, names, colors, shape = read_labels(labels_path, max_size)
         rgb, valid = read_image_bands(image_path, labels.shape, shape, client)
+        bar = image_scale_bar(image_path, labels.shape[1])
     picture = overlay(stretch(rgb, valid), labels, colors, alpha)
     rgba = np.dstack([picture, np.where(valid, 255, 0).astype(np.uint8)])
     rgba[~valid, :3] = NODATA_RGB
     img = Image.fromarray(np.ascontiguousarray(rgba))  # (h, w, 4) uint8: RGBA
+    label = model_label(model) if model is not None else store_model(labels_path)
+    title = title_text(scene_name(image_path), label, processed or datetime.now(UTC).date())
+    draw_title(img, title)
+    draw_scale_bar(img, bar)
     draw_legend(img, names, colors)
     _save_png(img, out_png)
-    log.info("wrote quicklook %s (%dx%d)", out_png, img.width, img.height)
+    log.info("wrote quicklook %s (%dx%d): %s", out_png, img.width, img.height, title)
     return out_png
 
 
@@ -136,9 +173,22 @@ def sample_indices(count: int, size: int, factor: int, limit: int) -> np.ndarray
     return np.minimum((centres // factor).astype(np.intp), limit - 1)
 
 
+def rgb_bands(src: rasterio.DatasetReader) -> list[int]:
+    """The bands shown as red, green, blue: those the raster names so (band descriptions
+    ``red``/``green``/``blue``, as in a B, G, R, NIR scene, else its colour interpretation), else the
+    first three; one band: grey. Descriptions first: GDAL gives any 3-band byte GeoTIFF an RGB
+    interpretation by default, whatever its bands hold."""
+    if src.count < 3:
+        return [1]
+    for names in ([(d or "").strip().lower() for d in src.descriptions], [c.name for c in src.colorinterp]):
+        if all(colour in names for colour in ("red", "green", "blue")):
+            return [names.index(colour) + 1 for colour in ("red", "green", "blue")]
+    return [1, 2, 3]
+
+
 def read_image(image_path: str | Path, out_shape: tuple[int, int], grid_shape: tuple[int, int],
                rows: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """First three bands (one band: grey) at quicklook size, float32 (3, h, w), and where they are
+    """The red, green and blue bands (``rgb_bands``; one band: grey) at quicklook size, float32 (3, h, w), and where they are
     valid; ``rows`` (first, stop) reads only those quicklook rows (their fractional source window)."""
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_raster(image_path) as src:
         if (src.height, src.width) != grid_shape:
@@ -146,7 +196,7 @@ def read_image(image_path: str | Path, out_shape: tuple[int, int], grid_shape: t
                 f"{image_path}: {src.width}x{src.height} px, but the labels are {grid_shape[1]}x{grid_shape[0]} px; "
                 "a quicklook needs the labels of this image"
             )
-        indexes = [1, 2, 3] if src.count >= 3 else [1]
+        indexes = rgb_bands(src)
         first, stop = rows or (0, out_shape[0])
         scale = src.height / out_shape[0]
         window = Window(0, first * scale, src.width, (stop - first) * scale)
@@ -189,44 +239,208 @@ def stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
-    """Blend each labelled pixel toward its class colour; nodata (255) and unknown values stay as they are.
+    """Each pixel of a known class: the image's grey blended toward the class colour, its region
+    outlined in BOUNDARY_RGB; nodata (255) and unknown values stay the image as it is, in colour.
 
-    ``rgb`` is uint8, so every result is looked up in a table (class, channel, value), computed
-    once: 10x faster than blending the picture in floats."""
+    ``rgb`` is uint8, so every blend is looked up in a table (class, channel, grey), computed once:
+    10x faster than blending the picture in floats."""
     n = min(len(colors), NODATA)
+    if alpha == 0.0 or n == 0:
+        return rgb
     values = np.arange(256, dtype=np.float32)
-    table = np.broadcast_to(np.arange(256, dtype=np.uint8), (256, 3, 256)).copy()  # unknown: unchanged
     blended = (1.0 - alpha) * values[None, None, :] + alpha * np.asarray(colors[:n], np.float32)[:, :, None]
-    table[:n] = np.clip(blended.round(), 0, 255).astype(np.uint8)
-    out = np.empty(labels.shape + (3,), np.uint8)
+    table = np.clip(blended.round(), 0, 255).astype(np.uint8)  # (class, channel, grey)
+    known = labels < n
+    index, grey = np.where(known, labels, 0), greyed(rgb)
+    out = np.empty_like(rgb)
     for channel in range(3):
-        out[..., channel] = table[labels, channel, rgb[..., channel]]
+        out[..., channel] = np.where(known, table[index, channel, grey], rgb[..., channel])
+    out[class_boundaries(labels, n)] = BOUNDARY_RGB
     return out
+
+
+def greyed(rgb: np.ndarray) -> np.ndarray:
+    """The image's luminance (ITU-R BT.601) squeezed into GREY_RANGE, (h, w) uint8: the ground
+    under a tint keeps its texture but loses the hue that would mix with the class colours."""
+    luminance = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    low, high = GREY_RANGE
+    return (low + luminance * ((high - low) / 255.0)).round().astype(np.uint8)
+
+
+def class_boundaries(labels: np.ndarray, n: int) -> np.ndarray:
+    """Where to draw an outline: a pixel of a known class (< ``n``) with a 4-neighbour of a larger
+    label, another class, nodata or an unknown value. One pixel wide, on the side of the smaller
+    label, so a region's edge is drawn once and never over nodata."""
+    edge = np.zeros(labels.shape, bool)
+    edge[:, :-1] |= labels[:, 1:] > labels[:, :-1]
+    edge[:, 1:] |= labels[:, :-1] > labels[:, 1:]
+    edge[:-1, :] |= labels[1:, :] > labels[:-1, :]
+    edge[1:, :] |= labels[:-1, :] > labels[1:, :]
+    return edge & (labels < n)
+
+
+def scene_name(image_path: str | Path) -> str:
+    """The input's file name, also for a URL (s3://bucket/scenes/x.tif: x.tif)."""
+    text = str(image_path)
+    path = urlsplit(text).path if "://" in text else text
+    return PurePosixPath(path.replace("\\", "/")).name or text
+
+
+def model_label(model: str | Path) -> str:
+    """How the title names a model: a checkpoint file by its name and its card's architecture
+    ("demo-fcn8s", "roofs-v2 (fcn16s)"); anything else as given."""
+    path = Path(model)
+    if not path.is_file():
+        return str(model)
+    from fcnseg.models.checkpoint import CheckpointError, read_card  # imports torch: only when a title needs it
+
+    try:
+        arch = read_card(path).arch
+    except CheckpointError as exc:
+        log.warning("quicklook title: %s", exc)
+        return path.stem
+    return path.stem if arch in path.stem else f"{path.stem} ({arch})"
+
+
+#: Hex digits of a model's sha256 shown when the title has nothing else to name it by.
+MODEL_HASH_DIGITS = 12
+
+
+def store_model(labels_path: str | Path) -> str | None:
+    """The model a label store records (its file's sha256, shortened); None for a labels GeoTIFF."""
+    if not is_store(labels_path):
+        return None
+    sha = open_store(labels_path, mode="r").attrs.get("model_sha256")
+    return f"model {sha[:MODEL_HASH_DIGITS]}" if sha else None
+
+
+def title_text(scene: str, model: str | None, processed: date) -> str:
+    """"image.tif · demo-fcn8s · 2025-03-04": what was segmented, by what, and when (the model
+    left out when unknown)."""
+    return " · ".join(part for part in (scene, model, processed.isoformat()) if part)
+
+
+@dataclass(frozen=True)
+class ScaleBar:
+    """A bar ``pixels`` long on the quicklook, standing for ``length`` of ``unit`` ("m" or "px")."""
+
+    length: float
+    unit: str
+    pixels: int
+
+    @property
+    def text(self) -> str:
+        """"500 m", "2 km", "100 px"."""
+        if self.unit == "m" and self.length >= 1000:
+            return f"{self.length / 1000:g} km"
+        return f"{self.length:g} {self.unit}"
+
+
+def round_length(limit: float) -> float:
+    """The largest 1, 2 or 5 x 10^n not above ``limit`` (> 0): a length a reader takes in at once."""
+    if not (math.isfinite(limit) and limit > 0):
+        raise ValueError(f"a scale bar needs a positive length, got {limit}")  # e.g. a degenerate transform
+    exponent = math.floor(math.log10(limit))
+    for mantissa in (5, 2, 1):
+        length = mantissa * 10.0**exponent
+        if length <= limit * (1 + 1e-9):
+            return float(f"{length:.12g}")  # 0.30000000000000004 -> 0.3
+    return 10.0**exponent
+
+
+def scale_bar(units_per_pixel: float, width: int, unit: str, fraction: float = SCALE_BAR_FRACTION) -> ScaleBar:
+    """The bar for a picture ``width`` pixels wide whose pixels span ``units_per_pixel``: a round
+    length at most ``fraction`` of the width, and its length in the picture's pixels."""
+    length = round_length(units_per_pixel * width * fraction)
+    return ScaleBar(length, unit, max(1, round(length / units_per_pixel)))
+
+
+def image_scale_bar(image_path: str | Path, width: int) -> ScaleBar:
+    """The scale bar of a quicklook ``width`` pixels wide of the image: in metres on the ground
+    when the image has a CRS with a known unit, else in the full-resolution image's pixels."""
+    with open_raster(image_path) as src:  # the header only
+        crs, transform, full_height, full_width = src.crs, src.transform, src.height, src.width
+    step = full_width / width  # full-resolution pixels per quicklook pixel
+    if crs is not None:
+        try:
+            return scale_bar(ground_metres_per_pixel(crs, transform, full_height, full_width) * step, width, "m")
+        except ValueError as exc:  # e.g. an engineering CRS without a unit
+            log.warning("quicklook scale bar in pixels: %s", exc)
+    return scale_bar(step, width, "px")
+
+
+def ground_metres_per_pixel(crs: CRS, transform: Affine, height: int, width: int) -> float:
+    """Metres on the ground along one pixel of a row, at the scene's centre: the geodesic on the
+    CRS's ellipsoid for a geographic CRS (a degree of longitude shrinks with latitude), the
+    plane's length in metres for a projected one."""
+    col, row = width / 2, height / 2
+    (x0, y0), (x1, y1) = transform @ (col, row), transform @ (col + 1, row)
+    if crs.is_geographic:
+        to_degrees = crs.units_factor[1] / (math.pi / 180)  # a CRS in grads: its unit in degrees
+        geod = pyproj.CRS.from_wkt(crs.to_wkt()).get_geod()
+        _, _, metres = geod.inv(x0 * to_degrees, y0 * to_degrees, x1 * to_degrees, y1 * to_degrees)
+        return float(metres)
+    return math.hypot(x1 - x0, y1 - y0) * metres_per_unit(crs)
+
+
+def _font(img: Image.Image) -> tuple[ImageFont.FreeTypeFont, int]:
+    """Pillow's bundled font at a size for the picture (no font is looked up or downloaded), and a padding."""
+    size = max(10, min(18, round(max(img.size) / 60)))
+    return ImageFont.load_default(size=size), max(3, size // 3)
+
+
+def draw_title(img: Image.Image, title: str) -> None:
+    """The title in the upper-left corner, white on a dark box."""
+    font, pad = _font(img)
+    draw = ImageDraw.Draw(img)
+    box_w = min(img.width, int(draw.textlength(title, font=font)) + 2 * pad)
+    box_h = min(img.height, font.size + 2 * pad)
+    img.alpha_composite(Image.new("RGBA", (box_w, box_h), SHADE_RGBA), (0, 0))
+    draw.text((pad, box_h / 2), title, font=font, fill=WHITE, anchor="lm")
+
+
+def draw_scale_bar(img: Image.Image, bar: ScaleBar) -> None:
+    """The bar in the lower-right corner on a dark box: a white bar with end ticks, its length above."""
+    font, pad = _font(img)
+    draw = ImageDraw.Draw(img)
+    text_w = int(draw.textlength(bar.text, font=font))
+    thick = max(2, font.size // 4)
+    box_w = min(img.width, max(bar.pixels, text_w) + 2 * pad)
+    box_h = min(img.height, font.size + 3 * pad + thick)
+    left, top = img.width - box_w, img.height - box_h
+    img.alpha_composite(Image.new("RGBA", (box_w, box_h), SHADE_RGBA), (left, top))
+    x0 = img.width - pad - bar.pixels  # the bar's first pixel; it ends ``pad`` from the right edge
+    y = img.height - pad - thick
+    draw.rectangle((x0, y, x0 + bar.pixels - 1, y + thick - 1), fill=WHITE)
+    for x in (x0, x0 + bar.pixels - 1):  # end ticks
+        draw.line((x, y - pad, x, y + thick - 1), fill=WHITE)
+    draw.text((x0 + bar.pixels / 2, y - pad), bar.text, font=font, fill=WHITE, anchor="md")
 
 
 def draw_legend(img: Image.Image, names: Sequence[str], colors: np.ndarray) -> None:
     """Class swatches and names in the lower-left corner, on a dark box, in as many columns as needed."""
     if not names:
         return
-    font_size = max(10, min(18, round(max(img.size) / 60)))
-    font = ImageFont.load_default(size=font_size)
+    font, pad = _font(img)
+    font_size = font.size
     draw = ImageDraw.Draw(img)
     line = font_size + max(2, font_size // 3)
-    swatch, pad = font_size, max(3, font_size // 3)
+    swatch = font_size
     text_w = max(draw.textlength(str(n), font=font) for n in names)
     col_w = int(swatch + pad + text_w + 2 * pad)
-    rows = max(1, min(len(names), (img.height - 2 * pad) // line))
+    title_h = font_size + 2 * pad  # the title's box, above: left free
+    rows = max(1, min(len(names), (img.height - title_h - 2 * pad) // line))
     cols = -(-len(names) // rows)
     box_w, box_h = min(img.width, cols * col_w + pad), min(img.height, rows * line + pad)
     top = img.height - box_h
-    shade = Image.new("RGBA", (box_w, box_h), (0, 0, 0, 170))
+    shade = Image.new("RGBA", (box_w, box_h), SHADE_RGBA)
     img.alpha_composite(shade, (0, top))
     for k, (name, color) in enumerate(zip(names, colors)):
         x = pad + (k // rows) * col_w
         y = top + pad + (k % rows) * line
         rgb = tuple(int(c) for c in color[:3])
-        draw.rectangle((x, y, x + swatch - 1, y + swatch - 1), fill=(*rgb, 255), outline=(255, 255, 255, 255))
-        draw.text((x + swatch + pad, y + swatch / 2), str(name), font=font, fill=(255, 255, 255, 255), anchor="lm")
+        draw.rectangle((x, y, x + swatch - 1, y + swatch - 1), fill=(*rgb, 255), outline=WHITE)
+        draw.text((x + swatch + pad, y + swatch / 2), str(name), font=font, fill=WHITE, anchor="lm")
 
 
 def _classes(src) -> tuple[list[str], np.ndarray]:

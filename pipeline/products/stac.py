@@ -2,14 +2,24 @@
 
 Catalogues, QGIS and STAC browsers find an output by its footprint and time, and learn from the
 item which files hold what (labels, probabilities, polygons, quicklook, run record), how the
-labels are coded (classification extension: value, name, colour, nodata 255) and on which grid
-(projection extension: code or WKT2, shape, transform, native bbox), without opening a raster.
+labels are coded (classification: value, name, colour, nodata 255), on which grid (projection),
+each file's size and sha256 (file), which model made them and how it reads the input (mlm, the
+checkpoint as the ``mlm:model`` asset) and with which software, when (processing).
 
-Everything is read from what is already on disk, never from the full-resolution data: the grid
-from the Zarr store's grid mapping (or labels.tif's header), the classes from the store's
-attributes (or labels.tif's tags), the model and parameters from run.json (or the store's
-attributes). The item is validated offline (``stac_checks``) before it is written, and it is
-written atomically.
+* ``geometry`` / ``bbox``: the outline of the valid labels (``stac_footprint``), not the raster's
+  rectangle, which over-claims a scene with a nodata collar.
+* ``datetime``: the input's acquisition time when its metadata has one (``stac_time``), else the
+  processing time; ``created`` and ``processing:datetime`` are always the processing time.
+* ``id``: ``scene_id`` (file stem + hash of the input's full path), unique per input, and the
+  name ``flows/segment_scene.py`` gives the scene's folder.
+* asset hrefs are relative (``./labels.tif``): the folder can be moved or uploaded whole. Only the
+  checkpoint, which lives elsewhere, is an absolute URI.
+
+Everything is read from what is already on disk, never the full-resolution data: the grid from
+the Zarr store's grid mapping (or labels.tif's header), the classes from the store's attributes
+(or labels.tif's tags), the footprint from a coarse pyramid level, the model from its card. The
+item is validated offline against the shipped JSON Schemas (``stac_checks``) before it is written
+atomically.
 
 An output without a CRS (a scan or a microscopy mosaic segmented in pixel coordinates) gets no
 item: STAC's footprint and bbox are places on the Earth, and a made-up one would mislead a
@@ -18,9 +28,9 @@ catalogue. ``write_stac_item`` then writes nothing and returns None.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,20 +39,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-import rasterio
 from affine import Affine
 from PIL import Image
-from rasterio.crs import CRS
-from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
-from rasterio.warp import transform as warp_transform
 
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
 from fcnseg.pipeline.io import atomic_write_text, open_raster
 from fcnseg.pipeline.outputs import (
     ITEM_JSON,
     LABELS_COG,
+    LABELS_PAM,
+    LABELS_QML,
     POLYGONS_GPKG,
     POLYGONS_PARQUET,
     PROBABILITIES_COG,
@@ -50,8 +57,19 @@ from fcnseg.pipeline.outputs import (
     RUN_JSON,
     STORE_NAME,
 )
-from fcnseg.pipeline.products.stac_checks import CLASSIFICATION_EXTENSION, PROJECTION_EXTENSION, check_stac_item
-from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
+from fcnseg.pipeline.products.scene_id import scene_id
+from fcnseg.pipeline.products.stac_checks import EXTENSIONS, check_stac_item, sha256_multihash
+from fcnseg.pipeline.products.stac_footprint import Grid, data_footprint
+from fcnseg.pipeline.products.stac_model import (
+    ModelSource,
+    architecture_name,
+    mlm_properties,
+    model_asset,
+    read_model,
+)
+from fcnseg.pipeline.products.stac_time import input_datetime, iso, utc
+from fcnseg.pipeline.store import NODATA, open_store, require_complete, store_geometry
+from fcnseg.pipeline.versions import software_versions
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +79,8 @@ COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 #: The STAC Zarr best practice (radiantearth/stac-best-practices, 2025): versioned ``application/vnd.zarr``.
 ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
 
-#: Points per footprint edge (corners included): a projected edge is curved in lon/lat, so the
-#: polygon follows it closely enough that the bbox computed from it contains the raster.
-EDGE_POINTS = 21
-
-ID_PATTERN = re.compile(r"[^0-9A-Za-z._-]+")
-
+#: Bytes read at once while hashing an output file (memory stays at this, whatever the file's size).
+HASH_BLOCK = 1 << 20
 
 @dataclass(frozen=True)
 class AssetSpec:
@@ -93,18 +107,11 @@ ASSETS: tuple[AssetSpec, ...] = (
               "Class polygons (GeoPackage)"),
     AssetSpec("quicklook", QUICKLOOK_PNG, "image/png", ("overview", "visual"),
               "Quicklook: image with the labels overlaid, and a legend"),
+    AssetSpec("labels_pam", LABELS_PAM, "application/xml", ("metadata",),
+              "labels.tif's class names and raster attribute table (GDAL PAM)"),
+    AssetSpec("labels_style", LABELS_QML, "application/xml", ("style",), "labels.tif's QGIS style (one entry per class)"),
     AssetSpec("run", RUN_JSON, "application/json", ("metadata",), "fcnseg run record"),
 )
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The output grid: every output shares the input's CRS, transform and shape."""
-
-    crs: CRS | None  # None: pixel coordinates, no item
-    transform: Affine
-    height: int
-    width: int
 
 
 # --------------------------------------------------------------------------- public API
@@ -114,6 +121,7 @@ def build_stac_item(
     out_dir: str | Path,
     *,
     input_path: str | Path,
+    model_path: str | Path | None = None,
     model_sha256: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     created: datetime | None = None,
@@ -122,14 +130,16 @@ def build_stac_item(
 ) -> dict[str, Any]:
     """The STAC Item (a JSON-ready dict) for the output folder ``out_dir``; validated.
 
-    ``input_path`` names the segmented raster: the item id comes from its file stem (so a
-    rerun gives the same id) and its TIFFTAG_DATETIME, when set, becomes ``datetime``.
-    ``model_sha256`` and ``parameters`` default to run.json's (then to the store's attributes);
-    ``created`` (default: now) is also the ``datetime`` when the input has no time of its own;
-    ``acquired``, when given, is the ``datetime`` and the input is not opened at all.
+    ``input_path`` names the segmented raster: the id is ``scene_id(input_path)`` and its
+    acquisition time, when its metadata has one, becomes ``datetime``. ``model_path`` (default:
+    run.json's ``model``) is the checkpoint whose card gives the MLM fields; without one the item
+    has none. ``model_sha256`` and ``parameters`` default to run.json's (then to the store's
+    attributes). ``created`` (default: now) is the processing time, also the ``datetime`` when the
+    input has no time of its own; ``acquired``, when given, is the ``datetime`` and the input is
+    not opened for it. ``pending``: files written right after the item (listed, not yet hashed).
     """
     out_dir = Path(out_dir)
-    created = _utc(created or datetime.now(UTC))
+    created = utc(created or datetime.now(UTC))
     grid, table, store_attrs = _read_output(out_dir)
     if grid.crs is None:
         raise ValueError(f"{out_dir}: the labels have no CRS; a STAC item needs the raster's georeferencing")
@@ -137,31 +147,37 @@ def build_stac_item(
     model_sha256 = model_sha256 or run.get("model_sha256") or store_attrs.get("model_sha256")
     if parameters is None:
         parameters = run.get("parameters") or store_attrs.get("parameters")
+    model = read_model(model_path or run.get("model"), model_sha256)
+    bands = _input_bands(parameters)
 
-    geometry, bbox = footprint(grid)
+    geometry, bbox = data_footprint(out_dir, grid)
+    classes = class_entries(table.names, table.colors) if table.names else None
     properties: dict[str, Any] = {
         "title": f"fcnseg segmentation of {_input_name(input_path)}",
-        "datetime": _iso(acquired or _input_datetime(input_path) or created),
-        "created": _iso(created),
+        "datetime": iso(acquired or input_datetime(input_path) or created),
+        "created": iso(created),
         **_projection_fields(grid),
+        **processing_fields(created, model, input_path),
     }
     if model_sha256:
         properties["fcnseg:model_sha256"] = model_sha256
     if parameters is not None:
         properties["fcnseg:parameters"] = dict(parameters)
+    assets = _assets(out_dir, grid, classes, pending)
+    if model is not None:
+        properties.update(mlm_properties(model, model_classes(model), software_versions().get("torch"), bands))
+        assets["model"] = model_asset(model, bands)
 
-    classes = class_entries(table.names, table.colors) if table.names else None
-    extensions = [PROJECTION_EXTENSION] + ([CLASSIFICATION_EXTENSION] if classes else [])
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": extensions,
+        "stac_extensions": used_extensions(properties, assets),
         "id": item_id(input_path),
         "geometry": geometry,
         "bbox": bbox,
         "properties": properties,
         "links": _links(input_path),
-        "assets": _assets(out_dir, grid, classes, pending),
+        "assets": assets,
     }
     check_stac_item(item)
     return item
@@ -171,6 +187,7 @@ def write_stac_item(
     out_dir: str | Path,
     *,
     input_path: str | Path,
+    model_path: str | Path | None = None,
     model_sha256: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     created: datetime | None = None,
@@ -187,7 +204,7 @@ def write_stac_item(
     if _read_output(out_dir)[0].crs is None:
         log.info("no CRS: no STAC item")
         return None
-    item = build_stac_item(out_dir, input_path=input_path, model_sha256=model_sha256,
+    item = build_stac_item(out_dir, input_path=input_path, model_path=model_path, model_sha256=model_sha256,
                            parameters=parameters, created=created, acquired=acquired, pending=pending)
     target = atomic_write_text(out_dir / ITEM_JSON, json.dumps(item, indent=2) + "\n")
     log.info("wrote STAC item %s (%d assets)", target, len(item["assets"]))
@@ -198,35 +215,8 @@ def write_stac_item(
 
 
 def item_id(input_path: str | Path) -> str:
-    """The input's file stem, made URL- and file-name-safe: stable across reruns of one input."""
-    stem = ID_PATTERN.sub("_", PurePosixPath(_input_name(input_path)).stem).strip("._-")
-    return stem or "scene"
-
-
-def footprint(grid: Grid, edge_points: int = EDGE_POINTS) -> tuple[dict[str, Any], list[float]]:
-    """The raster's outline in EPSG:4326 (GeoJSON Polygon, counter-clockwise) and its bbox.
-
-    Each edge is densified before reprojection, so the curved edges of a projected grid are
-    followed and the bbox (from all points) contains the whole raster, not just its corners.
-    """
-    t = np.linspace(0.0, 1.0, edge_points)[:-1]
-    w, h = grid.width, grid.height
-    cols = np.concatenate([np.zeros_like(t), t * w, np.full_like(t, w), (1 - t) * w])
-    rows = np.concatenate([t * h, np.full_like(t, h), (1 - t) * h, np.zeros_like(t)])
-    xs, ys = grid.transform @ (cols, rows)
-    lon, lat = warp_transform(grid.crs, "EPSG:4326", np.asarray(xs).tolist(), np.asarray(ys).tolist())
-    ring = [[float(x), float(y)] for x, y in zip(lon, lat)]
-    if not all(math.isfinite(v) for p in ring for v in p):
-        raise ValueError(f"the raster footprint does not reproject to EPSG:4326 (CRS {grid.crs})")
-    if _signed_area(ring) < 0:  # RFC 7946: exterior rings counter-clockwise
-        ring.reverse()
-    ring.append(ring[0])
-    lons, lats = [p[0] for p in ring], [p[1] for p in ring]
-    if max(lons) - min(lons) > 180:
-        log.warning("footprint spans %.0f degrees of longitude: it may cross the antimeridian, "
-                    "which this item does not split", max(lons) - min(lons))
-    bbox = [min(lons), min(lats), max(lons), max(lats)]
-    return {"type": "Polygon", "coordinates": [ring]}, bbox
+    """``scene_id``: the input's stem and a hash of its full path, stable across reruns of one input."""
+    return scene_id(input_path)
 
 
 def class_entries(names: Sequence[str], colors: Sequence[Sequence[int]] | None) -> list[dict[str, Any]]:
@@ -248,6 +238,42 @@ def class_entries(names: Sequence[str], colors: Sequence[Sequence[int]] | None) 
     return entries
 
 
+def model_classes(model: ModelSource) -> list[dict[str, Any]]:
+    """The classes the model predicts (the card's), as class objects without the nodata entry."""
+    card = model.card
+    return class_entries(card.class_names, [c.color for c in card.classes])[:-1]
+
+
+def processing_fields(created: datetime, model: ModelSource | None, input_path: str | Path) -> dict[str, Any]:
+    """processing:datetime (the run's time), :software (versions of what made the files), :lineage."""
+    versions = dict(software_versions())
+    if model is not None:
+        made_by = f"the {architecture_name(model.card.arch)} model {Path(model.path).name}"
+    else:
+        made_by = "an FCN model"
+    lineage = (f"Labels predicted tile by tile by {made_by} with fcnseg {versions.get('fcnseg', '')} from "
+               f"{_input_name(input_path)}: each pixel the class of highest score, 255 where the input has no data; "
+               "COG, polygons and quicklook derived from the label store.")
+    return {"processing:datetime": iso(created), "processing:software": versions,
+            "processing:lineage": re.sub(r"\s+", " ", lineage)}
+
+
+def used_extensions(properties: Mapping[str, Any], assets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The schema URL of every extension whose fields the item uses, in a fixed order."""
+    keys = set(properties) | {key for asset in assets.values() for key in asset}
+    prefixes = {key.split(":", 1)[0] for key in keys if ":" in key}
+    return [url for prefix, url in EXTENSIONS.items() if prefix in prefixes]
+
+
+def file_fields(path: Path) -> dict[str, Any]:
+    """file:size and file:checksum (sha2-256 multihash) of one output file, read in HASH_BLOCK pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(HASH_BLOCK), b""):
+            digest.update(block)
+    return {"file:size": path.stat().st_size, "file:checksum": sha256_multihash(digest.hexdigest())}
+
+
 # --------------------------------------------------------------------------- reading the output folder
 
 
@@ -258,7 +284,7 @@ def _read_output(out_dir: Path) -> tuple[Grid, ClassTable, dict[str, Any]]:
         group = open_store(store, mode="r")
         require_complete(group, store)  # an item describes finished outputs only
         crs, transform = store_geometry(group)
-        labels = group[LABELS]
+        labels = group["labels"]
         height, width = labels.shape
         return Grid(crs, transform, int(height), int(width)), store_classes(labels.attrs), dict(group.attrs)
     cog = out_dir / LABELS_COG
@@ -277,22 +303,11 @@ def _read_run_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON: {e}") from e
 
 
-def _input_datetime(input_path: str | Path) -> datetime | None:
-    """The input's TIFFTAG_DATETIME as UTC (TIFF stores no zone; UTC is the usual convention)."""
-    try:
-        with rasterio.open(input_path) as src:
-            value = src.tags().get("TIFFTAG_DATETIME")
-    except (RasterioError, OSError) as e:
-        log.debug("cannot read the acquisition time of %s: %s", input_path, e)
-        return None
-    if not value:
-        return None
-    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(value.strip().rstrip("Z"), fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    log.warning("%s: TIFFTAG_DATETIME %r is not a date; using the run's time", input_path, value)
+def _input_bands(parameters: Mapping[str, Any] | None) -> list[int] | None:
+    """The 1-based input band numbers the run read (run parameters' ``bands``), if recorded."""
+    bands = (parameters or {}).get("bands")
+    if isinstance(bands, list) and bands and all(isinstance(b, int) for b in bands):
+        return bands
     return None
 
 
@@ -317,7 +332,8 @@ def _projection_fields(grid: Grid) -> dict[str, Any]:
 
 def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None,
             pending: Sequence[str] = ()) -> dict[str, Any]:
-    """One asset per output file that exists (or is ``pending``), with a relative href."""
+    """One asset per output file that exists (or is ``pending``), with a relative href; files on
+    disk get file:size and file:checksum (not the Zarr store, a folder)."""
     assets: dict[str, Any] = {}
     for spec in ASSETS:
         path = out_dir / spec.filename
@@ -329,6 +345,8 @@ def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None,
             asset["classification:classes"] = classes
         if spec.key == "quicklook":
             asset.update(_quicklook_grid(path, grid))
+        if path.is_file():
+            asset.update(file_fields(path))
         assets[spec.key] = asset
     return assets
 
@@ -370,17 +388,3 @@ def _unique(name: str, used: set[str]) -> str:
         candidate, k = f"{name}_{k}", k + 1
     used.add(candidate)
     return candidate
-
-
-def _signed_area(ring: Sequence[Sequence[float]]) -> float:
-    x = np.array([p[0] for p in ring])
-    y = np.array([p[1] for p in ring])
-    return float(0.5 * np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(value: datetime) -> str:
-    return _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")

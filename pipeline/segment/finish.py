@@ -40,14 +40,15 @@ def export_rasters(plan: RunPlan, *, client: Client | None = None, scheduler: st
     written = []
     if options.cog:
         export_labels_cog(plan.store_path, out / outputs.LABELS_COG)
-        written.append(outputs.LABELS_COG)
+        written += [outputs.LABELS_COG, outputs.LABELS_PAM, outputs.LABELS_QML]
         crash_point("export")
         if options.probabilities:
             export_probabilities_cog(plan.store_path, out / outputs.PROBABILITIES_COG)
             written.append(outputs.PROBABILITIES_COG)
     if options.quicklook:  # its read of the input runs on the cluster when there is one
         with optional_client(client, scheduler) as reached:
-            write_quicklook(plan.input, plan.store_path, out / outputs.QUICKLOOK_PNG, client=reached)
+            write_quicklook(plan.input, plan.store_path, out / outputs.QUICKLOOK_PNG, client=reached,
+                            model=plan.model_path)
         written.append(outputs.QUICKLOOK_PNG)
     return written
 
@@ -87,8 +88,8 @@ def publish(
     started = time.perf_counter()
     areas = class_areas(plan)
     if stac:
-        write_stac_item(plan.out, input_path=plan.input, model_sha256=plan.model_sha256, parameters=plan.parameters,
-                        pending=[outputs.RUN_JSON])
+        write_stac_item(plan.out, input_path=plan.input, model_path=plan.model_path, model_sha256=plan.model_sha256,
+                        parameters=plan.parameters, pending=[outputs.RUN_JSON])
     published = time.perf_counter() - started
     seconds = {**seconds, "publish": published, "total": seconds.get("total", 0.0) + published}
     report = run_report(plan, chunk_run, seconds, files, areas, polygons)

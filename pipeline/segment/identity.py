@@ -84,3 +84,19 @@ def worker_execution(device: str) -> str:
         return execution_of(worker_device(device))
     except ValueError as exc:
         return f"error: {exc}"
+
+
+def worker_device_name(device: str) -> str:
+    """On a worker: the device its tasks run on for ``device``, named for the run record
+    (``cpu``, ``cuda:0 NVIDIA H200``)."""
+    import torch
+
+    from fcnseg.pipeline.segment.worker import worker_device
+
+    try:
+        resolved = worker_device(device)
+    except ValueError as exc:
+        return f"error: {exc}"
+    if resolved.type != "cuda":
+        return resolved.type
+    return f"{resolved} {torch.cuda.get_device_name(resolved)}"

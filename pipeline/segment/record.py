@@ -10,9 +10,10 @@ import json
 import logging
 import resource
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.outputs import RUN_JSON
 from fcnseg.pipeline.segment.ledger import ChunkResult
+from fcnseg.pipeline.versions import software_versions
 
 if TYPE_CHECKING:
     from fcnseg.pipeline.products.vectorize import VectorizeReport
@@ -36,6 +38,8 @@ class ChunkRun:
     worker_peaks_mb: list[float]
     seconds: dict[str, float]
     execution: str | None = None  # how the chunks were computed (``cpu fp32`` ...)
+    devices: list[str] = field(default_factory=list)  # the workers' devices (``cpu``, ``cuda:0 NVIDIA H200``)
+    workers: int = 0  # Dask workers that computed chunks (0: every chunk was done before)
 
 
 @dataclass
@@ -51,6 +55,14 @@ class RunReport:
     polygons: int | None = None
     execution: str | None = None
     skipped: bool = False  # the folder already held this exact output: nothing was done
+    started: str | None = None  # ISO 8601, UTC
+    finished: str | None = None
+    devices: list[str] = field(default_factory=list)
+    workers: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``segment --json``)."""
+        return {**asdict(self), "out": str(self.out)}
 
     def location(self, name: str) -> str:
         """Where one of its files is: a path, or a URI under an object-store OUT."""
@@ -89,22 +101,36 @@ def run_report(
         worker_peaks = polygons.worker_peaks_mb
     log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in worker_peaks])
     infer_seconds = max(seconds.get("infer", 0.0), 1e-9)
+    finished = datetime.now(UTC)
+    started = finished - timedelta(seconds=seconds.get("total", 0.0))
     return RunReport(
         out=plan.target, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
         megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
         peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
         files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
-        execution=chunk_run.execution,
+        execution=chunk_run.execution, started=iso_utc(started), finished=iso_utc(finished),
+        devices=chunk_run.devices, workers=chunk_run.workers,
     )
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def write_run_json(plan: RunPlan, report: RunReport) -> None:
     """run.json, written once every output file exists: it records what the folder holds."""
     record = {
         "input": plan.input,
+        "input_fingerprint": plan.parameters["input_fingerprint"],
+        "model": plan.model_path,
         "model_sha256": plan.model_sha256,
         "parameters": report.parameters,
+        "started": report.started,
+        "finished": report.finished,
         "execution": report.execution,
+        "devices": report.devices,
+        "workers": report.workers,
+        "versions": software_versions(),
         "outputs": plan.options.outputs(),
         "files": report.files,
         "chunks": report.chunks,
@@ -132,4 +158,6 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
         parameters=record["parameters"], files=record["files"], class_areas=record["class_areas"],
         polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
+        started=record.get("started"), finished=record.get("finished"), devices=record.get("devices", []),
+        workers=record.get("workers", 0),
     )

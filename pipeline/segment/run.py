@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zarr
-from tqdm import tqdm
 
 from fcnseg.atomic import remove_path
 from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources, worker_peaks_mb
@@ -26,7 +25,8 @@ from fcnseg.pipeline.io import InputError, atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.segment.guard import OutputConflict
-from fcnseg.pipeline.segment.identity import worker_execution
+from fcnseg.pipeline.progress import ProgressCallback, stage_progress
+from fcnseg.pipeline.segment.identity import worker_device_name, worker_execution
 from fcnseg.pipeline.segment.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun
@@ -45,10 +45,11 @@ class IncompleteRun(RuntimeError):
 
 def compute_chunks(
     plan: RunPlan, *, client: Client | None = None, scheduler: str | None = None, cluster_spec: str | Path | None = None,
-    workers: int | None = None, progress: bool = True,
+    workers: int | None = None, progress: bool = True, on_progress: ProgressCallback | None = None,
 ) -> ChunkRun:
     """Compute every chunk the plan has not reused (crop or blend), then finish the store; on
-    ``client``'s cluster, or on one reached or started for this stage (``dask_client``)."""
+    ``client``'s cluster, or on one reached or started for this stage (``dask_client``).
+    ``progress``: a bar (on a terminal), else log lines; ``on_progress(done, total)`` as chunks finish."""
     if not plan.todo:  # every chunk finished before: no cluster needed
         finish_store(plan)
         return ChunkRun([], [], {"infer": 0.0}, recorded_execution(plan))
@@ -59,6 +60,7 @@ def compute_chunks(
             client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, plan.options.device))
         resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
         execution = agree_execution(client, plan)
+        devices = client.run(worker_device_name, plan.options.device)
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()
         options = plan.options
@@ -68,7 +70,7 @@ def compute_chunks(
             submit = crop_tasks(job, plan.todo, str(plan.store_path), plan.ledger)
         else:
             submit = blend_tasks(job, plan, *prepare_scratch(plan))
-        results = run_tasks(client, submit, resources, len(plan.todo), progress)
+        results = run_tasks(client, submit, resources, len(plan.todo), progress, on_progress)
         seconds["infer"] = time.perf_counter() - started
         peaks = worker_peaks_mb(client)
     missing = [t for t in plan.tiles if not plan.ledger.is_finished(t)]
@@ -76,21 +78,21 @@ def compute_chunks(
         raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.tiles)} planned chunks did not report back; "
                             "rerun the same command to finish them")
     finish_store(plan)
-    return ChunkRun(results, peaks, seconds, execution)
+    return ChunkRun(results, peaks, seconds, execution, sorted(set(devices.values())), len(devices))
 
 
 def run_tasks(client: Client, submit: Submitter, resources: dict[str, float] | None, total: int,
-              progress: bool) -> list[ChunkResult]:
+              bar: bool, on_progress: ProgressCallback | None = None) -> list[ChunkResult]:
     """The final chunks' results, as the tasks finish. Inference tasks ask for a ``GPU`` resource
     when the workers advertise one, so that each GPU runs one batch at a time."""
     from distributed import as_completed
 
     results: list[ChunkResult] = []
-    with tqdm(total=total, desc="segment", unit="chunk", disable=not progress) as bar:
+    with stage_progress(total, "segment", "chunk", bar=bar, on_update=on_progress) as advance:
         for future in as_completed(submit(client, resources)):
             chunk_results = future.result()
             results.extend(chunk_results)
-            bar.update(len(chunk_results))
+            advance(len(chunk_results))
             crash_point("infer")
     return results
 

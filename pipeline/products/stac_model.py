@@ -1,0 +1,205 @@
+"""The item's model: the MLM extension (v1.4.0) fields that say which network made the labels and
+how it reads the input, from the checkpoint's model card.
+
+A catalogue user comparing two segmentations needs more than a hash: the architecture, the bands
+the model took (in which order, scaled how), the classes it predicts, and the checkpoint itself
+(the ``mlm:model`` asset, with its size and sha256 as ``file:`` fields, so a copy can be checked).
+Only the card is read from the checkpoint (its JSON header), and the parameter count from the
+safetensors header: no tensor is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetensors import SafetensorError, safe_open
+
+from fcnseg.pipeline.products.stac_checks import sha256_multihash
+
+if TYPE_CHECKING:
+    from fcnseg.models.checkpoint import ModelCard
+
+log = logging.getLogger(__name__)
+
+TASKS = ["semantic-segmentation"]
+#: MLM's predefined name for the framework (its schema lists it; "Enum names should be preferred").
+FRAMEWORK = "PyTorch"
+#: The checkpoint is a safetensors file (weights + card), written by safetensors.torch.save_file.
+MODEL_MEDIA_TYPE = "application/octet-stream; framework=pytorch; profile=safetensors"
+ARTIFACT_TYPE = "safetensors.torch.save_file"
+ARCHITECTURES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s"}
+#: mlm:name must match this (MLM v1.4.0).
+NAME_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]$")
+#: mlm:framework_version must be semantic (MLM v1.4.0): "2.13.0+cpu" is, "2.13.0a0+git" is not.
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The checkpoint a run used: where it was read from, its card, and its file's sha256."""
+
+    path: str
+    card: ModelCard
+    sha256: str | None
+
+
+def read_model(model_path: str | Path | None, sha256: str | None) -> ModelSource | None:
+    """The checkpoint's card, or None (logged) when there is no path or the file cannot be read:
+    the item then goes without MLM fields rather than failing a finished run."""
+    if not model_path:
+        return None
+    from fcnseg.models.checkpoint import CheckpointError, read_card  # torch: only when there is a model
+
+    try:
+        card = read_card(model_path)
+    except (CheckpointError, OSError) as e:
+        log.warning("no MLM fields in the STAC item: %s", e)
+        return None
+    return ModelSource(str(model_path), card, sha256)
+
+
+def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], torch_version: str | None,
+                   input_bands: Sequence[int] | None = None) -> dict[str, Any]:
+    """Item-level MLM fields: name, architecture, task, framework, input (bands, shape, scaling) and
+    output (class scores, classes). ``classes``: the model's classes as classification class objects."""
+    card = model.card
+    fields: dict[str, Any] = {
+        "mlm:name": model_name(model.path, card.arch),
+        "mlm:architecture": architecture_name(card.arch),
+        "mlm:tasks": list(TASKS),
+        "mlm:framework": FRAMEWORK,
+    }
+    version = framework_version(torch_version)
+    if version:
+        fields["mlm:framework_version"] = version
+    parameters = total_parameters(model.path)
+    if parameters is not None:
+        fields["mlm:total_parameters"] = parameters
+    fields.update(_pretraining(card))
+    fields["mlm:input"] = [model_input(card, input_bands)]
+    fields["mlm:output"] = [model_output(card, classes)]
+    return fields
+
+
+def model_asset(model: ModelSource, input_bands: Sequence[int] | None = None) -> dict[str, Any]:
+    """The ``mlm:model`` asset: the checkpoint, by URI (it lives outside the output folder), with
+    ``file:size`` and ``file:checksum`` when known and the input band names (``raster:bands``,
+    which MLM needs to resolve ``mlm:input`` bands by name)."""
+    asset: dict[str, Any] = {
+        "href": _uri(model.path),
+        "type": MODEL_MEDIA_TYPE,
+        "title": f"{architecture_name(model.card.arch)} checkpoint (safetensors, with its model card)",
+        "roles": ["mlm:model", "mlm:checkpoint", "mlm:weights", "model", "weights", "checkpoint"],
+        "mlm:artifact_type": ARTIFACT_TYPE,
+        "raster:bands": [{"name": name} for name in band_names(model.card, input_bands)],
+    }
+    try:
+        asset["file:size"] = os.stat(model.path).st_size
+    except OSError:
+        pass  # a remote checkpoint: no size
+    if model.sha256:
+        asset["file:checksum"] = sha256_multihash(model.sha256)
+    return asset
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def model_input(card: ModelCard, input_bands: Sequence[int] | None) -> dict[str, Any]:
+    """The input: the card's bands in order, z-score scaled per band, as float32 (batch, channel, y, x)."""
+    names = band_names(card, input_bands)
+    source = f"bands {', '.join(map(str, input_bands))} of the input raster" if input_bands else "the input raster's bands"
+    nodata = card.nodata
+    return {
+        "name": "image tiles",
+        "bands": names,
+        "input": {"shape": [-1, card.bands, -1, -1], "dim_order": ["batch", "channel", "height", "width"],
+                  "data_type": "float32"},
+        "description": (f"Tiles of {source} as {', '.join(names)}, each scaled (x - mean) / stddev; pixels that "
+                        "are nodata in the input (by GDAL's dataset mask: every band at its nodata value, or "
+                        f"masked) are set to {nodata.fill:g} after scaling and labelled {nodata.label}. Any tile "
+                        "size that is a multiple of 32 (the network is fully convolutional)."),
+        "value_scaling": [{"type": "z-score", "mean": float(m), "stddev": float(s)}
+                          for m, s in zip(card.normalization.mean, card.normalization.std)],
+        "resize_type": None,
+    }
+
+
+def model_output(card: ModelCard, classes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The output: a score per class and pixel; the labels are their argmax."""
+    return {
+        "name": "class scores",
+        "tasks": list(TASKS),
+        "result": {"shape": [-1, card.num_classes, -1, -1], "dim_order": ["batch", "class", "height", "width"],
+                   "data_type": "float32"},
+        "description": "Per-class scores (logits); a pixel's label is the class of the highest score.",
+        "classification:classes": [dict(c) for c in classes],
+    }
+
+
+def architecture_name(arch: str) -> str:
+    """mlm:architecture: the literature's name (FCN-8s) for the card's ``arch`` (fcn8s)."""
+    return ARCHITECTURES.get(arch, arch)
+
+
+def band_names(card: ModelCard, input_bands: Sequence[int] | None) -> list[str]:
+    """The card's band names, else ``band_N`` for the input band numbers the run read."""
+    if card.band_names:
+        return [str(n) for n in card.band_names]
+    numbers = list(input_bands) if input_bands and len(input_bands) == card.bands else range(1, card.bands + 1)
+    return [f"band_{n}" for n in numbers]
+
+
+def model_name(model_path: str, arch: str) -> str:
+    """mlm:name: the checkpoint's file stem, fitted to MLM's pattern (else fcnseg-ARCH)."""
+    stem = re.sub(r"[^a-zA-Z0-9_.\-\s]+", "-", Path(str(model_path)).stem)
+    stem = re.sub(r"^[^a-zA-Z]+|[^a-zA-Z0-9]+$", "", stem)
+    return stem if NAME_PATTERN.match(stem) else f"fcnseg-{arch}"
+
+
+def framework_version(version: str | None) -> str | None:
+    """The torch version when it is semantic, else its release part (``2.13.0``), else None."""
+    if not version:
+        return None
+    if SEMVER.match(version):
+        return version
+    release = re.match(r"^\d+\.\d+\.\d+", version)
+    return release.group(0) if release else None
+
+
+def total_parameters(model_path: str) -> int | None:
+    """Weights in the checkpoint, from the tensor shapes in its header (no tensor is read)."""
+    try:
+        with safe_open(str(model_path), framework="pt") as f:
+            return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        log.debug("cannot count the parameters of %s: %s", model_path, e)
+        return None
+
+
+def _pretraining(card: ModelCard) -> dict[str, Any]:
+    """mlm:pretrained(_source) from the card's training record: an ImageNet VGG16 or an init checkpoint."""
+    if not card.training or not ({"vgg16_weights", "init"} & set(card.training)):
+        return {}
+    vgg, init = card.training.get("vgg16_weights"), card.training.get("init")
+    if isinstance(init, Mapping) and init.get("path"):
+        source = f"fine-tuned from checkpoint {Path(str(init['path'])).name} (sha256 {init.get('sha256', '?')})"
+    elif vgg:
+        source = f"ImageNet VGG16 backbone ({Path(str(vgg)).name})"
+    else:
+        source = None
+    return {"mlm:pretrained": source is not None, "mlm:pretrained_source": source}
+
+
+def _uri(path: str) -> str:
+    """A URL as it is; a local path as an absolute file:// URI."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+        return path
+    return Path(path).resolve().as_uri()
