@@ -26,6 +26,8 @@ app = typer.Typer(
 log = logging.getLogger("fcnseg")
 
 TILE_HELP = "Core chunk size in pixels (multiple of 32); default: 2048 where the device's memory holds it."
+OUTSIDE_HELP = ("Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not trained"
+                " on or scored). Default: background for a layer without --label-field, unlabelled with one.")
 BATCH_HELP = "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8)."
 
 
@@ -125,7 +127,7 @@ def synth(
 @app.command()
 def train(
     image: Annotated[Path, typer.Option(help="Training image (any raster rasterio opens).")],
-    labels: Annotated[Path, typer.Option(help="Class raster on the image's grid, or vector file (with --label-field).")],
+    labels: Annotated[Path, typer.Option(help="Class raster on the image's grid, or vector labels (any format OGR reads: GeoPackage, SpatiaLite, FlatGeobuf, GML, KML, Shapefile, GeoJSON; or GeoParquet).")],
     out: Annotated[Path, typer.Option(help="Checkpoint to write (.safetensors).")],
     val_image: Annotated[Optional[Path], typer.Option(help="Validation image.")] = None,
     val_labels: Annotated[Optional[Path], typer.Option(help="Validation labels.")] = None,
@@ -139,10 +141,16 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels.")] = None,
+    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels (integers: the class ids; text: classes in --classes order, else sorted). Without it a vector layer is footprints: every feature one class.")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Class names, comma separated, in id order.")] = None,
+    outside: Annotated[Optional[str], typer.Option(help=OUTSIDE_HELP)] = None,
+    class_name: Annotated[Optional[str], typer.Option(help="Class name of a footprint layer (no --label-field); default: the layer's name.")] = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to use, comma separated (default: all).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
+    sampling: Annotated[str, typer.Option(help="Where chips are centred: on labelled pixels, each class with equal chance (labelled), or anywhere with at least 5 % labelled pixels (uniform, the old sampler).")] = "labelled",
+    class_weights: Annotated[str, typer.Option(help="Class weights in the loss: median frequency balancing of the pixels training sees (median), or equal (none).")] = "median",
+    holdout: Annotated[float, typer.Option(help="Without --val-image: share of the labelled pixels held out as blocks of the scene to validate on and keep the best mean IU; 0 turns it off.")] = 0.2,
+    read_threads: Annotated[int, typer.Option(help="Threads reading the next batch's chips while the model trains (0: in the training thread).")] = 4,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
     from fcnseg.pipeline.training.train import TrainRequest, train_model
@@ -154,7 +162,8 @@ def train(
             image=image, labels=labels, out=out, val_image=val_image, val_labels=val_labels, arch=arch,
             width=width, init=init, vgg16_weights=vgg16_weights, steps=steps, chip=chip,
             batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
-            classes=csv_list(classes), bands=csv_ints(bands), val_every=val_every,
+            classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
+            sampling=sampling, class_weights=class_weights, holdout=holdout, read_threads=read_threads,
         )
         path, result, card = train_model(request)
     best = f", best val mean IU {result.best_metrics['mean_iou']:.4f} at step {result.best_step}" if result.best_metrics else ""
@@ -165,8 +174,9 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Option(help="Checkpoint (.safetensors).")],
     image: Annotated[Path, typer.Option(help="Image to segment.")],
-    labels: Annotated[Path, typer.Option(help="Reference class raster, or vector file with --label-field.")],
-    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels.")] = None,
+    labels: Annotated[Path, typer.Option(help="Reference class raster, or vector labels (any format OGR reads, or GeoParquet); values map to classes as in training (the model card).")],
+    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels; default: the one the model was trained with.")] = None,
+    outside: Annotated[Optional[str], typer.Option(help="Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not scored). Default: as the model was trained (its card).")] = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
     tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
     halo: Annotated[Optional[int], typer.Option(help="Halo around each tile (multiple of 32); default from the model.")] = None,
@@ -182,7 +192,7 @@ def evaluate(
         torch_device = resolve_device(device)
         net, card = load_for_inference(model, torch_device)
         metrics = evaluate_raster(
-            net, card, image, labels, device=torch_device, label_field=label_field,
+            net, card, image, labels, device=torch_device, label_field=label_field, outside=outside,
             bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=not as_json,
         )
     if as_json:

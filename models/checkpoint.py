@@ -56,6 +56,37 @@ class NodataPolicy:
     fill: float = 0.0
 
 
+#: What vector labels' uncovered pixels become: class 0 ("background"), or unlabelled (255, not scored).
+OUTSIDE_POLICIES = ("background", "unlabelled")
+
+
+@dataclass
+class LabelMapping:
+    """How the values in label files became class ids in training, so evaluation maps them the same way.
+
+    ``values[i]`` is the source value of class id ``i`` as text (a raster's pixel value, or the
+    ``field``'s value of vector labels; ``"1"`` and ``1`` are the same value), ``None`` for a class
+    no value stands for (the background of vector labels). ``outside`` is what pixels covered by
+    no feature of vector labels are: ``background`` (class 0) or ``unlabelled``. ``field`` is the
+    vector labels' class field, ``None`` for rasters and for footprint layers (every feature is
+    class 1, the layer's class).
+    """
+
+    values: list[str | None]
+    field: str | None = None
+    outside: str = "unlabelled"
+    kind: str = "raster"  # "raster" or "vector": what the training labels were
+
+    def validate(self, num_classes: int) -> None:
+        if len(self.values) != num_classes:
+            raise ValueError(f"labels.values has {len(self.values)} values for {num_classes} classes")
+        if self.outside not in OUTSIDE_POLICIES:
+            raise ValueError(f"labels.outside must be one of {', '.join(OUTSIDE_POLICIES)}, got {self.outside!r}")
+        known = [v for v in self.values if v is not None]
+        if len(set(known)) != len(known):
+            raise ValueError("labels.values holds a value twice")
+
+
 @dataclass
 class ModelCard:
     """Everything about a checkpoint except its tensors."""
@@ -67,6 +98,8 @@ class ModelCard:
     normalization: Normalization
     nodata: NodataPolicy = field(default_factory=NodataPolicy)
     band_names: list[str] | None = None
+    #: The label values -> class ids mapping of training; None in checkpoints from before it was recorded (identity).
+    labels: LabelMapping | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +124,7 @@ class ModelCard:
             normalization=Normalization(**data["normalization"]),
             nodata=NodataPolicy(**data.get("nodata", {})),
             band_names=data.get("band_names"),
+            labels=LabelMapping(**data["labels"]) if data.get("labels") else None,
             training=data.get("training", {}),
             metrics=data.get("metrics", {}),
         )
@@ -107,6 +141,8 @@ class ModelCard:
             raise ValueError("normalisation std must be positive")
         if self.band_names is not None and len(self.band_names) != self.bands:
             raise ValueError(f"band_names has not {self.bands} names")
+        if self.labels is not None:
+            self.labels.validate(len(self.classes))
 
 
 def content_hash(card_json: str, tensors: dict[str, torch.Tensor]) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rasterio.io import DatasetReader
@@ -48,8 +50,10 @@ class ClassTable:
 def raster_classes(src: DatasetReader) -> ClassTable:
     """The class table of a single-band label raster.
 
-    Names: fcnseg's ``class_names`` tag, else the band's ``CLASS_<id>`` tags, else none. Colours:
-    the ``class_colors`` tag, else the band's colour table for the named classes, else none.
+    Names: fcnseg's ``class_names`` tag, else the band's ``CLASS_<id>`` tags, else the category
+    names or the attribute table's name column of the GDAL ``.aux.xml`` sidecar (what GIS tools
+    write, and rasterio cannot read), else none. Colours: the ``class_colors`` tag, else the band's
+    colour table for the named classes, else none.
     """
     tags = src.tags()
     names = _json_list(src.name, "class_names", tags.get("class_names"))
@@ -57,6 +61,8 @@ def raster_classes(src: DatasetReader) -> ClassTable:
         band = src.tags(1)
         ids = sorted(int(k[6:]) for k in band if k.startswith("CLASS_") and k[6:].isdigit())
         names = [band.get(f"CLASS_{i}", f"class_{i}") for i in range(ids[-1] + 1)] if ids else []
+    if not names:
+        names = names_by_value(pam_classes(src.name))
     names = [str(n) for n in names]
     colors = _json_list(src.name, "class_colors", tags.get("class_colors"))
     if colors is not None:
@@ -65,6 +71,62 @@ def raster_classes(src: DatasetReader) -> ClassTable:
     if colormap and names:
         return ClassTable(names, [colormap.get(i, UNKNOWN_COLOR) for i in range(len(names))])
     return ClassTable(names)
+
+
+def names_by_value(named: dict[int, str]) -> list[str]:
+    """Names for ids 0..max of ``named``, ``class_<id>`` for the ids it leaves out."""
+    return [named.get(i, f"class_{i}") for i in range(max(named) + 1)] if named else []
+
+
+def pam_classes(path: str) -> dict[int, str]:
+    """Class names by value from band 1 of the raster's GDAL PAM sidecar (``<path>.aux.xml``):
+    its ``CategoryNames`` (the name of value i is the i-th category; empty ones skipped), else its
+    attribute table's name column (usage 2) by the value column (usage 5 or 0, or named Value).
+    Empty when there is no readable sidecar or it names nothing."""
+    sidecar = Path(f"{path}.aux.xml")
+    if not sidecar.is_file():
+        return {}
+    try:
+        root = ET.parse(sidecar).getroot()
+    except (ET.ParseError, OSError) as exc:
+        log.warning("%s: unreadable (%s); its class names are ignored", sidecar, exc)
+        return {}
+    band = next((b for b in root.iter("PAMRasterBand") if b.get("band", "1") == "1"), None)
+    if band is None:
+        return {}
+    categories = band.find("CategoryNames")
+    if categories is not None:
+        named = {i: (c.text or "").strip() for i, c in enumerate(categories.findall("Category"))}
+        named = {i: n for i, n in named.items() if n}
+        if named:
+            return named
+    table = band.find("GDALRasterAttributeTable")
+    return _rat_names(table) if table is not None else {}
+
+
+def _rat_names(table: ET.Element) -> dict[int, str]:
+    """Names by value from a PAM raster attribute table (GDAL's usages: 2 name, 5 min-max, 0 generic)."""
+    fields = {}
+    for definition in table.findall("FieldDefn"):
+        usage, name = definition.findtext("Usage", "0").strip(), definition.findtext("Name", "").strip()
+        fields[int(definition.get("index", len(fields)))] = (usage, name.lower())
+    name_col = next((i for i, (usage, _) in fields.items() if usage == "2"), None)
+    value_col = next((i for i, (usage, _) in fields.items() if usage == "5"), None)
+    if value_col is None:
+        value_col = next((i for i, (usage, n) in fields.items() if usage == "0" and n == "value"), None)
+    if name_col is None:
+        return {}
+    named: dict[int, str] = {}
+    for position, row in enumerate(table.findall("Row")):
+        cells = [f.text or "" for f in row.findall("F")]
+        try:
+            value = int(float(cells[value_col])) if value_col is not None else int(row.get("index", position))
+            name = cells[name_col].strip()
+        except (IndexError, ValueError):
+            continue
+        if name:
+            named[value] = name
+    return named
 
 
 def store_classes(labels_attrs: dict[str, Any]) -> ClassTable:

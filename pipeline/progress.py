@@ -31,7 +31,7 @@ def stage_progress(total: int, what: str, unit: str, *, bar: bool, on_update: Pr
         percent = 100 * done // max(total, 1)
         if bar_:
             bar_.update(steps)
-        elif total > 1 and percent // LOG_EVERY_PERCENT > logged:  # one step: its own log line says enough
+        elif percent // LOG_EVERY_PERCENT > logged:
             logged = percent // LOG_EVERY_PERCENT
             log.info("%s: %d of %d %ss (%d %%)", what, done, total, unit, percent)
         if on_update is not None and percent > reported:

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import (
     ClassInfo,
@@ -29,16 +31,39 @@ from fcnseg.models.checkpoint import (
     save_checkpoint,
 )
 from fcnseg.models.fcn import ARCHS, STRIDE, FCNBase, build_model
-from fcnseg.models.inference import resolve_device
+from fcnseg.models.inference import autocast_for, resolve_device
+from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
-from fcnseg.pipeline.io import InputError, open_raster, select_bands
-from fcnseg.pipeline.training.chips import ChipSampler, band_statistics
+from fcnseg.pipeline.io import InputError, open_raster, read_model_input, select_bands
+from fcnseg.pipeline.training.chips import (
+    SAMPLING,
+    ChipSampler,
+    Holdout,
+    LabelIndex,
+    allowed_cells,
+    band_statistics,
+    build_label_index,
+    cell_probabilities,
+    choose_holdout,
+    expected_class_pixels,
+    held_cells,
+    index_cell,
+    median_frequency_weights,
+)
 from fcnseg.pipeline.training.evaluate import evaluate_raster
-from fcnseg.pipeline.training.labels import check_class_ids, open_labels
+from fcnseg.pipeline.training.labels import (
+    UNLABELLED,
+    LabelSource,
+    check_class_ids,
+    default_class_names,
+    open_labels,
+)
 
 log = logging.getLogger(__name__)
+
+CLASS_WEIGHTS = ("median", "none")
 
 @dataclass
 class TrainRequest:
@@ -59,9 +84,22 @@ class TrainRequest:
     device: str = "auto"
     label_field: str | None = None
     classes: Sequence[str] | None = None
+    #: Vector labels' pixels outside every feature: background (class 0) or unlabelled; None: background
+    #: for a layer without --label-field, unlabelled with one.
+    outside: str | None = None
+    #: The class of a layer without --label-field (default: the layer's name).
+    class_name: str | None = None
     bands: Sequence[int] | None = None
     val_every: int = 250
     progress: bool = True
+    #: Chip centres: "labelled" (on labelled pixels, each class with equal chance) or "uniform" (anywhere).
+    sampling: str = "labelled"
+    #: Loss weights: "median" (median frequency balancing of the pixels training sees) or "none".
+    class_weights: str = "median"
+    #: Without a validation raster: the share of labelled pixels held out in blocks to validate on.
+    holdout: float = 0.2
+    #: Threads reading the next batch's chips while the model trains (0: read in the training thread).
+    read_threads: int = 4
 
     def __post_init__(self) -> None:
         """Refuse options that cannot train, before any file is opened (named as on the command line)."""
@@ -74,6 +112,10 @@ class TrainRequest:
             ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
             ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
             ("--width", self.width, self.width > 0 and math.isfinite(self.width), "a positive number"),
+            ("--sampling", self.sampling, self.sampling in SAMPLING, f"one of {', '.join(SAMPLING)}"),
+            ("--class-weights", self.class_weights, self.class_weights in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
+            ("--holdout", self.holdout, 0 <= self.holdout < 1, "at least 0 and below 1"),
+            ("--read-threads", self.read_threads, self.read_threads >= 0, "at least 0"),
         ]
         for option, value, ok, rule in checks:
             if not ok:
@@ -100,8 +142,15 @@ def initial_model(request: TrainRequest, bands: int, num_classes: int) -> tuple[
     return model, card
 
 
-def class_list(request: TrainRequest, label_names: list[str] | None, label_colors, init_card: ModelCard | None) -> list[ClassInfo]:
+def class_list(
+    request: TrainRequest, label_names: list[str] | None, label_colors, init_card: ModelCard | None,
+    labels: LabelSource | None = None,
+) -> list[ClassInfo]:
+    """The classes in id order: ``--classes``, else the labels' names, else ``--init``'s, else
+    ``class_0`` … ``class_N`` from the ids the labels hold (with a warning)."""
     names = list(request.classes or label_names or (init_card.class_names if init_card else []))
+    if not names and labels is not None:
+        names = default_class_names(labels, request.labels)
     if len(names) < 2:
         raise InputError(f"{request.labels}: cannot tell the class names; pass --classes NAME,NAME,...")
     if label_colors and len(label_colors) == len(names):
@@ -118,11 +167,106 @@ def check_validation_data(request: TrainRequest, card: ModelCard) -> None:
     scanned, once before training: not after ``val_every`` steps, and not at every validation."""
     with open_raster(request.val_image) as src:
         select_bands(src, card, request.bands)
-        labels = open_labels(request.val_labels, src, request.label_field, card.class_names)
+        labels = open_labels(request.val_labels, src, request.label_field, outside=request.outside, card=card)
         try:
             check_class_ids(labels, request.val_labels, card.class_names)
         finally:
             labels.close()
+
+
+@dataclass
+class SamplingPlan:
+    """Where chips come from and how the loss weighs classes, decided once before training."""
+
+    index: LabelIndex
+    holdout: Holdout | None
+    class_weights: list[float] | None
+    info: dict
+
+
+def log_class_pixels(index: LabelIndex, class_names: Sequence[str], held) -> None:
+    """Per-class labelled pixels (and those held out for validation), so a class too sparse to
+    learn shows before training, not as an IU of 0 after it."""
+    total = index.class_counts
+    kept = (index.counts * held).sum(axis=(1, 2), dtype="int64")
+    parts = [
+        f"{name} {int(t):,}" + (f" ({int(k):,} held out)" if held.any() else "")
+        for name, t, k in zip(class_names, total, kept, strict=True)
+    ]
+    log.info("labelled pixels per class: %s", ", ".join(parts))
+    for name, t, k in zip(class_names, total, kept, strict=True):
+        if t == k:
+            log.warning("class %s has no labelled pixel to train on", name)
+
+
+def usable_holdout(index: LabelIndex, holdout: Holdout, fraction: float) -> Holdout | None:
+    """The held-out blocks, or None where they hold labels of fewer than half the labelled classes:
+    a validation that scores one or two classes would pick the checkpoint by noise (labels too
+    few or too clustered to split; --val-image is the way then)."""
+    held = index.counts[:, held_cells(index, holdout)].sum(axis=1)
+    present = int((index.class_counts > 0).sum())
+    if int((held > 0).sum()) * 2 < present:
+        log.warning("--holdout %.2f: the held-out blocks hold labels of %d of %d classes; training without"
+                    " validation (last weights kept); pass --val-image/--val-labels to validate", fraction,
+                    int((held > 0).sum()), present)
+        return None
+    return holdout
+
+
+def plan_sampling(request: TrainRequest, src, labels, num_classes: int, class_names: Sequence[str]) -> SamplingPlan:
+    """Index the labels, hold out validation blocks (without --val-image) and weigh the classes."""
+    cell = index_cell(request.chip, src.height, src.width)
+    index = build_label_index(labels, src.height, src.width, num_classes, cell)
+    holdout = None
+    if request.val_image is None and request.holdout > 0:
+        blocks = choose_holdout(index, request.holdout, request.chip, request.seed)
+        holdout = usable_holdout(index, blocks, request.holdout)
+    held = held_cells(index, holdout)
+    log_class_pixels(index, class_names, held)
+    if request.sampling == "labelled":
+        probs = cell_probabilities(index, allowed_cells(index, holdout, request.chip))
+        seen = expected_class_pixels(index, probs, request.chip)
+    else:
+        seen = (index.counts * ~held).sum(axis=(1, 2))
+    weights = [float(w) for w in median_frequency_weights(seen)] if request.class_weights == "median" else None
+    if weights is not None:
+        shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
+        log.info("class weights (median frequency): %s", shown)
+    info = {
+        "sampling": request.sampling,
+        "class_weights": {"method": request.class_weights, "weights": weights},
+        "class_pixels": [int(c) for c in index.class_counts],
+        "holdout": None if holdout is None else {
+            "fraction": request.holdout, "block": holdout.block, "blocks": int(holdout.held.sum()),
+        },
+    }
+    return SamplingPlan(index, holdout, weights, info)
+
+
+def validate_on_blocks(
+    model: FCNBase, card: ModelCard, src, bands: Sequence[int], labels, windows, device, context: int
+) -> Metrics:
+    """The paper's metrics over held-out blocks of the training scene, each read with ``context``
+    pixels around it so its edge pixels see what they would inside the scene."""
+    confusion = np.zeros((card.num_classes, card.num_classes), dtype=np.int64)
+    model.eval()
+    with torch.no_grad():
+        for w in windows:
+            target = labels.read(w)
+            if (target == UNLABELLED).all():
+                continue
+            row0, col0 = max(0, int(w.row_off) - context), max(0, int(w.col_off) - context)
+            row1 = min(src.height, int(w.row_off + w.height) + context)
+            col1 = min(src.width, int(w.col_off + w.width) + context)
+            x, valid = read_model_input(src, bands, Window(col0, row0, col1 - col0, row1 - row0), card)
+            inner = (slice(int(w.row_off) - row0, int(w.row_off) - row0 + int(w.height)),
+                     slice(int(w.col_off) - col0, int(w.col_off) - col0 + int(w.width)))
+            target[~valid[inner]] = UNLABELLED
+            with autocast_for(device):
+                scores = model(torch.from_numpy(x)[None].to(device))
+            predicted = scores[0].float().argmax(0).cpu().numpy()[inner]
+            confusion += confusion_matrix(predicted, target, card.num_classes)
+    return metrics_from_confusion(confusion)
 
 
 def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
@@ -133,10 +277,13 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         band_indexes = list(request.bands) if request.bands else list(range(1, src.count + 1))
         if any(b < 1 or b > src.count for b in band_indexes):
             raise InputError(f"{request.image}: has {src.count} bands, --bands asks for {band_indexes}")
-        labels = open_labels(request.labels, src, request.label_field, list(request.classes or []) or None)
+        labels = open_labels(
+            request.labels, src, request.label_field, list(request.classes or []) or None,
+            outside=request.outside, class_name=request.class_name,
+        )
         try:
             init_card = read_card(request.init) if request.init else None
-            classes = class_list(request, labels.class_names, labels.class_colors, init_card)
+            classes = class_list(request, labels.class_names, labels.class_colors, init_card, labels)
             class_names = [c.name for c in classes]
             check_class_ids(labels, request.labels, class_names)
             normalization = init_card.normalization if init_card else band_statistics(src, band_indexes, seed=request.seed)
@@ -149,26 +296,36 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
                 normalization=normalization,
                 nodata=NodataPolicy(input=src.nodata),
                 band_names=descriptions if all(descriptions) else None,
+                labels=labels.mapping(len(classes)),
             )
             card.validate()
             if request.val_image is not None and request.val_labels is not None:
                 check_validation_data(request, card)
+            torch.manual_seed(request.seed)  # the initial weights too follow --seed (a rerun trains the same model)
             model, _ = initial_model(request, card.bands, card.num_classes)
+            plan = plan_sampling(request, src, labels, card.num_classes, card.class_names)
             sampler = ChipSampler(
-                src, band_indexes, labels, card, chip=request.chip, batch_size=request.batch_size, seed=request.seed
+                src, band_indexes, labels, card, chip=request.chip, batch_size=request.batch_size, seed=request.seed,
+                sampling=request.sampling, index=plan.index, holdout=plan.holdout, workers=request.read_threads,
             )
             validate = None
             if request.val_image is not None and request.val_labels is not None:
                 def validate(m: FCNBase):  # noqa: E306 - closes over the request
                     return evaluate_raster(
                         m, card, request.val_image, request.val_labels, device=device,
-                        label_field=request.label_field, bands=request.bands, check_labels=False,
+                        label_field=request.label_field, outside=request.outside, bands=request.bands,
+                        check_labels=False,
                     )
+            elif plan.holdout is not None:
+                held = plan.holdout.windows()
+                def validate(m: FCNBase):  # noqa: E306 - closes over the scene's handles
+                    return validate_on_blocks(m, card, src, band_indexes, labels, held, device, request.chip // 2)
             config = TrainConfig(
                 steps=request.steps, lr=request.lr, seed=request.seed,
-                val_every=request.val_every, progress=request.progress,
+                val_every=request.val_every, progress=request.progress, class_weights=plan.class_weights,
             )
-            result = train(model, sampler, config, device, validate)
+            with sampler:
+                result = train(model, sampler, config, device, validate)
         finally:
             labels.close()
 
@@ -187,6 +344,8 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         "started": started.isoformat(timespec="seconds"), "seconds": round(result.seconds, 1),
         "torch": torch.__version__, "python": platform.python_version(),
         "history": result.history,
+        **plan.info,
+        "read_threads": request.read_threads,
     }
     path = save_checkpoint(request.out, model.cpu(), card)
     return path, result, card
