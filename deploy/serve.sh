@@ -26,7 +26,9 @@ stop_process() {
 }
 stop() {
   trap - EXIT INT TERM
-  stop_process "$worker_pid" INT 20  # the worker first: it must not lose its server mid-shutdown
+  # the worker first (it must not lose its server mid-shutdown), by TERM: started in the background of
+  # this non-interactive shell, it ignores INT (POSIX), so INT only ran out the 20 s before a KILL
+  stop_process "$worker_pid" TERM 20
   stop_process "$server_pid" TERM 20
   echo "fcnseg serve: stopped"
 }

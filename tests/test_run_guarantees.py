@@ -216,7 +216,12 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
     image, _ = write_scene(tmp_path / "scene", 1024, seed=3)
     out = tmp_path / "out"
     command = [FCNSEG, "segment", str(image), "--out", str(out), "--tile", "128", "--batch-size", "1", "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # started as a terminal's shell starts a foreground command, Ctrl-C at its default: a test run
+    # launched in the background of a non-interactive shell passes SIGINT on ignored (POSIX), and a
+    # command that inherits it ignored rightly keeps ignoring it
+    foreground = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.argv[1], sys.argv[1:])", *command]
+    process = subprocess.Popen(foreground, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     done = out / ".fcnseg-run" / "done"
     deadline = time.monotonic() + 120
