@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fcnseg.atomic import remove_path
 from fcnseg.pipeline import outputs
 from fcnseg.pipeline.analysis.query import query_classes, summed_classes
 from fcnseg.pipeline.cluster import optional_client
@@ -20,7 +19,7 @@ from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.object_store import ObjectStoreOutput
-from fcnseg.pipeline.segment.guard import remove_outputs
+from fcnseg.pipeline.segment.guard import forget_run, remove_outputs
 from fcnseg.pipeline.segment.plan import RunPlan
 from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json
 
@@ -104,5 +103,4 @@ def upload(plan: RunPlan, files: list[str]) -> None:
     """A finished output staged for an object store: uploaded (run.json last), then the staging
     folder emptied (``held_output`` removes it once the lock is let go)."""
     ObjectStoreOutput(plan.destination).upload(plan.out, files)
-    remove_outputs(plan.out, keep_store=False)
-    remove_path(plan.state)
+    forget_run(plan.out)

@@ -118,10 +118,16 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bo
     foreign = [] if previous is not None else [name for name in OUTPUT_FILES if (out / name).exists()]
     if judge_previous(out, previous, foreign, parameters, overwrite):
         return True
-    remove_outputs(out, keep_store=False)
-    remove_path(state)
+    forget_run(out)
     (state / "done").mkdir(parents=True)
     return False
+
+
+def forget_run(out: Path) -> None:
+    """OUT without any run: its files and its run state (a run with other parameters starts so;
+    a staging folder is left so once its output is uploaded)."""
+    remove_outputs(out, keep_store=False)
+    remove_path(out / STATE_DIR)
 
 
 def judge_previous(out: str | Path, previous: dict[str, Any] | None, foreign: list[str], parameters: dict[str, Any],
