@@ -1,18 +1,23 @@
-"""Sparse, imbalanced labels: today's trainer against the new defaults, same steps (issue 14, 5-8).
+"""Sparse and imbalanced labels: today's trainer against the new defaults, same steps, several seeds (issue 14).
 
-A synthetic scene's full labels are cut down to a few patches per class ("polygons": the class's
-pixels within a disc around a random pixel of it) so that about 1 % of the pixels are labelled and
-one class (building) holds under 0.5 % of the labelled pixels; the rest is 255. Each way trains on
-that scene and is scored on an unseen scene (another seed) with full labels.
+Two kinds of labels users bring, both on a synthetic scene, each model scored on an unseen scene:
 
-    .venv/bin/python benchmarks/sparse_labels.py            # OUT=bench-sparse, 300 steps, ~10 min on 2 cores
+- ``sparse``: hand-drawn samples. The scene's full labels are cut down to a few patches per class
+  (the class's pixels within a disc around a random pixel of it), about 1 % of the pixels, one
+  class (building) under 0.5 % of the labelled pixels; everything else unlabelled (255).
+- ``footprints``: building outlines in a GeoPackage, no class field (background + building,
+  building a few % of the pixels), read as vector labels as a user's file would be.
 
-Ways: ``today`` (uniform chips with >= 5 % labelled pixels, plain loss, no validation: the options
-``--sampling uniform --class-weights none --holdout 0``); ``uniform-any`` (the same but a chip needs
-only one labelled pixel, so today's loss and chip placement can be scored at all); ``new`` (the
-defaults: labelled-cell sampling, median frequency weights, 20 % of blocks held out, best by mean IU);
-``labelled`` and ``labelled-median`` (ablations: the new sampling without / with the weights, nothing
-held out, the last weights kept).
+Ways: ``today`` (chips anywhere with >= 5 % labelled pixels, plain loss, no validation: the
+options ``--sampling uniform --class-weights none --holdout 0``); ``uniform-any`` (the same, but a
+chip needs only one labelled pixel, so that today's loss and chip placement can be scored at all
+on sparse labels); ``new`` (the defaults: labelled-cell sampling, median frequency weights, 20 % of
+the labels held out in blocks, best by mean IU); ``labelled`` and ``labelled-median`` (ablations:
+the new sampling without / with the weights, nothing held out, the last weights kept).
+Each (scenario, way) trains once per seed; a seed draws the kept patches, the chips and the initial
+weights.
+
+    .venv/bin/python benchmarks/sparse_labels.py      # OUT=bench-sparse, 1024 px, 600 steps, seeds 0,1,2: ~40 min on 2 cores
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ import logging
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
+from rasterio.features import shapes
+from shapely.geometry import shape
 
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.pipeline.synth import write_scene
@@ -37,21 +45,25 @@ from fcnseg.pipeline.training.train import TrainRequest, train_model
 
 log = logging.getLogger("sparse_labels")
 
+TODAY = dict(sampling="uniform", class_weights="none", holdout=0.0)
 WAYS = {
-    "today": dict(sampling="uniform", class_weights="none", holdout=0.0),
-    "uniform-any": dict(sampling="uniform", class_weights="none", holdout=0.0),
+    "today": TODAY,
+    "uniform-any": TODAY,
     "new": dict(),
-    # ablations of the new defaults, no held-out blocks (last weights kept)
     "labelled": dict(class_weights="none", holdout=0.0),
     "labelled-median": dict(holdout=0.0),
 }
+SCENARIO_WAYS = {"sparse": list(WAYS), "footprints": ["today", "new"]}
+BUILDING = 5  # the synthetic scenes' building class
+# water, forest, cropland, grassland, road: 3 discs of 17 px; building: one disc of 4 px
+PATCHES = {0: (3, 17), 1: (3, 17), 2: (3, 17), 3: (3, 17), 4: (3, 17), BUILDING: (1, 4)}
 
 
 def sparse_copy(labels: Path, out: Path, patches: dict[int, tuple[int, int]], seed: int) -> dict[int, int]:
     """Keep, per class, ``count`` patches of ``radius``: its pixels within a disc around a random
     pixel of it; everything else becomes 255. Returns labelled pixels per class."""
     with rasterio.open(labels) as src:
-        full, profile = src.read(1), src.profile
+        full, profile, tags = src.read(1), src.profile, src.tags()
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[: full.shape[0], : full.shape[1]]
     keep = np.zeros(full.shape, bool)
@@ -62,14 +74,28 @@ def sparse_copy(labels: Path, out: Path, patches: dict[int, tuple[int, int]], se
     sparse = np.where(keep, full, 255).astype(np.uint8)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(sparse[None])
-        dst.update_tags(**{k: v for k, v in rasterio.open(labels).tags().items() if k.startswith("class_")})
+        dst.update_tags(**{k: v for k, v in tags.items() if k.startswith("class_")})
     return {int(k): int(v) for k, v in zip(*np.unique(sparse[sparse != 255], return_counts=True), strict=True)}
 
 
-def run_way(way: str, image: Path, labels: Path, test: tuple[Path, Path], out: Path, steps: int) -> dict:
+def footprints(labels: Path, out: Path) -> float:
+    """The scene's buildings as polygons in a GeoPackage layer "building" (no class field);
+    returns the share of the scene's pixels they cover."""
+    with rasterio.open(labels) as src:
+        full, transform, crs = src.read(1), src.transform, src.crs
+    mask = full == BUILDING
+    polygons = [shape(g) for g, _ in shapes(mask.astype(np.uint8), mask=mask, transform=transform)]
+    gpd.GeoDataFrame(geometry=polygons, crs=crs).to_file(out, layer="building", driver="GPKG")
+    return float(mask.mean())
+
+
+def run_way(scenario: str, way: str, seed: int, data: dict, out: Path, steps: int) -> dict:
     """Train one way, score it on the unseen scene; 'refused' where training refuses the data."""
-    request = TrainRequest(image=image, labels=labels, out=out / f"{way}.safetensors", steps=steps, chip=128,
-                           batch_size=8, width=0.125, lr=1e-3, seed=0, val_every=50, progress=False, **WAYS[way])
+    request = TrainRequest(
+        image=data["image"], labels=data["labels"], out=out / f"{scenario}-{way}-{seed}.safetensors", steps=steps,
+        chip=128, batch_size=8, width=0.125, lr=1e-3, seed=seed, val_every=100, progress=False, **WAYS[way],
+    )
+    row: dict = {"scenario": scenario, "way": way, "seed": seed}
     original = train_module.ChipSampler
     if way == "uniform-any":
         train_module.ChipSampler = functools.partial(ChipSampler, min_labelled=1e-9)
@@ -77,13 +103,13 @@ def run_way(way: str, image: Path, labels: Path, test: tuple[Path, Path], out: P
     try:
         path, result, card = train_model(request)
     except Exception as exc:  # noqa: BLE001 - a refusal is a result here
-        return {"way": way, "refused": str(exc)}
+        return row | {"refused": str(exc)}
     finally:
         train_module.ChipSampler = original
     model, card = load_checkpoint(path)
-    metrics = evaluate_raster(model, card, test[0], test[1], device=torch.device("cpu"))
-    return {
-        "way": way, "seconds": round(time.perf_counter() - started, 1), "best_step": result.best_step,
+    metrics = evaluate_raster(model, card, data["test_image"], data["test_labels"], device=torch.device("cpu"))
+    return row | {
+        "seconds": round(time.perf_counter() - started, 1), "best_step": result.best_step,
         "mean_iou": round(metrics["mean_iou"], 4),
         "per_class_iou": {
             name: None if v is None else round(v, 4)
@@ -92,26 +118,68 @@ def run_way(way: str, image: Path, labels: Path, test: tuple[Path, Path], out: P
     }
 
 
+def summary(rows: list[dict]) -> str:
+    """A markdown table: per scenario and way, mean IU and each class's IU, mean over the seeds (min-max)."""
+    lines = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        done = [r for r in rows if r["scenario"] == scenario and "mean_iou" in r]
+        if not done:
+            continue
+        names = list(done[0]["per_class_iou"])
+        lines += ["", f"{scenario}:", "", "| way | mean IU | " + " | ".join(names) + " |",
+                  "|---|" + "---:|" * (len(names) + 1)]
+        for way in dict.fromkeys(r["way"] for r in rows if r["scenario"] == scenario):
+            runs = [r for r in rows if r["scenario"] == scenario and r["way"] == way]
+            if any("refused" in r for r in runs):
+                lines.append(f"| {way} | refused: {runs[0].get('refused', '')[:60]} |")
+                continue
+
+            def cell(values: list[float]) -> str:
+                return f"{np.mean(values):.3f} ({min(values):.2f}-{max(values):.2f})"
+
+            classes = [cell([r["per_class_iou"][n] or 0.0 for r in runs]) for n in names]
+            lines.append(f"| {way} | {cell([r['mean_iou'] for r in runs])} | " + " | ".join(classes) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-sparse"))
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--patch-seed", type=int, default=0, help="seed of the labelled patches kept")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--scenarios", default=",".join(SCENARIO_WAYS), help="of: " + ", ".join(SCENARIO_WAYS))
     parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated, of: " + ", ".join(WAYS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(2)
     image, full = write_scene(args.out / "train", args.size, seed=1)
-    test = write_scene(args.out / "test", args.size, seed=3)
-    # water, forest, cropland, grassland, road: 3 patches; building: one small patch
-    patches = {0: (3, 9), 1: (3, 9), 2: (3, 9), 3: (3, 9), 4: (3, 9), 5: (1, 2)}
-    counts = sparse_copy(full, args.out / "train" / "sparse.tif", patches, seed=args.patch_seed)
-    total = sum(counts.values())
-    log.info("labelled %d px (%.2f %%), per class %s", total, 100 * total / args.size**2, counts)
-    sparse = args.out / "train" / "sparse.tif"
-    rows = [run_way(w, image, sparse, test, args.out, args.steps) for w in args.ways.split(",")]
-    print(json.dumps({"labelled": counts, "fraction": total / args.size**2, "results": rows}, indent=1))
+    test_image, test_full = write_scene(args.out / "test", args.size, seed=3)
+    ways = args.ways.split(",")
+    rows, data_info = [], {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for scenario in args.scenarios.split(","):
+            if scenario == "sparse":
+                labels = args.out / "train" / f"sparse-{seed}.tif"
+                counts = sparse_copy(full, labels, PATCHES, seed=seed)
+                total = sum(counts.values())
+                data_info[f"sparse-{seed}"] = {"labelled": counts, "fraction": round(total / args.size**2, 5),
+                                               "building_share": round(counts.get(BUILDING, 0) / total, 5)}
+                data = dict(image=image, labels=labels, test_image=test_image, test_labels=test_full)
+            else:
+                labels, test_labels = args.out / "train" / "buildings.gpkg", args.out / "test" / "buildings.gpkg"
+                if not labels.exists():
+                    data_info["footprints"] = {"building_share": round(footprints(full, labels), 5),
+                                               "test_building_share": round(footprints(test_full, test_labels), 5)}
+                data = dict(image=image, labels=labels, test_image=test_image, test_labels=test_labels)
+            log.info("%s seed %d: %s", scenario, seed, data_info.get(f"sparse-{seed}", data_info.get("footprints")))
+            for way in SCENARIO_WAYS[scenario]:
+                if way in ways:
+                    rows.append(run_way(scenario, way, seed, data, args.out, args.steps))
+                    log.info("%s", json.dumps(rows[-1]))
+    (args.out / "results.json").write_text(json.dumps({"data": data_info, "results": rows}, indent=1))
+    print(json.dumps(data_info, indent=1))
+    print(summary(rows))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ log = logging.getLogger("fcnseg")
 TILE_HELP = "Core chunk size in pixels (multiple of 32); default: 2048 where the device's memory holds it."
 OUTSIDE_HELP = ("Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not trained"
                 " on or scored). Default: background for a layer without --label-field, unlabelled with one.")
+LAYER_HELP = "Layer of vector labels, where the file holds several layers with geometries."
 BATCH_HELP = "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8)."
 
 
@@ -133,7 +134,7 @@ def train(
     val_labels: Annotated[Optional[Path], typer.Option(help="Validation labels.")] = None,
     arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
     width: Annotated[float, typer.Option(help="Channel width multiplier (1.0 = the paper's VGG16).")] = 0.125,
-    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint (staged training).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint (staged training); label values map to classes as in its training unless --classes is given.")] = None,
     vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict (torchvision layout), width 1.0 only.")] = None,
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 2000,
     chip: Annotated[int, typer.Option(help="Chip side in pixels.")] = 256,
@@ -142,6 +143,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels (integers: the class ids; text: classes in --classes order, else sorted). Without it a vector layer is footprints: every feature one class.")] = None,
+    label_layer: Annotated[Optional[str], typer.Option(help=LAYER_HELP)] = None,
     classes: Annotated[Optional[str], typer.Option(help="Class names, comma separated, in id order.")] = None,
     outside: Annotated[Optional[str], typer.Option(help=OUTSIDE_HELP)] = None,
     class_name: Annotated[Optional[str], typer.Option(help="Class name of a footprint layer (no --label-field); default: the layer's name.")] = None,
@@ -162,7 +164,7 @@ def train(
             image=image, labels=labels, out=out, val_image=val_image, val_labels=val_labels, arch=arch,
             width=width, init=init, vgg16_weights=vgg16_weights, steps=steps, chip=chip,
             batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
-            classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
+            label_layer=label_layer, classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
             sampling=sampling, class_weights=class_weights, holdout=holdout, read_threads=read_threads,
         )
         path, result, card = train_model(request)
@@ -176,6 +178,7 @@ def evaluate(
     image: Annotated[Path, typer.Option(help="Image to segment.")],
     labels: Annotated[Path, typer.Option(help="Reference class raster, or vector labels (any format OGR reads, or GeoParquet); values map to classes as in training (the model card).")],
     label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels; default: the one the model was trained with.")] = None,
+    label_layer: Annotated[Optional[str], typer.Option(help=LAYER_HELP)] = None,
     outside: Annotated[Optional[str], typer.Option(help="Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not scored). Default: as the model was trained (its card).")] = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
     tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
@@ -193,7 +196,7 @@ def evaluate(
         net, card = load_for_inference(model, torch_device)
         metrics = evaluate_raster(
             net, card, image, labels, device=torch_device, label_field=label_field, outside=outside,
-            bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=not as_json,
+            label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=not as_json,
         )
     if as_json:
         typer.echo(json.dumps(metrics))

@@ -28,10 +28,14 @@ def train(request: TrainRequest) -> dict[str, Any]:
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
-def evaluate(checkpoint: str, image: str, labels: str, label_field: str | None, device: str) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str, image: str, labels: str, label_field: str | None, label_layer: str | None, device: str
+) -> dict[str, Any]:
     device_ = resolve_device(device)
     model, card = load_checkpoint(checkpoint, device_)
-    metrics = evaluate_raster(model, card, image, labels, label_field=label_field, device=device_, progress=False)
+    metrics = evaluate_raster(
+        model, card, image, labels, label_field=label_field, label_layer=label_layer, device=device_, progress=False
+    )
     return {"class_names": card.class_names, **metrics}
 
 
@@ -52,6 +56,12 @@ def train_fcn(
     seed: int = 0,
     device: str = "auto",
     label_field: str | None = None,
+    label_layer: str | None = None,
+    outside: Literal["background", "unlabelled"] | None = None,
+    class_name: str | None = None,
+    sampling: Literal["labelled", "uniform"] = "labelled",
+    class_weights: Literal["median", "none"] = "median",
+    holdout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
 ) -> dict[str, Any]:
     """Train a checkpoint to ``out``; evaluate it on ``eval_image``/``eval_labels`` (default: the
     training scene, which only says the run worked — give a held-out scene)."""
@@ -59,10 +69,11 @@ def train_fcn(
         image=Path(image), labels=Path(labels), out=Path(out),
         val_image=Path(eval_image) if eval_image else None, val_labels=Path(eval_labels) if eval_labels else None,
         arch=arch, width=width, init=Path(init) if init else None, steps=steps, chip=chip, batch_size=batch_size,
-        lr=lr, seed=seed, device=device, label_field=label_field, progress=False,
+        lr=lr, seed=seed, device=device, label_field=label_field, label_layer=label_layer, outside=outside,
+        class_name=class_name, sampling=sampling, class_weights=class_weights, holdout=holdout, progress=False,
     )
     trained = train(request)
-    metrics = evaluate(trained["checkpoint"], eval_image or image, eval_labels or labels, label_field, device)
+    metrics = evaluate(trained["checkpoint"], eval_image or image, eval_labels or labels, label_field, label_layer, device)
     rows = [f"| {n} | {iou:.4f} |" for n, iou in zip(metrics["class_names"], metrics["per_class_iou"])]
     create_markdown_artifact(
         key="train-fcn-report",

@@ -132,6 +132,35 @@ def test_a_vector_file_without_a_known_suffix_is_opened_as_vectors(tmp_path, sce
     np.testing.assert_array_equal(read_all(path, image, field="cid", class_names=CLASSES), truth)
 
 
+def test_a_file_of_several_layers_needs_label_layer(tmp_path, scene, truth):
+    image, labels = scene
+    frame = polygons(labels)
+    path = tmp_path / "layers.gpkg"
+    frame[frame["cid"] == BUILDING].to_file(path, layer="buildings", engine="pyogrio")
+    frame.to_file(path, layer="landcover", engine="pyogrio")
+    with pytest.raises(InputError, match=r"holds 2 layers with geometries \(buildings, landcover\); name one with --label-layer"):
+        read_all(path, image, field="cid", class_names=CLASSES)
+    np.testing.assert_array_equal(read_all(path, image, field="cid", class_names=CLASSES, layer="landcover"), truth)
+    with pytest.raises(InputError, match=r"no layer 'roads' \(--label-layer; layers: buildings, landcover\)"):
+        read_all(path, image, field="cid", class_names=CLASSES, layer="roads")
+    line = error_line(fcnseg("train", "--image", image, "--labels", path, "--label-field", "cid", "--out",
+                             tmp_path / "m.safetensors", "--steps", 1, "--chip", 64, "--device", "cpu"))
+    assert str(path) in line and "--label-layer" in line
+
+
+def test_a_style_table_beside_the_layer_is_not_a_second_layer(tmp_path, scene, truth):
+    """fcnseg's own polygons.gpkg (a layer and QGIS's layer_styles table) reads without --label-layer."""
+    from fcnseg.pipeline.products.styles import add_gpkg_style
+
+    image, labels = scene
+    path = write_vectors(polygons(labels), tmp_path / "styled.gpkg", "GPKG", {})
+    add_gpkg_style(path, "styled", CLASSES, [(i, i, i) for i in range(len(CLASSES))])
+    import pyogrio
+
+    assert len(pyogrio.list_layers(path)) == 2
+    np.testing.assert_array_equal(read_all(path, image, field="cid", class_names=CLASSES), truth)
+
+
 # --- 2. footprints: a layer without a class field ----------------------------------------------------
 
 
@@ -316,6 +345,25 @@ def test_card_keeps_the_mapping_and_old_cards_read_without_it(tmp_path, text_cod
     raw = json.loads(json.dumps(loaded.to_json()))
     raw.pop("labels")
     assert type(loaded).from_json(raw).labels is None
+
+
+def test_training_on_from_init_maps_values_as_the_init_did(tmp_path, scene, truth, text_coded):
+    """Staged training (FCN-32s -> 16s -> 8s) on other labels of the same classes: a raster of the
+    text field's values 1 … 6 trains on as ids 0 … 5, not as ids 1 … 6 (the last out of range)."""
+    checkpoint, card, _, _, coded = text_coded
+    image, _ = scene
+    request = TrainRequest(image=image, labels=coded, out=tmp_path / "on.safetensors", init=checkpoint, arch="fcn16s",
+                           steps=1, chip=64, batch_size=2, device="cpu", progress=False)
+    from fcnseg.pipeline.training.train import open_training_labels
+
+    with rasterio.open(image) as src:
+        source = open_training_labels(request, src, card)
+        np.testing.assert_array_equal(source.read(Window(0, 0, src.width, src.height)), truth)
+        source.close()
+    _, _, on = train_model(request)
+    assert on.class_names == card.class_names
+    assert on.labels == LabelMapping(["1", "2", "3", "4", "5", "6"], None, "unlabelled", "raster")
+    assert score(tmp_path / "on.safetensors", image, coded)["mean_iou"] is not None  # evaluates through its card
 
 
 # --- 5. input checks -----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def evaluate_raster(
     device: torch.device,
     label_field: str | None = None,
     outside: str | None = None,
+    label_layer: str | None = None,
     bands: Sequence[int] | None = None,
     tile: int | None = None,
     halo: int | None = None,
@@ -46,7 +47,8 @@ def evaluate_raster(
     Labels holding a class id the model does not have are refused before any tile runs (a scan of
     the labels; ``check_labels=False`` skips it where the caller has checked them already).
     Label values map to class ids through the card's ``labels`` mapping, as training mapped them;
-    ``label_field`` and ``outside`` default to the card's (see ``labels.open_labels``).
+    ``label_field`` and ``outside`` default to the card's (see ``labels.open_labels``); ``label_layer``
+    picks the layer of a vector file of several.
     """
     check_tiling(tile, halo, batch_size)
     halo = default_halo(card.arch) if halo is None else halo
@@ -56,7 +58,7 @@ def evaluate_raster(
     model.eval()
     with open_raster(image) as src:
         band_indexes = select_bands(src, card, bands)
-        label_source = open_labels(labels, src, label_field, outside=outside, card=card)
+        label_source = open_labels(labels, src, label_field, outside=outside, card=card, layer=label_layer)
         try:
             if check_labels:
                 check_class_ids(label_source, labels, card.class_names)

@@ -178,8 +178,15 @@ class RasterLabels:
         return ids
 
     def mapping(self, num_classes: int) -> LabelMapping:
-        """What training records in the card: raster values are the class ids."""
-        return LabelMapping(values=identity_values(num_classes), kind="raster")
+        """What training records in the card: raster values are the class ids, or, read through a
+        card's lut (training on from ``--init``), the values that card's training had."""
+        if self.lut is None:
+            return LabelMapping(values=identity_values(num_classes), kind="raster")
+        values: list[str | None] = [None] * num_classes
+        for value, class_id in self.lut.items():
+            if values[class_id] is None:
+                values[class_id] = str(value)
+        return LabelMapping(values=values, kind="raster")
 
     def close(self) -> None:
         self.src.close()
@@ -200,10 +207,11 @@ class VectorLabels:
         *,
         outside: str = "unlabelled",
         ints_are_ids: bool = True,
+        layer: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.ints_are_ids = ints_are_ids
-        frame, self.layer = read_vectors(path)
+        frame, self.layer = read_vectors(path, layer)
         if frame.crs is None:
             raise InputError(f"{path}: vector labels have no CRS")
         if field is not None and field not in frame.columns:
@@ -312,19 +320,33 @@ def is_vector(path: str | Path) -> bool:
     return len(info) > 0
 
 
-def read_vectors(path: str | Path):
-    """The first layer of a vector file as a GeoDataFrame, and the layer's name."""
-    import geopandas as gpd  # imported here: raster-only runs need not load it
+def vector_layer(path: str | Path, layer: str | None) -> str:
+    """The layer to read: ``layer`` (``--label-layer``) when given, else the file's only layer with
+    geometries (a GeoPackage's style or attribute tables do not count); a file of several such
+    layers names them in the error rather than training on whichever comes first."""
     import pyogrio
+
+    layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
+    if layer is not None:
+        if layer not in [name for name, _ in layers]:
+            raise InputError(f"{path}: no layer {layer!r} (--label-layer; layers: {', '.join(n for n, _ in layers)})")
+        return layer
+    spatial = [name for name, kind in layers if kind is not None]
+    if len(spatial) > 1:
+        shown = ", ".join(spatial[:8]) + (", ..." if len(spatial) > 8 else "")
+        raise InputError(f"{path}: holds {len(spatial)} layers with geometries ({shown}); name one with --label-layer")
+    return spatial[0] if spatial else (layers[0][0] if layers else Path(path).stem)
+
+
+def read_vectors(path: str | Path, layer: str | None = None):
+    """One layer of a vector file (see ``vector_layer``) as a GeoDataFrame, and the layer's name."""
+    import geopandas as gpd  # imported here: raster-only runs need not load it
 
     try:
         if is_parquet(path):
             return gpd.read_parquet(path), Path(path).stem
-        layers = pyogrio.list_layers(path)
-        if len(layers) > 1:
-            log.warning("%s: %d layers; the labels are the first, %s", path, len(layers), layers[0][0])
-        layer = str(layers[0][0]) if len(layers) else Path(path).stem
-        return gpd.read_file(path, layer=layer, engine="pyogrio"), layer
+        name = vector_layer(path, layer)
+        return gpd.read_file(path, layer=name, engine="pyogrio"), name
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is one clear error
@@ -430,26 +452,28 @@ def open_labels(
     outside: str | None = None,
     class_name: str | None = None,
     card: ModelCard | None = None,
+    layer: str | None = None,
 ) -> RasterLabels | VectorLabels:
-    """A label source for ``path``: vectors when ``field`` is given or OGR opens the file as vectors,
-    else a raster. With ``card`` (evaluation, validation) values map to class ids as the card's
-    training mapped them, and ``field`` and ``outside`` default to the card's."""
+    """A label source for ``path``: vectors when ``field`` or ``layer`` is given or OGR opens the
+    file as vectors, else a raster. With ``card`` (evaluation, validation, training on from
+    ``--init``) values map to class ids as the card's training mapped them, and ``field`` and
+    ``outside`` default to the card's."""
     check_outside(outside)
     recorded = card.labels if card is not None else None
-    if field is None and not is_vector(path):
+    if field is None and layer is None and not is_vector(path):
         return RasterLabels(path, image, raster_lut(card))
     if field is None and recorded is not None:
         field = recorded.field
     if outside is None:
         outside = recorded.outside if recorded is not None else ("unlabelled" if field else "background")
     if card is not None:
-        return VectorLabels(path, image, field, card_lookup(card), outside=outside, ints_are_ids=False)
-    return training_vectors(path, image, field, class_names, outside, class_name)
+        return VectorLabels(path, image, field, card_lookup(card), outside=outside, ints_are_ids=False, layer=layer)
+    return training_vectors(path, image, field, class_names, outside, class_name, layer)
 
 
 def training_vectors(
     path: str | Path, image: DatasetReader, field: str | None, class_names: list[str] | None,
-    outside: str, class_name: str | None,
+    outside: str, class_name: str | None, layer: str | None = None,
 ) -> VectorLabels:
     """Vector labels for training, with the class names they imply (``--classes`` first)."""
     if field is None:
@@ -459,7 +483,7 @@ def training_vectors(
         if class_names and len(class_names) != 2:
             raise InputError(f"{path}: a layer without --label-field has 2 classes (background, its features),"
                              f" --classes names {len(class_names)}")
-    labels = VectorLabels(path, image, field, training_lookup(class_names, outside), outside=outside)
+    labels = VectorLabels(path, image, field, training_lookup(class_names, outside), outside=outside, layer=layer)
     if class_names:
         labels.class_names = list(class_names)
     elif field is None:

@@ -83,6 +83,8 @@ class TrainRequest:
     seed: int = 0
     device: str = "auto"
     label_field: str | None = None
+    #: The layer of vector labels (needed where a file holds several layers with geometries).
+    label_layer: str | None = None
     classes: Sequence[str] | None = None
     #: Vector labels' pixels outside every feature: background (class 0) or unlabelled; None: background
     #: for a layer without --label-field, unlabelled with one.
@@ -162,12 +164,26 @@ def class_list(
     return [ClassInfo(n, tuple(c)) for n, c in zip(names, colors, strict=True)]
 
 
+def open_training_labels(request: TrainRequest, src, init_card: ModelCard | None):
+    """The training labels; training on from ``--init`` maps their values to class ids as that
+    checkpoint's training did (unless ``--classes`` says otherwise), so class 2 stays class 2."""
+    if init_card is not None and init_card.labels is not None and not request.classes:
+        log.info("--init %s: label values map to classes as its training did", request.init)
+        return open_labels(request.labels, src, request.label_field, outside=request.outside, card=init_card,
+                           layer=request.label_layer)
+    return open_labels(
+        request.labels, src, request.label_field, list(request.classes or []) or None,
+        outside=request.outside, class_name=request.class_name, layer=request.label_layer,
+    )
+
+
 def check_validation_data(request: TrainRequest, card: ModelCard) -> None:
     """The validation image and labels opened as every validation opens them, and their class ids
     scanned, once before training: not after ``val_every`` steps, and not at every validation."""
     with open_raster(request.val_image) as src:
         select_bands(src, card, request.bands)
-        labels = open_labels(request.val_labels, src, request.label_field, outside=request.outside, card=card)
+        labels = open_labels(request.val_labels, src, request.label_field, outside=request.outside, card=card,
+                             layer=request.label_layer)
         try:
             check_class_ids(labels, request.val_labels, card.class_names)
         finally:
@@ -277,12 +293,9 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         band_indexes = list(request.bands) if request.bands else list(range(1, src.count + 1))
         if any(b < 1 or b > src.count for b in band_indexes):
             raise InputError(f"{request.image}: has {src.count} bands, --bands asks for {band_indexes}")
-        labels = open_labels(
-            request.labels, src, request.label_field, list(request.classes or []) or None,
-            outside=request.outside, class_name=request.class_name,
-        )
+        init_card = read_card(request.init) if request.init else None
+        labels = open_training_labels(request, src, init_card)
         try:
-            init_card = read_card(request.init) if request.init else None
             classes = class_list(request, labels.class_names, labels.class_colors, init_card, labels)
             class_names = [c.name for c in classes]
             check_class_ids(labels, request.labels, class_names)
@@ -314,6 +327,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
                     return evaluate_raster(
                         m, card, request.val_image, request.val_labels, device=device,
                         label_field=request.label_field, outside=request.outside, bands=request.bands,
+                        label_layer=request.label_layer,
                         check_labels=False,
                     )
             elif plan.holdout is not None:
