@@ -15,6 +15,8 @@ before, every file of the user's in OUT byte-identical; for ``train`` no checkpo
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 import signal
@@ -153,13 +155,14 @@ class Result:
     timed_out: bool = False
 
 
-def run_cli(args: list, cwd: Path, *, timeout: float = TIMEOUT, check: bool = False) -> Result:
+def run_cli(args: list, cwd: Path, *, timeout: float = TIMEOUT, check: bool = False,
+            env: dict[str, str] | None = None) -> Result:
     """``fcnseg ARGS`` in its own process group (so that a hung run and its Dask workers can be
     stopped together on timeout)."""
     argv = [*FCNSEG, *map(str, args)]
     started = time.monotonic()
     process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, env={**os.environ, **(env or {})})
     try:
         stdout, stderr = process.communicate(timeout=timeout)
         timed_out = False
@@ -188,6 +191,7 @@ class Call:
     must_not_exist: tuple[Path, ...] = ()
     timeout: float = TIMEOUT
     cleanup: Callable[[], object] | None = None
+    env: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -363,8 +367,9 @@ def _(a, tmp):
 
 @case("segment-scheduler-nothing-listening")
 def _(a, tmp):
-    return seg(a, tmp, "--scheduler", "tcp://127.0.0.1:9", names=("--scheduler", "tcp://127.0.0.1:9"),
+    call = seg(a, tmp, "--scheduler", "tcp://127.0.0.1:9", names=("--scheduler", "tcp://127.0.0.1:9"),
                timeout=60, local=False)
+    return dataclasses.replace(call, env={"FCNSEG_CONNECT_TIMEOUT": "1s"})  # nothing listens: no need to wait 10 s
 
 
 @case("segment-cluster-spec-unknown")
@@ -547,7 +552,7 @@ def test_bad_input_fails_with_one_clear_line(bad: Case, assets: Assets, tmp_path
     call = bad.build(assets, tmp_path)
     before = snapshot(call.out) if call.out is not None else {}
     try:
-        result = run_cli(call.args, tmp_path, timeout=call.timeout)
+        result = run_cli(call.args, tmp_path, timeout=call.timeout, env=call.env)
         problems = violations(call, result, before)
     finally:
         if call.cleanup is not None:  # a read-only OUT made writable again, for pytest's clean-up
