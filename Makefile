@@ -18,7 +18,7 @@ demo: venv
 	$(BIN)/python -m fcnseg.demo
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # a local Prefect server + worker with the deployments of deploy/prefect.yaml (Ctrl-C stops both)
 serve: venv
