@@ -20,6 +20,10 @@ from rasterio.io import DatasetReader
 log = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
+#: GDAL's field types and usages in a raster attribute table (``GDALRATFieldType``, ``GDALRATFieldUsage``):
+#: written by ``products.styles``, read here.
+RAT_INTEGER, RAT_STRING = 0, 2
+RAT_GENERIC, RAT_NAME, RAT_MINMAX, RAT_RED, RAT_GREEN, RAT_BLUE, RAT_ALPHA = 0, 2, 5, 6, 7, 8, 9
 
 #: Colours for classes whose labels carry none (tab10-like, distinct on a map).
 DEFAULT_COLORS: list[RGB] = [
@@ -108,12 +112,12 @@ def _rat_names(table: ET.Element) -> dict[int, str]:
     """Names by value from a PAM raster attribute table (GDAL's usages: 2 name, 5 min-max, 0 generic)."""
     fields = {}
     for definition in table.findall("FieldDefn"):
-        usage, name = definition.findtext("Usage", "0").strip(), definition.findtext("Name", "").strip()
+        usage, name = definition.findtext("Usage", str(RAT_GENERIC)).strip(), definition.findtext("Name", "").strip()
         fields[int(definition.get("index", len(fields)))] = (usage, name.lower())
-    name_col = next((i for i, (usage, _) in fields.items() if usage == "2"), None)
-    value_col = next((i for i, (usage, _) in fields.items() if usage == "5"), None)
+    name_col = next((i for i, (usage, _) in fields.items() if usage == str(RAT_NAME)), None)
+    value_col = next((i for i, (usage, _) in fields.items() if usage == str(RAT_MINMAX)), None)
     if value_col is None:
-        value_col = next((i for i, (usage, n) in fields.items() if usage == "0" and n == "value"), None)
+        value_col = next((i for i, (usage, n) in fields.items() if usage == str(RAT_GENERIC) and n == "value"), None)
     if name_col is None:
         return {}
     named: dict[int, str] = {}

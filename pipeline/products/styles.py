@@ -19,7 +19,17 @@ import sqlite3
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from fcnseg.pipeline.classes import RGB
+from fcnseg.pipeline.classes import (
+    RAT_ALPHA,
+    RAT_BLUE,
+    RAT_GREEN,
+    RAT_INTEGER,
+    RAT_MINMAX,
+    RAT_NAME,
+    RAT_RED,
+    RAT_STRING,
+    RGB,
+)
 
 QGIS_VERSION = "3.22.0"  # the oldest QGIS the styles are written for (and checked with)
 #: QGIS's own layout of the table (``QgsOgrProviderUtils``): the same columns, so QGIS and GDAL
@@ -29,9 +39,6 @@ LAYER_STYLES_DDL = """CREATE TABLE layer_styles (
     f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
     useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
     update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"""
-#: GDAL's field types and usages in a raster attribute table (``GDALRATFieldType``, ``GDALRATFieldUsage``).
-RAT_INTEGER, RAT_STRING = 0, 2
-RAT_NAME, RAT_MINMAX, RAT_RED, RAT_GREEN, RAT_BLUE, RAT_ALPHA = 2, 5, 6, 7, 8, 9
 
 
 def hex_color(color: RGB) -> str:
