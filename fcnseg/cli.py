@@ -196,7 +196,7 @@ def evaluate(
         net, card = load_for_inference(model, torch_device)
         metrics = evaluate_raster(
             net, card, image, labels, device=torch_device, label_field=label_field, outside=outside,
-            label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=not as_json,
+            label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=console.is_terminal and not as_json,
         )
     if as_json:
         typer.echo(json.dumps(metrics))

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.pipeline.io import open_raster, select_bands
+from fcnseg.pipeline.progress import stage_progress
 from fcnseg.pipeline.segment.predict import predict_tiles
 from fcnseg.pipeline.segment.tile_source import TileSource
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
@@ -66,11 +66,13 @@ def evaluate_raster(
 
             def labelled_tiles() -> Iterator[Tile]:
                 tiles = list(iter_tiles(src.height, src.width, tile, halo))
-                for t in tqdm(tiles, desc="evaluate", unit="tile", disable=not progress):
-                    target = label_source.read(t.core)
-                    if (target != IGNORE_INDEX).any():
-                        targets[(t.row, t.col)] = target
-                        yield t
+                with stage_progress(len(tiles), "evaluate", "tile", bar=progress) as advance:
+                    for t in tiles:
+                        target = label_source.read(t.core)
+                        advance()
+                        if (target != IGNORE_INDEX).any():
+                            targets[(t.row, t.col)] = target
+                            yield t
 
             with TileSource(src.name, band_indexes, card) as source:
                 for t, scores, valid in predict_tiles(model, device, source, labelled_tiles(), batch_size):
