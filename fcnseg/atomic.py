@@ -49,6 +49,25 @@ def atomic_write(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
         remove_path(tmp)
 
 
+def process_umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` can only be read by setting
+    it, which would race with other threads creating files); 0o022 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def as_created(path: Path) -> None:
+    """Give ``path`` the permissions a file created by ``open`` would have (0o666 less the umask):
+    some writers (safetensors) create theirs readable by the owner only."""
+    os.chmod(path, 0o666 & ~process_umask())
+
+
 def atomic_write_text(path: str | Path, text: str, *, durable: bool = False) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path, durable=durable) as tmp:

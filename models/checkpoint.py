@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from fcnseg.atomic import atomic_write
+from fcnseg.atomic import as_created, atomic_write
 from fcnseg.models.fcn import ARCHS, FCNBase, build_model
 
 FORMAT = "fcnseg-checkpoint"
@@ -179,6 +179,7 @@ def save_checkpoint(path: str | Path, model: FCNBase, card: ModelCard) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, durable=True) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+        as_created(tmp)  # safetensors writes 0600: a worker or colleague could not read the checkpoint
     return path
 
 

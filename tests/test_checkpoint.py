@@ -55,6 +55,23 @@ def test_round_trip_gives_the_same_model_and_card(saved):
     assert len(file_sha256(path)) == 64
 
 
+def test_a_checkpoint_is_as_readable_as_any_file_its_user_writes(tmp_path):
+    """safetensors creates its files 0600: Dask workers under another account, or a colleague,
+    could not load a model trained here."""
+    import os
+    import stat
+
+    model = build_model("fcn32s", 4, 3, 0.0625)
+    previous = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "group.safetensors", model, make_card())
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    path = save_checkpoint(tmp_path / "default.safetensors", model, make_card())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~previous
+
+
 def test_card_is_plain_json_in_the_safetensors_header(saved):
     path, _ = saved
     raw = path.read_bytes()

@@ -236,3 +236,23 @@ def test_training_on_sparse_labels_validates_on_held_out_blocks_and_records_it(t
     assert card.training["class_pixels"] == [32 * 256, 32 * 256, 16]
     weights = card.training["class_weights"]["weights"]
     assert card.training["class_weights"]["method"] == "median" and weights[2] > weights[0]
+
+
+def test_a_seed_trains_the_same_model_whatever_the_read_threads(tmp_path, image, label_raster):
+    """What keeps README's FCN table and the shipped demo model reproducible: chips, their order
+    into batches and the initial weights all follow --seed, not the thread pool's timing."""
+    from fcnseg.models.checkpoint import load_checkpoint
+    from fcnseg.pipeline.training.train import TrainRequest, train_model
+
+    with rasterio.open(label_raster, "r+") as dst:
+        dst.write(spread_labels()[None])
+    tensors = []
+    for threads in (0, 3):
+        request = TrainRequest(image=image, labels=label_raster, out=tmp_path / f"m{threads}.safetensors",
+                               arch="fcn16s", width=0.0625, steps=3, chip=CHIP, batch_size=2, classes=["a", "b", "c"],
+                               progress=False, read_threads=threads, holdout=0.0, seed=7)
+        path, _, _ = train_model(request)
+        tensors.append(load_checkpoint(path)[0].state_dict())
+    assert tensors[0].keys() == tensors[1].keys()
+    for name in tensors[0]:
+        assert torch.equal(tensors[0][name], tensors[1][name]), name
