@@ -14,6 +14,7 @@ from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import ClassInfo, ModelCard, NodataPolicy, Normalization
 from fcnseg.models.fcn import build_model
+from fcnseg.pipeline.io import InputError
 from fcnseg.models.train import TrainConfig, improves, loss_function, train
 from fcnseg.pipeline.training import chips as chips_module
 from fcnseg.pipeline.training.chips import (
@@ -112,6 +113,15 @@ def test_labelled_sampling_puts_labels_in_every_chip_and_reaches_the_rare_class(
     assert sum((c == 2).any() for c in chips) >= 10  # a third expected: each class has equal chance
     uniform_hits = [(labels.read(w) != UNLABELLED).any() for w in windows]
     assert sum(uniform_hits) < 0.5 * len(windows)  # what uniform chips would have given
+
+
+def test_uniform_sampling_on_sparse_labels_says_what_to_use_instead(image):
+    with rasterio.open(image) as src:
+        few = np.full((SIZE, SIZE), UNLABELLED, np.uint8)
+        few[450:454, 100:104] = 2  # at most 16 of a chip's pixels can be labelled: under 5 %
+        uniform = sampler(src, ArrayLabels(few), sampling="uniform")
+        with pytest.raises(InputError, match=r"no chip with 5% of its pixels labelled in 50 tries \(sparse labels: --sampling labelled\)"):
+            uniform.chip_at(0)
 
 
 def test_median_frequency_weights_follow_the_formula():

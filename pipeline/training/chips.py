@@ -297,6 +297,9 @@ class ChipSampler:
             target[~valid] = UNLABELLED
             if self._enough(target):
                 return x, target
+        if self.min_labelled > 0:
+            raise InputError(f"{self.src.name}: found no chip with {self.min_labelled:.0%} of its pixels labelled in"
+                             f" {self.max_tries} tries (sparse labels: --sampling labelled)")
         raise InputError(f"{self.src.name}: found no chip with labelled valid pixels in {self.max_tries} tries")
 
     def _submit(self, batch: int) -> list[Future]:
