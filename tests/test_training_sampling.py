@@ -213,22 +213,37 @@ def test_best_checkpoint_is_the_best_validation_mean_iu_not_the_last():
 
 
 def spread_labels() -> np.ndarray:
-    """A 16 px square in each 64 px block, classes 0 and 1 in turn, and class 2's 16 pixels."""
+    """A 16 px square in each 64 px block, classes 0 and 1 in turn, and a 4 px square of class 2
+    in every fourth block (256 pixels)."""
     labels = np.full((SIZE, SIZE), UNLABELLED, np.uint8)
     for i in range(SIZE // 64):
         for j in range(SIZE // 64):
             labels[i * 64 + 24 : i * 64 + 40, j * 64 + 24 : j * 64 + 40] = (i + j) % 2
-    labels[450:454, 100:104] = 2
+            if (i * 8 + j) % 4 == 0:
+                labels[i * 64 + 8 : i * 64 + 12, j * 64 + 8 : j * 64 + 12] = 2
     return labels
 
 
-def test_a_holdout_that_would_score_too_few_classes_is_dropped():
+def test_held_out_blocks_take_about_the_share_of_every_class():
+    from fcnseg.pipeline.training.chips import held_cells
+
+    spread = build_label_index(ArrayLabels(spread_labels()), SIZE, SIZE, 3, 16)
+    for seed in range(5):
+        holdout = choose_holdout(spread, 0.2, CHIP, seed=seed)
+        share = spread.counts[:, held_cells(spread, holdout)].sum(axis=1) / spread.class_counts
+        assert np.all(share <= 0.2) and np.all(share >= 0.1), share  # a rare class is not left out
+
+
+def test_a_holdout_that_would_score_a_class_on_too_few_pixels_is_dropped(caplog):
     from fcnseg.pipeline.training.train import usable_holdout
 
+    names = ["water", "forest", "building"]
     clustered = build_label_index(ArrayLabels(sparse_labels()), SIZE, SIZE, 3, 16)
-    assert usable_holdout(clustered, choose_holdout(clustered, 0.2, CHIP, seed=0), 0.2) is None
+    with caplog.at_level("WARNING"):
+        assert usable_holdout(clustered, choose_holdout(clustered, 0.2, CHIP, seed=0), 0.2, names) is None
+    assert "too few labels of forest, building to hold out 10 % of them" in caplog.text
     spread = build_label_index(ArrayLabels(spread_labels()), SIZE, SIZE, 3, 16)
-    assert usable_holdout(spread, choose_holdout(spread, 0.2, CHIP, seed=0), 0.2) is not None
+    assert usable_holdout(spread, choose_holdout(spread, 0.2, CHIP, seed=0), 0.2, names) is not None
 
 
 def test_training_on_sparse_labels_validates_on_held_out_blocks_and_records_it(tmp_path, image, label_raster):
@@ -243,7 +258,7 @@ def test_training_on_sparse_labels_validates_on_held_out_blocks_and_records_it(t
     assert [h["step"] for h in result.history if "mean_iou" in h] == [2, 4]  # validated without --val-image
     assert card.training["holdout"]["blocks"] >= 1
     assert card.training["sampling"] == "labelled"
-    assert card.training["class_pixels"] == [32 * 256, 32 * 256, 16]
+    assert card.training["class_pixels"] == [32 * 256, 32 * 256, 256]
     weights = card.training["class_weights"]["weights"]
     assert card.training["class_weights"]["method"] == "median" and weights[2] > weights[0]
 

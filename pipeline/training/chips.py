@@ -120,9 +120,10 @@ class Holdout:
 
 
 def choose_holdout(index: LabelIndex, fraction: float, block: int, seed: int) -> Holdout:
-    """Hold out labelled blocks in a seeded random order until ``fraction`` of the labelled pixels
-    are held out, skipping any block that would take more than ``fraction`` of a class's pixels
-    (so a class in a few polygons keeps them for training rather than being scored on them)."""
+    """Hold out labelled blocks, stratified by class: in a seeded random order, a block is taken
+    when it adds pixels of a class still short of ``fraction`` of its labelled pixels and takes no
+    class past that share (so a class in a few polygons keeps them for training rather than being
+    scored on them, and every class that can be split is split about alike)."""
     cells = max(1, block // index.cell)
     block = cells * index.cell
     _, rows, cols = index.counts.shape
@@ -130,17 +131,15 @@ def choose_holdout(index: LabelIndex, fraction: float, block: int, seed: int) ->
     padded = np.zeros((index.counts.shape[0], br * cells, bc * cells), np.int64)
     padded[:, :rows, :cols] = index.counts
     per_block = padded.reshape(-1, br, cells, bc, cells).sum(axis=(2, 4)).reshape(-1, br * bc)
-    totals = index.class_counts
+    share = fraction * index.class_counts
     held = np.zeros(br * bc, bool)
-    taken = np.zeros_like(totals)
-    cap = fraction * totals
+    taken = np.zeros_like(share)
     rng = np.random.default_rng([seed, 1])
     for b in rng.permutation(np.nonzero(per_block.sum(axis=0))[0]):
-        if taken.sum() >= fraction * totals.sum():
-            break
-        if np.all(taken + per_block[:, b] <= cap):
+        adds = per_block[:, b]
+        if np.all(taken + adds <= share) and np.any((adds > 0) & (taken < share)):
             held[b] = True
-            taken += per_block[:, b]
+            taken += adds
     return Holdout(held.reshape(br, bc), block, index.height, index.width)
 
 
