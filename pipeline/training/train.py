@@ -169,8 +169,11 @@ def open_training_labels(request: TrainRequest, src, init_card: ModelCard | None
     checkpoint's training did (unless ``--classes`` says otherwise), so class 2 stays class 2."""
     if init_card is not None and init_card.labels is not None and not request.classes:
         log.info("--init %s: label values map to classes as its training did", request.init)
-        return open_labels(request.labels, src, request.label_field, outside=request.outside, card=init_card,
-                           layer=request.label_layer)
+        labels = open_labels(request.labels, src, request.label_field, outside=request.outside, card=init_card,
+                             layer=request.label_layer)
+        labels.class_names = init_card.class_names  # a raster's own names are of its values, not of the ids
+        labels.class_colors = [c.color for c in init_card.classes]
+        return labels
     return open_labels(
         request.labels, src, request.label_field, list(request.classes or []) or None,
         outside=request.outside, class_name=request.class_name, layer=request.label_layer,
