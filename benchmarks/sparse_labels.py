@@ -12,8 +12,10 @@ Ways: ``today`` (chips anywhere with >= 5 % labelled pixels, plain loss, no vali
 options ``--sampling uniform --class-weights none --holdout 0``); ``uniform-any`` (the same, but a
 chip needs only one labelled pixel, so that today's loss and chip placement can be scored at all
 on sparse labels); ``new`` (the defaults: labelled-cell sampling, median frequency weights, 20 % of
-the labels held out in blocks, best by mean IU); ``labelled`` and ``labelled-median`` (ablations:
-the new sampling without / with the weights, nothing held out, the last weights kept).
+the labels held out in blocks, best by mean IU); ``labelled``, ``labelled-median`` and ``labelled-sqrt``
+(ablations: the new sampling without weights, with median frequency weights, with their square
+root; nothing held out, the last weights kept). Rows of ways or seeds not rerun are kept in
+``results.json``, so ``--ways new`` reruns just the defaults.
 Each (scenario, way) trains once per seed; a seed draws the kept patches, the chips and the initial
 weights.
 
@@ -51,9 +53,10 @@ WAYS = {
     "uniform-any": TODAY,
     "new": dict(),
     "labelled": dict(class_weights="none", holdout=0.0),
-    "labelled-median": dict(holdout=0.0),
+    "labelled-median": dict(class_weights="median", holdout=0.0),
+    "labelled-sqrt": dict(class_weights="sqrt", holdout=0.0),
 }
-SCENARIO_WAYS = {"sparse": list(WAYS), "footprints": ["today", "new"]}
+SCENARIO_WAYS = {"sparse": list(WAYS), "footprints": ["today", "new", "labelled", "labelled-median", "labelled-sqrt"]}
 BUILDING = 5  # the synthetic scenes' building class
 # water, forest, cropland, grassland, road: 3 discs of 17 px; building: one disc of 4 px
 PATCHES = {0: (3, 17), 1: (3, 17), 2: (3, 17), 3: (3, 17), 4: (3, 17), BUILDING: (1, 4)}
@@ -177,9 +180,14 @@ def main() -> None:
                 if way in ways:
                     rows.append(run_way(scenario, way, seed, data, args.out, args.steps))
                     log.info("%s", json.dumps(rows[-1]))
-    (args.out / "results.json").write_text(json.dumps({"data": data_info, "results": rows}, indent=1))
+    results = args.out / "results.json"  # rows of earlier runs of other ways or seeds are kept
+    if results.exists():
+        ran = {(r["scenario"], r["way"], r["seed"]) for r in rows}
+        earlier = json.loads(results.read_text())["results"]
+        rows = [r for r in earlier if (r["scenario"], r["way"], r["seed"]) not in ran] + rows
+    results.write_text(json.dumps({"data": data_info, "results": rows}, indent=1))
     print(json.dumps(data_info, indent=1))
-    print(summary(rows))
+    print(summary(sorted(rows, key=lambda r: (list(SCENARIO_WAYS).index(r["scenario"]), list(WAYS).index(r["way"])))))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ class, each class present drawn with equal chance, so a few polygons over a larg
 rare class still train. The cells come from a ``LabelIndex`` built by scanning the labels window
 by window (memory follows the window and the coarse grid, not the scene).
 
-Without a validation raster, spatial blocks of the training scene are held out (``Holdout``);
-no training chip overlaps them. Chip ``k`` of a run is drawn from its own generator seeded with
+Without a validation raster, spatial blocks of the training scene are held out (``Holdout``):
+no chip is centred in them and their labels are never trained on (a chip that reaches into a
+block sees its image as context, with the block's labels masked, rather than chips being kept a
+chip's reach away from every block, which left most of a small scene out of training). Chip ``k`` of a run is drawn from its own generator seeded with
 ``(seed, k)``, so a thread pool may read chips in any order and still yields exactly the chips a
 serial run yields.
 """
@@ -103,12 +105,11 @@ class Holdout:
     height: int
     width: int
 
-    def overlaps(self, window: Window) -> bool:
-        """Whether ``window`` shares a pixel with a held-out block (exact)."""
-        r0, c0 = int(window.row_off) // self.block, int(window.col_off) // self.block
-        r1 = (int(window.row_off) + int(window.height) - 1) // self.block
-        c1 = (int(window.col_off) + int(window.width) - 1) // self.block
-        return bool(self.held[r0 : r1 + 1, c0 : c1 + 1].any())
+    def mask(self, window: Window) -> np.ndarray:
+        """(height, width) of ``window``: True on pixels of held-out blocks."""
+        rows = (int(window.row_off) + np.arange(int(window.height))) // self.block
+        cols = (int(window.col_off) + np.arange(int(window.width))) // self.block
+        return self.held[np.ix_(rows, cols)]
 
     def windows(self) -> list[Window]:
         """The held-out blocks as windows, clipped to the scene."""
@@ -152,15 +153,9 @@ def held_cells(index: LabelIndex, holdout: Holdout | None) -> np.ndarray:
     return np.repeat(np.repeat(holdout.held, per, axis=0), per, axis=1)[:rows, :cols]
 
 
-def allowed_cells(index: LabelIndex, holdout: Holdout | None, chip: int) -> np.ndarray:
-    """(rows, cols) cells where a chip centred on any of their pixels stays clear of the held-out
-    blocks: the blocks grown by the chip's reach past its centre (a chip pushed inwards at the
-    scene's edge is still checked exactly when drawn)."""
-    held = held_cells(index, holdout)
-    if not held.any():
-        return ~held
-    margin = -(-(chip - chip // 2) // index.cell)
-    return box_sum(held[None], margin)[0] < 0.5
+def allowed_cells(index: LabelIndex, holdout: Holdout | None) -> np.ndarray:
+    """(rows, cols) cells a chip may be centred in: those outside the held-out blocks."""
+    return ~held_cells(index, holdout)
 
 
 def cell_probabilities(index: LabelIndex, allowed: np.ndarray) -> np.ndarray:
@@ -175,10 +170,13 @@ def cell_probabilities(index: LabelIndex, allowed: np.ndarray) -> np.ndarray:
     return probs.ravel()
 
 
-def expected_class_pixels(index: LabelIndex, probs: np.ndarray, chip: int) -> np.ndarray:
+def expected_class_pixels(index: LabelIndex, probs: np.ndarray, chip: int, held: np.ndarray | None = None
+                          ) -> np.ndarray:
     """Labelled pixels per class an average chip holds under ``probs``: the class frequencies
-    training actually sees, which class-weighted sampling shifts away from the scene's."""
-    near = box_sum(index.counts, max(0, chip // (2 * index.cell)))
+    training actually sees, which class-weighted sampling shifts away from the scene's (labels
+    in ``held`` cells are masked out of every chip)."""
+    counts = index.counts if held is None else index.counts * ~held
+    near = box_sum(counts, max(0, chip // (2 * index.cell)))
     return (near * probs.reshape(index.counts.shape[1:])).sum(axis=(1, 2))
 
 
@@ -209,7 +207,7 @@ class ChipSampler:
     by a thread pool (one dataset handle per thread) while the model trains on the previous batch.
 
     A chip with too few labelled valid pixels (``min_labelled``, or none at all when sampling
-    labelled cells) or overlapping a held-out block is drawn again.
+    labelled cells) once the held-out blocks' labels are masked is drawn again.
     """
 
     def __init__(
@@ -241,7 +239,7 @@ class ChipSampler:
         if sampling == "labelled":
             if index is None:
                 raise ValueError("labelled sampling needs a LabelIndex")
-            self.cdf = np.cumsum(cell_probabilities(index, allowed_cells(index, holdout, chip)))
+            self.cdf = np.cumsum(cell_probabilities(index, allowed_cells(index, holdout)))
         self.batches = 0
         self.workers = workers
         self._local = threading.local()
@@ -283,19 +281,24 @@ class ChipSampler:
 
     def chip_at(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Chip number ``k`` of the run: the same whichever thread reads it, in whatever order."""
+        _, x, target = self.draw(k)
+        return x, target
+
+    def draw(self, k: int) -> tuple[Window, np.ndarray, np.ndarray]:
+        """Chip ``k``'s window, image and labels (held-out blocks' labels masked to 255)."""
         src, labels = self._handles()
         rng = np.random.default_rng([self.seed, k])
         for _ in range(self.max_tries):
             window = self.window(rng)
-            if self.holdout is not None and self.holdout.overlaps(window):
-                continue
             target = labels.read(window)
+            if self.holdout is not None:
+                target[self.holdout.mask(window)] = UNLABELLED
             if not self._enough(target):  # the image's nodata only removes labels: skip its read
                 continue
             x, valid = read_model_input(src, self.bands, window, self.card)
             target[~valid] = UNLABELLED
             if self._enough(target):
-                return x, target
+                return window, x, target
         if self.min_labelled > 0:
             raise InputError(f"{self.src.name}: found no chip with {self.min_labelled:.0%} of its pixels labelled in"
                              f" {self.max_tries} tries (sparse labels: --sampling labelled)")

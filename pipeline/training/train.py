@@ -63,7 +63,9 @@ from fcnseg.pipeline.training.labels import (
 
 log = logging.getLogger(__name__)
 
-CLASS_WEIGHTS = ("median", "none")
+#: Loss weights: median frequency balancing (Eigen & Fergus), its square root (half as far from
+#: equal weights, in ratio), or none.
+CLASS_WEIGHTS = ("median", "sqrt", "none")
 
 @dataclass
 class TrainRequest:
@@ -251,14 +253,16 @@ def plan_sampling(request: TrainRequest, src, labels, num_classes: int, class_na
     held = held_cells(index, holdout)
     log_class_pixels(index, class_names, held)
     if request.sampling == "labelled":
-        probs = cell_probabilities(index, allowed_cells(index, holdout, request.chip))
-        seen = expected_class_pixels(index, probs, request.chip)
+        probs = cell_probabilities(index, allowed_cells(index, holdout))
+        seen = expected_class_pixels(index, probs, request.chip, held)
     else:
         seen = (index.counts * ~held).sum(axis=(1, 2))
-    weights = [float(w) for w in median_frequency_weights(seen)] if request.class_weights == "median" else None
-    if weights is not None:
+    weights = None
+    if request.class_weights != "none":
+        balanced = median_frequency_weights(seen)
+        weights = [float(w) for w in (np.sqrt(balanced) if request.class_weights == "sqrt" else balanced)]
         shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
-        log.info("class weights (median frequency): %s", shown)
+        log.info("class weights (%s median frequency): %s", request.class_weights, shown)
     info = {
         "sampling": request.sampling,
         "class_weights": {"method": request.class_weights, "weights": weights},
