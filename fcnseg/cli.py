@@ -150,8 +150,8 @@ def train(
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to use, comma separated (default: all).")] = None,
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
     sampling: Annotated[str, typer.Option(help="Where chips are centred: on labelled pixels, each class with equal chance (labelled), or anywhere with at least 5 % labelled pixels (uniform, the old sampler).")] = "labelled",
-    class_weights: Annotated[str, typer.Option(help="Class weights in the loss: median frequency balancing of the pixels training sees (median), or equal (none).")] = "median",
-    holdout: Annotated[float, typer.Option(help="Without --val-image: share of the labelled pixels held out as blocks of the scene to validate on and keep the best mean IU; 0 turns it off.")] = 0.2,
+    class_weights: Annotated[str, typer.Option(help="Class weights in the loss: median frequency balancing of the pixels training sees (median), its square root (sqrt), or equal (none).")] = "median",
+    holdout: Annotated[float, typer.Option(help="Without --val-image: share of each class's labelled pixels held out in blocks of the scene to validate on and keep the best mean IU (dropped, with a warning, where a class has too few labels to split); 0 turns it off.")] = 0.2,
     read_threads: Annotated[int, typer.Option(help="Threads reading the next batch's chips while the model trains (0: in the training thread).")] = 4,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""

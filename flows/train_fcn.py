@@ -60,7 +60,7 @@ def train_fcn(
     outside: Literal["background", "unlabelled"] | None = None,
     class_name: str | None = None,
     sampling: Literal["labelled", "uniform"] = "labelled",
-    class_weights: Literal["median", "none"] = "median",
+    class_weights: Literal["median", "sqrt", "none"] = "median",
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
 ) -> dict[str, Any]:
     """Train a checkpoint to ``out``; evaluate it on ``eval_image``/``eval_labels`` (default: the

@@ -262,7 +262,8 @@ def plan_sampling(request: TrainRequest, src, labels, num_classes: int, class_na
         balanced = median_frequency_weights(seen)
         weights = [float(w) for w in (np.sqrt(balanced) if request.class_weights == "sqrt" else balanced)]
         shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
-        log.info("class weights (%s median frequency): %s", request.class_weights, shown)
+        method = "median frequency" if request.class_weights == "median" else "square root of median frequency"
+        log.info("class weights (%s): %s", method, shown)
     info = {
         "sampling": request.sampling,
         "class_weights": {"method": request.class_weights, "weights": weights},
