@@ -283,3 +283,18 @@ def test_a_seed_trains_the_same_model_whatever_the_read_threads(tmp_path, image,
     assert tensors[0].keys() == tensors[1].keys()
     for name in tensors[0]:
         assert torch.equal(tensors[0][name], tensors[1][name]), name
+
+
+def test_sqrt_weights_are_the_square_roots_of_the_median_frequency_weights(tmp_path, image, label_raster):
+    from fcnseg.pipeline.training.train import TrainRequest, train_model
+
+    weights = {}
+    for method in ("median", "sqrt", "none"):
+        request = TrainRequest(image=image, labels=label_raster, out=tmp_path / f"{method}.safetensors", arch="fcn32s",
+                               width=0.0625, steps=1, chip=CHIP, batch_size=2, classes=["a", "b", "c"], progress=False,
+                               holdout=0.0, class_weights=method)
+        _, _, card = train_model(request)
+        assert card.training["class_weights"]["method"] == method
+        weights[method] = card.training["class_weights"]["weights"]
+    assert weights["none"] is None and weights["median"][2] > 1
+    assert weights["sqrt"] == [float(np.sqrt(w)) for w in weights["median"]]
