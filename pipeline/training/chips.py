@@ -7,9 +7,9 @@ rare class still train. The cells come from a ``LabelIndex`` built by scanning t
 by window (memory follows the window and the coarse grid, not the scene).
 
 Without a validation raster, spatial blocks of the training scene are held out (``Holdout``):
-no chip is centred in them and their labels are never trained on (a chip that reaches into a
-block sees its image as context, with the block's labels masked, rather than chips being kept a
-chip's reach away from every block, which left most of a small scene out of training). Chip ``k`` of a run is drawn from its own generator seeded with
+their labels are never trained on. A chip that reaches into a block sees its image as context,
+with the block's labels masked (keeping chips a chip's reach away from every block instead left
+most of a small scene out of training). Chip ``k`` of a run is drawn from its own generator seeded with
 ``(seed, k)``, so a thread pool may read chips in any order and still yields exactly the chips a
 serial run yields.
 """
