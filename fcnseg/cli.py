@@ -166,6 +166,7 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
             label_layer=label_layer, classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
             sampling=sampling, class_weights=class_weights, holdout=holdout, read_threads=read_threads,
+            progress=console.is_terminal,
         )
         path, result, card = train_model(request)
     best = f", best val mean IU {result.best_metrics['mean_iou']:.4f} at step {result.best_step}" if result.best_metrics else ""

@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_steps: int = 100
     val_every: int = 250
     seed: int = 0
+    #: A bar on the terminal; without it a log line each tenth of the steps (a log file, a flow run).
     progress: bool = True
     #: Per-class loss weights (e.g. median frequency balancing); None: every labelled pixel counts the same.
     class_weights: Sequence[float] | None = None
@@ -138,6 +139,9 @@ def train(
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         elif (step + 1) % 50 == 0 or last:
             result.history.append({"step": step + 1, "loss": running})
+        if not config.progress and (step + 1) % max(1, config.steps // 10) == 0:
+            log.info("train: step %d of %d (%d %%), loss %.4f", step + 1, config.steps,
+                     100 * (step + 1) // config.steps, running)
 
     if best_state is not None:
         model.load_state_dict(best_state)

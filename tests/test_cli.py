@@ -50,6 +50,15 @@ def test_train_writes_a_checkpoint_with_card_and_provenance(trained, scene):
     assert 0 < card.metrics["mean_iou"] <= 1
 
 
+def test_train_off_a_terminal_logs_its_progress_instead_of_drawing_a_bar(tmp_path, scene):
+    image, labels = scene
+    result = fcnseg("train", "--image", image, "--labels", labels, "--out", tmp_path / "m.safetensors",
+                    "--steps", 10, "--chip", 64, "--batch-size", 2, "--holdout", 0)
+    steps = [line for line in result.stderr.splitlines() if "train: step" in line]
+    assert len(steps) == 10 and "step 10 of 10 (100 %), loss" in steps[-1], result.stderr
+    assert "\r" not in result.stderr and "step/s" not in result.stderr  # no tqdm bar in a log
+
+
 def test_evaluate_json_is_one_object_with_the_four_metrics(trained, scene):
     image, labels = scene
     result = fcnseg("evaluate", "--model", trained, "--image", image, "--labels", labels, "--json", "--tile", 128)
