@@ -39,7 +39,7 @@ from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.outputs import ITEM_JSON
 from fcnseg.pipeline.object_store import is_object_store
 from fcnseg.pipeline.products.scene_id import scene_id
-from fcnseg.pipeline.products.stac_catalog import write_stac_catalog
+from fcnseg.pipeline.products.stac_catalog import catalog_exists, write_stac_catalog
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment import (
     ChunkRun,
@@ -205,14 +205,10 @@ def route_library_logs() -> None:
 
 def catalog_scenes(logger, output_root: str, outcomes: list[SceneOutcome]) -> None:
     """``output_root/catalog.json``: a STAC catalog of every scene's item there (this run's and
-    earlier runs'). Written for a local root; under an object store each scene has its item only."""
-    if is_object_store(output_root):
-        logger.info("%s: an object-store root gets no catalog.json (each scene has its item.json)", output_root)
-        return
-    items = [Path(o.report.out) / ITEM_JSON for o in outcomes if o.report is not None]
-    items = [path for path in items if path.exists()]  # a scene without CRS has no item
-    if items or (Path(output_root) / "catalog.json").exists():
-        logger.info("STAC catalog: %s", write_stac_catalog(Path(output_root), items))
+    earlier runs'), in a folder or under an object-store prefix alike."""
+    items = [o.report.location(ITEM_JSON) for o in outcomes if o.report is not None and ITEM_JSON in o.report.files]
+    if items or catalog_exists(output_root):
+        logger.info("STAC catalog: %s", write_stac_catalog(output_root, items))
 
 
 class ScenesFailed(RuntimeError):

@@ -141,3 +141,29 @@ def test_a_missing_bucket_fails_in_one_line_before_any_work(s3, scene):
     result = cli(str(scene), "--out", "s3://no-such-bucket/out")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["fcnseg: error: s3://no-such-bucket/out: bucket no-such-bucket does not exist"]
+
+
+def test_a_catalog_under_a_prefix_lists_its_scenes_and_merges_on_rerun(s3):
+    from fcnseg.pipeline.products.stac_catalog import catalog_exists, write_stac_catalog
+    from fcnseg.pipeline.products.stac_checks import check_stac_catalog
+
+    fs = fsspec.filesystem("s3")
+    root = f"s3://{BUCKET}/nightly"
+    for name in ("a", "b", "c"):
+        fs.pipe_file(f"{BUCKET}/nightly/{name}/item.json", json.dumps({"type": "Feature", "id": f"scene-{name}"}).encode())
+    assert not catalog_exists(root)
+    assert write_stac_catalog(root, [f"{root}/a/item.json", f"{root}/b/item.json"]) == f"{root}/catalog.json"
+
+    def listed() -> list[tuple[str, str]]:
+        catalog = json.loads(fs.cat_file(f"{BUCKET}/nightly/catalog.json"))
+        check_stac_catalog(catalog)
+        assert catalog["id"] == "fcnseg-nightly"
+        return [(link["href"], link["title"]) for link in catalog["links"] if link["rel"] == "item"]
+
+    assert listed() == [("./a/item.json", "scene-a"), ("./b/item.json", "scene-b")]
+    fs.rm(f"{BUCKET}/nightly/a/item.json")  # a scene removed; the next night adds one
+    write_stac_catalog(root, [f"{root}/c/item.json"])
+    assert listed() == [("./b/item.json", "scene-b"), ("./c/item.json", "scene-c")]
+    assert catalog_exists(root)
+    with pytest.raises(FileNotFoundError, match="nightly/d/item.json"):
+        write_stac_catalog(root, [f"{root}/d/item.json"])

@@ -5,7 +5,8 @@ catalog and walks to every item. Links are relative (``./scene-1a2b3c4d/item.jso
 can be moved or synced whole, and the items are left as they are (a catalog linking them by
 relative href is a valid static catalog; an item needs no link back).
 
-A nightly run adds its scenes to those already listed: the catalog is merged, never rebuilt from
+The root is a folder or an object-store prefix (``s3://bucket/nightly``, through fsspec): the
+same catalog either way. A nightly run adds its scenes to those already listed: the catalog is merged, never rebuilt from
 one run's scenes, and a listed item whose item.json is gone is dropped. It is validated offline
 and written atomically. Two runs writing the same root at once can lose each other's additions
 (the last write wins): call it once per root at the end of a flow, after its scenes.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import posixpath
 from collections.abc import Iterable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from fcnseg.pipeline.io import atomic_write_text
+from fcnseg.pipeline.object_store import is_object_store
 from fcnseg.pipeline.products.stac_checks import check_stac_catalog
 
 log = logging.getLogger(__name__)
@@ -32,40 +34,96 @@ ITEM_MEDIA_TYPE = "application/geo+json"
 CATALOG_MEDIA_TYPE = "application/json"
 
 
-def write_stac_catalog(output_root: Path, item_paths: list[Path]) -> Path:
+class CatalogRoot:
+    """The folder or object-store prefix a catalog lies in: where its files are, as posix paths
+    (a bucket's keys through fsspec), so that links are the same relative hrefs either way."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.remote = is_object_store(root)
+        if self.remote:
+            import fsspec
+
+            self.uri = str(root).rstrip("/")
+            self.fs, self.path = fsspec.url_to_fs(self.uri)
+        else:
+            self.fs, self.path = None, str(Path(root).resolve())
+        self.catalog = posixpath.join(self.path, CATALOG_JSON)
+
+    def key(self, location: str | Path) -> str:
+        """``location`` (a path, or a URI under an object-store root) as a posix path of this root's kind."""
+        if self.remote:
+            import fsspec
+
+            return fsspec.url_to_fs(str(location))[1]
+        return str(Path(location).resolve())
+
+    def name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    def location(self, key: str) -> str | Path:
+        """What callers see: a Path for a folder, a URI under an object store."""
+        return f"{self.uri.split('://', 1)[0]}://{key}" if self.remote else Path(key)
+
+    def exists(self, key: str) -> bool:
+        if self.remote:
+            return self.fs.isfile(key)
+        return Path(key).is_file()
+
+    def read_text(self, key: str) -> str:
+        return self.fs.cat_file(key).decode() if self.remote else Path(key).read_text()
+
+    def write_text(self, key: str, text: str) -> None:
+        if self.remote:
+            self.fs.pipe_file(key, text.encode())  # one PUT: the object appears whole
+        else:
+            atomic_write_text(key, text)
+
+
+def catalog_exists(output_root: str | Path) -> bool:
+    """Whether ``output_root`` holds a catalog.json (to keep it current though a run added nothing)."""
+    root = CatalogRoot(output_root)
+    return root.exists(root.catalog)
+
+
+def write_stac_catalog(output_root: str | Path, item_paths: Sequence[str | Path]) -> str | Path:
     """Write ``output_root/catalog.json`` listing ``item_paths`` and the items it already listed
-    whose file still exists; validated, atomic. Returns its path.
+    whose file still exists; validated, atomic (one PUT under an object store). Returns where.
 
     Every item in ``item_paths`` must exist (a scene whose item was not written is left out by
     the caller, not linked to a missing file).
     """
-    output_root = Path(output_root)
-    catalog_path = output_root / CATALOG_JSON
-    missing = [str(p) for p in item_paths if not Path(p).is_file()]
+    root = CatalogRoot(output_root)
+    if root.remote:
+        root.fs.invalidate_cache()
+    new = [root.key(p) for p in item_paths]
+    missing = [str(p) for p, key in zip(item_paths, new, strict=True) if not root.exists(key)]
     if missing:
         raise FileNotFoundError(f"no item.json at {', '.join(missing)}")
-    listed = listed_items(catalog_path)
-    items = _unique_paths([*listed, *(Path(p).resolve() for p in item_paths)])
-    catalog = build_stac_catalog(output_root, items, previous=_read_catalog(catalog_path))
+    previous = _read_catalog(root)
+    listed = listed_items(root, previous)
+    items = list(dict.fromkeys([*listed, *new]))
+    catalog = build_stac_catalog(root, items, previous=previous)
     check_stac_catalog(catalog)
-    atomic_write_text(catalog_path, json.dumps(catalog, indent=2) + "\n")
-    log.info("wrote STAC catalog %s (%d items, %d new)", catalog_path, len(items), len(items) - len(listed))
-    return catalog_path
+    root.write_text(root.catalog, json.dumps(catalog, indent=2) + "\n")
+    where = root.location(root.catalog)
+    log.info("wrote STAC catalog %s (%d items, %d new)", where, len(items), len(items) - len(listed))
+    return where
 
 
-def build_stac_catalog(output_root: Path, items: Sequence[Path], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_stac_catalog(root: CatalogRoot, items: Sequence[str], previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Catalog: a root link to itself and one relative ``item`` link per item, sorted by href.
     Its id, title and description are kept from ``previous`` (a catalog someone may have edited)."""
     previous = previous or {}
     links: list[dict[str, Any]] = [{"rel": "root", "href": f"./{CATALOG_JSON}", "type": CATALOG_MEDIA_TYPE}]
-    item_links = [_item_link(output_root, path) for path in items]
+    item_links = [_item_link(root, key) for key in items]
     _warn_duplicate_ids(item_links)
     links += sorted(item_links, key=lambda link: link["href"])
+    name = root.name()
     catalog: dict[str, Any] = {
         "type": "Catalog",
         "stac_version": STAC_VERSION,
-        "id": previous.get("id") or _catalog_id(output_root),
-        "title": previous.get("title") or f"fcnseg segmentations in {output_root.resolve().name}",
+        "id": previous.get("id") or (f"fcnseg-{name}" if name else "fcnseg"),
+        "title": previous.get("title") or f"fcnseg segmentations in {name}",
         "description": previous.get("description")
         or "Scenes segmented by fcnseg: one item per scene, with its labels, polygons and quicklook.",
         "links": links,
@@ -73,39 +131,38 @@ def build_stac_catalog(output_root: Path, items: Sequence[Path], previous: dict[
     return catalog
 
 
-def listed_items(catalog_path: Path) -> list[Path]:
+def listed_items(root: CatalogRoot, catalog: dict[str, Any] | None) -> list[str]:
     """The item files an existing catalog lists whose file is still there (others are dropped, logged)."""
-    catalog = _read_catalog(catalog_path)
     kept = []
     for link in catalog.get("links", []) if catalog else []:
         if link.get("rel") != "item" or urlsplit(link.get("href", "")).scheme:
             continue
-        path = (catalog_path.parent / link["href"]).resolve()
-        if path.is_file():
-            kept.append(path)
+        key = posixpath.normpath(posixpath.join(root.path, link["href"]))
+        if root.exists(key):
+            kept.append(key)
         else:
-            log.info("%s: dropping item %s, its file is gone", catalog_path, link["href"])
+            log.info("%s: dropping item %s, its file is gone", root.location(root.catalog), link["href"])
     return kept
 
 
-def _item_link(output_root: Path, item_path: Path) -> dict[str, Any]:
+def _item_link(root: CatalogRoot, key: str) -> dict[str, Any]:
     """A relative item link, titled with the item's id (read from the item, left unmodified)."""
-    href = PurePosixPath(Path(os.path.relpath(item_path, output_root.resolve())).as_posix())
-    if href.parts and href.parts[0] == "..":
-        log.warning("item %s lies outside %s; linked as %s", item_path, output_root, href)
-    text = str(href) if str(href).startswith("..") else f"./{href}"
-    link: dict[str, Any] = {"rel": "item", "href": text, "type": ITEM_MEDIA_TYPE}
-    item_id = _item_id(item_path)
+    href = posixpath.relpath(key, root.path)
+    if href.startswith(".."):
+        log.warning("item %s lies outside %s; linked as %s", root.location(key), root.location(root.path), href)
+    link: dict[str, Any] = {"rel": "item", "href": href if href.startswith("..") else f"./{href}",
+                            "type": ITEM_MEDIA_TYPE}
+    item_id = _item_id(root, key)
     if item_id:
         link["title"] = item_id
     return link
 
 
-def _item_id(item_path: Path) -> str | None:
+def _item_id(root: CatalogRoot, key: str) -> str | None:
     try:
-        return str(json.loads(item_path.read_text()).get("id") or "") or None
+        return str(json.loads(root.read_text(key)).get("id") or "") or None
     except (OSError, json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"{item_path}: not a readable STAC item: {e}") from e
+        raise ValueError(f"{root.location(key)}: not a readable STAC item: {e}") from e
 
 
 def _warn_duplicate_ids(links: Iterable[dict[str, Any]]) -> None:
@@ -118,22 +175,14 @@ def _warn_duplicate_ids(links: Iterable[dict[str, Any]]) -> None:
             seen[title] = link["href"]
 
 
-def _read_catalog(catalog_path: Path) -> dict[str, Any] | None:
-    if not catalog_path.is_file():
+def _read_catalog(root: CatalogRoot) -> dict[str, Any] | None:
+    where = root.location(root.catalog)
+    if not root.exists(root.catalog):
         return None
     try:
-        catalog = json.loads(catalog_path.read_text())
+        catalog = json.loads(root.read_text(root.catalog))
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{catalog_path}: exists but is not a readable catalog ({e}); move it away to start anew") from e
+        raise ValueError(f"{where}: exists but is not a readable catalog ({e}); move it away to start anew") from e
     if catalog.get("type") != "Catalog":
-        raise ValueError(f"{catalog_path}: exists but is not a STAC Catalog (type {catalog.get('type')!r})")
+        raise ValueError(f"{where}: exists but is not a STAC Catalog (type {catalog.get('type')!r})")
     return catalog
-
-
-def _unique_paths(paths: Iterable[Path]) -> list[Path]:
-    return list(dict.fromkeys(paths))
-
-
-def _catalog_id(output_root: Path) -> str:
-    name = output_root.resolve().name
-    return f"fcnseg-{name}" if name else "fcnseg"
