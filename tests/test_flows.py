@@ -269,12 +269,15 @@ def test_retrain_deployment_trains_and_evaluates(prefect_env, tmp_path):
     image, labels = write_scene(tmp_path / "train", 256, seed=21)
     out = tmp_path / "retrained.safetensors"
     result = run_deployment(prefect_env, "train-fcn/retrain", image=str(image), labels=str(labels), out=str(out),
-                            steps=3, chip=64, batch_size=2, width=0.0625)
+                            steps=3, chip=64, batch_size=2, width=0.0625, sampling="uniform", class_weights="sqrt",
+                            holdout=0)
     assert result.returncode == 0, result.stdout + result.stderr
     from fcnseg.models.checkpoint import read_card
 
     card = read_card(out)
     assert card.arch == "fcn8s" and card.class_names[0] == "water" and card.training["steps"] == 3
+    assert card.training["sampling"] == "uniform" and card.training["class_weights"]["method"] == "sqrt"
+    assert card.training["holdout"] is None  # the deployment's parameters reach the trainer
 
 
 def test_only_transient_io_errors_are_retried():
