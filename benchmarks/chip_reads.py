@@ -7,6 +7,7 @@ with ``--read-threads 0`` (reads in the training thread) and 4 (the next batch r
 model trains).
 
     .venv/bin/python benchmarks/chip_reads.py            # OUT=bench-reads, 2048 px, 60 steps: ~5 min on 2 cores
+    .venv/bin/python benchmarks/chip_reads.py --device cuda --steps 300   # benchmarks/gpu.sh
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def batch_read_seconds(image: Path, labels: Path, field: str | None, batches: in
             return (time.perf_counter() - started) / batches
 
 
-def steps_per_second(image: Path, labels: Path, out: Path, steps: int, threads: int) -> float:
+def steps_per_second(image: Path, labels: Path, out: Path, steps: int, threads: int, device: str) -> float:
     request = TrainRequest(image=image, labels=labels, out=out / f"t{threads}.safetensors", label_field="cid",
-                           steps=steps, chip=256, batch_size=8, device="cpu", progress=False, read_threads=threads,
+                           steps=steps, chip=256, batch_size=8, device=device, progress=False, read_threads=threads,
                            holdout=0.0)
     _, result, _ = train_model(request)
     return steps / result.seconds
@@ -69,17 +70,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-reads"))
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision there, as training runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     image, raster = write_scene(args.out, args.size, seed=1)
     polygons = vector_labels(raster, args.out / "labels.gpkg")
-    result: dict = {"polygons": polygons, "torch_threads": torch.get_num_threads(), "batch_read_s": {
+    result: dict = {"device": args.device, "polygons": polygons, "torch_threads": torch.get_num_threads(), "batch_read_s": {
         "raster": round(batch_read_seconds(image, raster, None, 20), 3),
         "vector": round(batch_read_seconds(image, args.out / "labels.gpkg", "cid", 20), 3),
     }}
     for threads in (0, 4):
         result[f"steps_per_s_read_threads_{threads}"] = round(
-            steps_per_second(image, args.out / "labels.gpkg", args.out, args.steps, threads), 3)
+            steps_per_second(image, args.out / "labels.gpkg", args.out, args.steps, threads, args.device), 3)
     result["step_s_read_threads_4"] = round(1 / result["steps_per_s_read_threads_4"], 3)
     print(json.dumps(result, indent=1))
 

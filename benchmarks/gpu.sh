@@ -2,7 +2,8 @@
 # The GPU checklist in one command, for a session that is lent a GPU machine:
 #   bash benchmarks/gpu.sh            # from the repository root; makes .venv if missing
 # Prints every figure with the device named: the CUDA-path tests, bench-model for the demo model
-# and for full-width FCN-8s (bf16 where native), bench-pipeline, and one segment run with all outputs.
+# and for full-width FCN-8s (bf16 where native), bench-pipeline, training steps against chip reads,
+# and one segment run with all outputs.
 set -euo pipefail
 OUT=${OUT:-gpu-out}
 FCNSEG=${FCNSEG:-.venv/bin/fcnseg}
@@ -31,6 +32,9 @@ echo "== bench-pipeline (4096² scene, tile 1024 and 2048)"
 $FCNSEG bench-pipeline --size 4096 --tile 1024 --batch-size 4 --device cuda --workers 1
 $FCNSEG bench-pipeline --size 4096 --tile 2048 --batch-size 2 --device cuda --workers 1
 $FCNSEG bench-pipeline --model "$OUT/fcn8s-full.safetensors" --size 4096 --tile 1024 --batch-size 4 --device cuda --workers 1
+
+echo "== training: chip reads against steps (FCN-8s width 0.125, chip 256, batch 8, vector labels; autocast)"
+.venv/bin/python benchmarks/chip_reads.py --device cuda --steps 300 --out "$OUT/reads"
 
 echo "== one full segment run with every output (8192² scene; tile and batch chosen for the device)"
 [ -f "$OUT/scene/image.tif" ] || $FCNSEG synth "$OUT/scene" --size 8192 --seed 7

@@ -100,7 +100,7 @@ class TrainRequest:
     sampling: str = "labelled"
     #: Loss weights: "median" (median frequency balancing of the pixels training sees) or "none".
     class_weights: str = "median"
-    #: Without a validation raster: the share of labelled pixels held out in blocks to validate on.
+    #: Without a validation raster: the share of each class's labelled pixels held out in blocks to validate on.
     holdout: float = 0.2
     #: Threads reading the next batch's chips while the model trains (0: read in the training thread).
     read_threads: int = 4
