@@ -10,16 +10,28 @@ the same labels.zarr, one object per file, so ``xr.open_zarr("s3://...")`` opens
 The upload never leaves a prefix that looks complete and is not: the remote run.json goes
 first, the run record (``.fcnseg-run/parameters.json``, which tells a later run that the prefix
 is fcnseg's) comes next, then the files, and run.json last. The staging folder is emptied once
-the upload is through. Reaching the store is fsspec's (s3fs for ``s3://``): credentials and the
+the upload is through.
+
+Two machines on one prefix: the run holds a lease, ``.fcnseg-run/lease.json``, created with S3's
+conditional PUT (only if absent) before any work and removed after the upload. A second run finds
+it and fails in one line naming the holder; a lease left by a killed run on this machine (its
+process gone) is taken over, so the rerun resumes; one left by another machine is removed by hand
+(the message says which object), since this machine cannot tell whether that run is still going.
+Reaching the store is fsspec's (s3fs for ``s3://``): credentials and the
 endpoint come from the usual AWS variables (``AWS_PROFILE``, ``AWS_ENDPOINT_URL`` ...).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
 import os
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +43,22 @@ log = logging.getLogger(__name__)
 
 #: The run record on the bucket, relative to OUT (the same path as in a local OUT).
 PARAMETERS_KEY = f"{STATE_DIR}/parameters.json"
+#: The lease of the run writing OUT, relative to OUT.
+LEASE_KEY = f"{STATE_DIR}/lease.json"
+
+
+class PrefixBusy(InputError):
+    """Another fcnseg run, on this machine or another, holds the object-store OUT."""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def is_object_store(out: str | Path) -> bool:
@@ -118,6 +146,38 @@ class ObjectStoreOutput:
         crash_point("upload")
         self.fs.put_file(str(local / RUN_JSON), self.key(RUN_JSON))  # last: the prefix is complete
         log.info("%s: uploaded %d files", self.uri, len(files) + 1)
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """The prefix held by this run across machines, for as long as the context lasts."""
+        mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8),
+                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        self._take_lease(mine)
+        try:
+            yield
+        finally:
+            if (self.read_json(LEASE_KEY) or {}).get("token") == mine["token"]:
+                self._remove(LEASE_KEY)
+
+    def _take_lease(self, mine: dict[str, Any]) -> None:
+        for _ in range(2):
+            try:
+                self.fs.pipe_file(self.key(LEASE_KEY), json.dumps(mine).encode(), mode="create")
+                return
+            except FileExistsError:
+                holder = self.read_json(LEASE_KEY) or {}
+            except PermissionError as exc:
+                raise InputError(f"{self.uri}: cannot write there ({exc})") from None
+            if holder.get("host") == mine["host"] and not _process_alive(int(holder.get("pid", 0))):
+                log.warning("%s: taking over the lease of run pid %s on this machine (it is gone)", self.uri,
+                            holder.get("pid"))
+                self._remove(LEASE_KEY)
+                continue
+            raise PrefixBusy(
+                f"{self.uri}: in use by another fcnseg run (host {holder.get('host', '?')}, pid {holder.get('pid', '?')},"
+                f" since {holder.get('since', '?')}); one run per output at a time — if that run is gone, remove"
+                f" {self.uri}/{LEASE_KEY}")
+        raise PrefixBusy(f"{self.uri}: another fcnseg run took the lease at the same moment; one run per output at a time")
 
     def _remove(self, name: str) -> None:
         if self.fs.exists(self.key(name)):

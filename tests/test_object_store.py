@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.object_store import staging_folder
+from fcnseg.pipeline.object_store import LEASE_KEY, staging_folder
 from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
@@ -113,8 +113,10 @@ def test_a_run_killed_during_its_upload_never_looks_complete_and_the_rerun_finis
     assert killed.returncode == -9, killed.stderr
     remote = keys(uri)
     assert "labels.tif" in remote and "run.json" not in remote  # files there, but not complete
+    assert LEASE_KEY in remote  # the killed run's lease: its process is gone, so the rerun takes it over
     rerun = cli(str(scene), "--out", uri)
     assert rerun.returncode == 0, rerun.stderr
+    assert "taking over the lease" in rerun.stderr and LEASE_KEY not in keys(uri)
     record = read_json(f"{uri}/run.json")
     assert record["chunks"]["reused"] == record["chunks"]["total"]  # the staged chunks were kept
     assert record["class_areas"] == json.loads((local_run / "run.json").read_text())["class_areas"]
@@ -135,6 +137,22 @@ def test_a_prefix_holding_files_of_the_users_is_refused_and_left_alone(s3, scene
     bad = cli(str(scene), "--out", f"s3://{BUCKET}/runs/a", "--halo", "0")
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         f"fcnseg: error: s3://{BUCKET}/runs/a: holds a run with other halo; use --overwrite (flow: overwrite=true) to replace it"]
+
+
+def test_a_prefix_another_machine_is_writing_is_refused_in_one_line(s3, scene):
+    uri = f"s3://{BUCKET}/busy"
+    fs = fsspec.filesystem("s3")
+    lease = {"host": "worker-7", "pid": 4242, "token": "t", "since": "2026-12-02T02:00:00+00:00"}
+    fs.pipe_file(f"{BUCKET}/busy/{LEASE_KEY}", json.dumps(lease).encode())
+    result = cli(str(scene), "--out", uri)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"fcnseg: error: {uri}: in use by another fcnseg run (host worker-7, pid 4242, since 2026-12-02T02:00:00+00:00);"
+        f" one run per output at a time — if that run is gone, remove {uri}/{LEASE_KEY}"]
+    assert keys(uri) == {LEASE_KEY} and read_json(f"{uri}/{LEASE_KEY}") == lease  # nothing written, the lease kept
+    fs.rm(f"{BUCKET}/busy/{LEASE_KEY}")  # that run is gone: removed by hand, as the message says
+    again = cli(str(scene), "--out", uri)
+    assert again.returncode == 0, again.stderr
+    assert "run.json" in keys(uri) and LEASE_KEY not in keys(uri)
 
 
 def test_a_missing_bucket_fails_in_one_line_before_any_work(s3, scene):

@@ -84,7 +84,7 @@ def held_output(out: str | Path) -> Iterator[tuple[Path, str | None]]:
     destination = ObjectStoreOutput(str(out))
     destination.check_reachable()
     staging = staging_folder(destination.uri)
-    with output_lock(staging):
+    with output_lock(staging), destination.lease():
         yield staging, destination.uri
     with suppress(OSError):
         staging.rmdir()  # emptied by a finished upload
