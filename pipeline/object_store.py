@@ -152,22 +152,27 @@ class ObjectStoreOutput:
         """The prefix held by this run across machines, for as long as the context lasts."""
         mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8),
                 "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        self._take_lease(mine)
+        taken = self._take_lease(mine)
         try:
             yield
         finally:
-            if (self.read_json(LEASE_KEY) or {}).get("token") == mine["token"]:
+            if taken and (self.read_json(LEASE_KEY) or {}).get("token") == mine["token"]:
                 self._remove(LEASE_KEY)
 
-    def _take_lease(self, mine: dict[str, Any]) -> None:
+    def _take_lease(self, mine: dict[str, Any]) -> bool:
+        """True once the lease is ours; False where the store has no conditional PUT (warned)."""
         for _ in range(2):
             try:
                 self.fs.pipe_file(self.key(LEASE_KEY), json.dumps(mine).encode(), mode="create")
-                return
+                return True
             except FileExistsError:
                 holder = self.read_json(LEASE_KEY) or {}
             except PermissionError as exc:
                 raise InputError(f"{self.uri}: cannot write there ({exc})") from None
+            except (NotImplementedError, OSError) as exc:
+                log.warning("%s: the store refuses conditional writes (%s); a second machine writing this prefix"
+                            " is not stopped", self.uri, " ".join(str(exc).split()))
+                return False
             if holder.get("host") == mine["host"] and not _process_alive(int(holder.get("pid", 0))):
                 log.warning("%s: taking over the lease of run pid %s on this machine (it is gone)", self.uri,
                             holder.get("pid"))
