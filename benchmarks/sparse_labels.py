@@ -19,7 +19,7 @@ root; nothing held out, the last weights kept). Rows of ways or seeds not rerun 
 Each (scenario, way) trains once per seed; a seed draws the kept patches, the chips and the initial
 weights.
 
-    .venv/bin/python benchmarks/sparse_labels.py      # OUT=bench-sparse, 1024 px, 600 steps, seeds 0,1,2: ~40 min on 2 cores
+    .venv/bin/python benchmarks/sparse_labels.py      # OUT=bench-sparse, 1024 px, 600 steps, seeds 0,1,2: ~25 min on 2 cores
 """
 
 from __future__ import annotations
