@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fcnseg.pipeline.io import atomic_write_text
-from fcnseg.pipeline.object_store import is_object_store
+from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.products.stac_checks import check_stac_catalog
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,8 @@ class CatalogRoot:
     def __init__(self, root: str | Path) -> None:
         self.remote = is_object_store(root)
         if self.remote:
-            import fsspec
-
-            self.uri = str(root).rstrip("/")
-            self.fs, self.path = fsspec.url_to_fs(self.uri)
+            store = ObjectStoreOutput(str(root))  # its fsspec handle, cache refreshed, one line if s3fs is missing
+            self.uri, self.fs, self.path = store.uri, store.fs, store.path
         else:
             self.fs, self.path = None, str(Path(root).resolve())
         self.catalog = posixpath.join(self.path, CATALOG_JSON)
@@ -93,8 +91,6 @@ def write_stac_catalog(output_root: str | Path, item_paths: Sequence[str | Path]
     the caller, not linked to a missing file).
     """
     root = CatalogRoot(output_root)
-    if root.remote:
-        root.fs.invalidate_cache()
     new = [root.key(p) for p in item_paths]
     missing = [str(p) for p, key in zip(item_paths, new, strict=True) if not root.exists(key)]
     if missing:

@@ -153,11 +153,6 @@ def held_cells(index: LabelIndex, holdout: Holdout | None) -> np.ndarray:
     return np.repeat(np.repeat(holdout.held, per, axis=0), per, axis=1)[:rows, :cols]
 
 
-def allowed_cells(index: LabelIndex, holdout: Holdout | None) -> np.ndarray:
-    """(rows, cols) cells a chip may be centred in: those outside the held-out blocks."""
-    return ~held_cells(index, holdout)
-
-
 def cell_probabilities(index: LabelIndex, allowed: np.ndarray) -> np.ndarray:
     """Flat probability of each cell: a class drawn with equal chance among those with labelled
     pixels in allowed cells, then a cell in proportion to that class's pixels there."""
@@ -239,7 +234,7 @@ class ChipSampler:
         if sampling == "labelled":
             if index is None:
                 raise ValueError("labelled sampling needs a LabelIndex")
-            self.cdf = np.cumsum(cell_probabilities(index, allowed_cells(index, holdout)))
+            self.cdf = np.cumsum(cell_probabilities(index, ~held_cells(index, holdout)))  # centres outside the blocks
         self.batches = 0
         self.workers = workers
         self._local = threading.local()

@@ -239,9 +239,12 @@ class VectorLabels:
         else:
             keys = [value_key(v) for v in frame[field].tolist()]
             ids = self._ids(keys, frame[field], lookup)
-        self.geometries = frame.geometry.to_numpy()[ids != UNLABELLED]
-        self.ids = ids[ids != UNLABELLED].astype(np.uint8)
-        self.index = frame.iloc[np.flatnonzero(ids != UNLABELLED)].sindex
+        labelling = ids != UNLABELLED
+        if not labelling.all():  # features without a value label nothing
+            frame, ids = frame[labelling], ids[labelling]
+        self.geometries = frame.geometry.to_numpy()
+        self.ids = ids.astype(np.uint8)
+        self.index = frame.sindex  # built once above for the check, unless features were dropped
         self.image_transform = image.transform
 
     def _ids(self, keys: list[str | None], column, lookup) -> np.ndarray:
@@ -252,7 +255,6 @@ class VectorLabels:
         whole = all(_is_whole(k) for k in keys if k is not None) and column.dtype.kind in "iuf"
         if (lookup is None or self.ints_are_ids) and whole:
             self.values = []  # integer values are the class ids
-            self.lut: dict[str, int] | None = None
             bad = sorted({int(k) for k in keys if k is not None and not 0 <= int(k) < UNLABELLED})
             if bad:
                 raise InputError(f"{self.path}: {self.field} values {bad[:5]} are not class ids (0..254)")

@@ -42,7 +42,6 @@ from fcnseg.pipeline.training.chips import (
     ChipSampler,
     Holdout,
     LabelIndex,
-    allowed_cells,
     band_statistics,
     build_label_index,
     cell_probabilities,
@@ -98,7 +97,7 @@ class TrainRequest:
     progress: bool = True
     #: Chip centres: "labelled" (on labelled pixels, each class with equal chance) or "uniform" (anywhere).
     sampling: str = "labelled"
-    #: Loss weights: "median" (median frequency balancing of the pixels training sees) or "none".
+    #: Loss weights: "median" (median frequency balancing of the pixels training sees), "sqrt" (its square root) or "none".
     class_weights: str = "median"
     #: Without a validation raster: the share of each class's labelled pixels held out in blocks to validate on.
     holdout: float = 0.2
@@ -253,7 +252,7 @@ def plan_sampling(request: TrainRequest, src, labels, num_classes: int, class_na
     held = held_cells(index, holdout)
     log_class_pixels(index, class_names, held)
     if request.sampling == "labelled":
-        probs = cell_probabilities(index, allowed_cells(index, holdout))
+        probs = cell_probabilities(index, ~held)
         seen = expected_class_pixels(index, probs, request.chip, held)
     else:
         seen = (index.counts * ~held).sum(axis=(1, 2))
