@@ -262,6 +262,7 @@ def segment(
     polygons: Annotated[bool, typer.Option(help="Write polygons.parquet and polygons.gpkg (regions merged across chunks).")] = True,
     simplify: Annotated[float, typer.Option(help="Simplify polygons (topology-preserving) by this tolerance, CRS units; 0 = exact pixel edges.")] = 0.0,
     min_area: Annotated[float, typer.Option(help="Leave out polygons smaller than this, m².")] = 0.0,
+    polygon_cell: Annotated[Optional[int], typer.Option(help="Side in pixels of the cells polygonised apart: a region crossing cells is one polygon per cell, all with one region_id (default 2048).")] = None,
     quicklook: Annotated[bool, typer.Option(help="Write quicklook.png (image, labels, legend).")] = True,
     stac: Annotated[bool, typer.Option(help="Write item.json (a STAC Item of the outputs).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's report) only.")] = False,
@@ -275,7 +276,8 @@ def segment(
         options = SegmentOptions(
             tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device,
             probabilities=probabilities, bands=tuple(csv_ints(bands)) if bands else None, cog=cog,
-            polygons=polygons, simplify=simplify, min_area=min_area, quicklook=quicklook, stac=stac,
+            polygons=polygons, simplify=simplify, min_area=min_area,
+            polygon_cell=SegmentOptions.polygon_cell if polygon_cell is None else polygon_cell, quicklook=quicklook, stac=stac,
         )
         report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, cluster_spec=cluster_spec,
                              workers=workers, overwrite=overwrite, progress=console.is_terminal and not as_json)

@@ -139,6 +139,9 @@ def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResu
         "bbox": bbox_column(geometries[index]),
     }, schema=PART_SCHEMA)
     path = Path(job.parts_dir) / f"{row}_{col}.parquet"
+    if not path.parent.is_dir():  # the stage was abandoned while this cell ran (run_cells): nothing to add to
+        log.debug("%s: removed before cell %d,%d was written", job.parts_dir, row, col)
+        return result
     pq.write_table(table, path, compression="none")
     result.part_file, result.written = str(path), len(index)
     return result

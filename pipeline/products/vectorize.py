@@ -108,6 +108,9 @@ class RegionLinks:
         return ((row * self.columns + col) << 32) | part
 
     def add(self, cell: CellResult) -> None:
+        """Link the cell's border parts with those of its neighbours already in. Total: a cell
+        without valid pixels has no edges (nothing crosses into it), and neighbours may come in
+        any order; the links, and so the regions, are the same for every order."""
         here = (cell.row, cell.col)
         for edge in cell.edges.values():
             for part in np.unique(edge.parts[edge.parts > 0]).tolist():
@@ -115,14 +118,14 @@ class RegionLinks:
         for part, area in cell.border_area_m2.items():
             self.area_m2[self.key(*here, part)] = area
         self.edges[here] = cell.edges
-        for side, edge in cell.edges.items():
-            dr, dc, facing = ACROSS[side]
+        for side, (dr, dc, facing) in ACROSS.items():
             there = (cell.row + dr, cell.col + dc)
-            if there in self.edges:
-                self.join(here, edge, there, self.edges[there][facing])
+            other = self.edges.get(there, {}).get(facing)
+            if side in cell.edges and other is not None:
+                self.join(here, cell.edges[side], there, other)
         for done in [here, *((cell.row + dr, cell.col + dc) for dr, dc, _ in ACROSS.values())]:
             sides = self.edges.get(done)
-            if sides is not None and all((done[0] + ACROSS[s][0], done[1] + ACROSS[s][1]) in self.edges for s in sides):
+            if sides and all((done[0] + ACROSS[s][0], done[1] + ACROSS[s][1]) in self.edges for s in sides):
                 self.edges[done] = {}  # every neighbour is in: its strips are no longer needed
 
     def join(self, here: tuple[int, int], edge: Edge, there: tuple[int, int], other: Edge) -> None:
@@ -134,7 +137,7 @@ class RegionLinks:
     def region_areas(self) -> dict[int, float]:
         """m² of each region that crosses a cell border (by root key)."""
         totals: dict[int, float] = {}
-        for key, area in self.area_m2.items():
+        for key, area in sorted(self.area_m2.items()):  # one order of summation, whatever the arrival order
             root = self.parts.find(key)
             totals[root] = totals.get(root, 0.0) + area
         return totals
@@ -196,7 +199,9 @@ def vectorize_store(
 
 
 def run_cells(job: CellJob, cells: list, client: Client | None) -> Iterator[CellResult]:
-    """Every cell's result, as the cells finish: on the workers, or here one by one."""
+    """Every cell's result, as the cells finish: on the workers, or here one by one. When the
+    caller stops early (a cell failed, the stage is abandoned), the cells not yet run are
+    cancelled, so that none starts on a part folder that is about to be removed."""
     if client is None:
         for row, col, window in cells:
             yield vectorize_cell(job, row, col, window)
@@ -204,9 +209,12 @@ def run_cells(job: CellJob, cells: list, client: Client | None) -> Iterator[Cell
     from distributed import as_completed
 
     futures = [client.submit(vectorize_cell, job, row, col, window, pure=False) for row, col, window in cells]
-    for future in as_completed(futures):
-        yield future.result()
-        future.release()
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+            future.release()
+    finally:
+        client.cancel([f for f in futures if not f.done()])
 
 
 def write_parts(out: PolygonWriter, cells: list[CellResult], links: RegionLinks, min_area: float) -> tuple[int, int]:

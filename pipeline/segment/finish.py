@@ -58,7 +58,8 @@ def export_polygons(plan: RunPlan, *, client: Client | None = None, scheduler: s
     cluster (``client``, or the scheduler at ``scheduler``; neither: here, one cell after another)."""
     if not plan.options.polygons:
         return None
-    options = VectorizeOptions(simplify=plan.options.simplify, min_area=plan.options.min_area)
+    options = VectorizeOptions(simplify=plan.options.simplify, min_area=plan.options.min_area,
+                               cell=plan.options.polygon_cell)
     with optional_client(client, scheduler) as reached:
         return vectorize_store(plan.store_path, plan.out / outputs.POLYGONS_PARQUET, plan.out / outputs.POLYGONS_GPKG,
                                options, client=reached, progress=progress)

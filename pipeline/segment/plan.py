@@ -22,6 +22,7 @@ from typing import Any, Literal
 from fcnseg.models.checkpoint import ModelCard, content_sha256, file_sha256, verify_checkpoint
 from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
+from fcnseg.pipeline.products.cell_polygons import CELL
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.object_store import ObjectStoreOutput
@@ -50,6 +51,7 @@ class SegmentOptions:
     polygons: bool = True  # polygons.parquet and polygons.gpkg
     simplify: float = 0.0  # polygon simplification tolerance, CRS units; 0 = exact pixel edges
     min_area: float = 0.0  # drop polygons smaller than this (m²)
+    polygon_cell: int = CELL  # side (pixels) of the cells polygonised apart: the largest polygon written
     quicklook: bool = True  # quicklook.png
     stac: bool = True  # item.json
 
@@ -65,6 +67,8 @@ class SegmentOptions:
         for name, value in (("--simplify", self.simplify), ("--min-area", self.min_area)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value}")
+        if self.polygon_cell < 1:
+            raise ValueError(f"--polygon-cell must be at least 1 pixel, got {self.polygon_cell}")
 
     def sized(self, width: float, halo: int) -> SegmentOptions:
         """These options with the tile and batch size that were left to the device chosen for it."""
@@ -74,7 +78,7 @@ class SegmentOptions:
     def outputs(self) -> dict[str, Any]:
         """The options that shape the files made from the store, as recorded in run.json."""
         return {"cog": self.cog, "polygons": self.polygons, "simplify": self.simplify, "min_area": self.min_area,
-                "quicklook": self.quicklook, "stac": self.stac}
+                "polygon_cell": self.polygon_cell, "quicklook": self.quicklook, "stac": self.stac}
 
 
 @dataclass
