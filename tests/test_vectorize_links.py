@@ -155,3 +155,30 @@ def reversed_cells(run_cells):
         yield from reversed(list(run_cells(job, cells, client)))
 
     return backwards
+
+
+def test_cells_not_yet_run_are_cancelled_when_the_stage_stops_early(tmp_path, cluster):
+    """A failed or abandoned vectorize stage removes its part folder: the cells still queued must
+    not start on it (they wrote into the removed folder, FileNotFoundError on the workers)."""
+    from distributed import Client
+
+    labels = np.random.default_rng(3).integers(0, 4, (96, 96)).astype(np.uint8)
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=32, class_names=NAMES, class_colors=COLORS)
+    (tmp_path / "parts").mkdir()
+    job = vectorize_module.CellJob(str(store), str(tmp_path / "parts"), 0.0, 0.0)
+    with Client(cluster) as client:
+        cells = vectorize_module.run_cells(job, cell_windows(96, 96, 4), client)  # 576 cells
+        next(cells)
+        futures = cells.gi_frame.f_locals["futures"]
+        cells.close()  # what an exception in the driver's loop does
+        statuses = {f.status for f in futures}
+    assert "cancelled" in statuses and "pending" not in statuses
+
+
+def test_a_cell_whose_part_folder_is_gone_writes_nothing(tmp_path):
+    """A cell that was already running when its stage was abandoned finds no folder and adds nothing."""
+    labels = np.zeros((8, 8), np.uint8)
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=8, class_names=NAMES, class_colors=COLORS)
+    job = vectorize_module.CellJob(str(store), str(tmp_path / "removed"), 0.0, 0.0)
+    result = vectorize_module.vectorize_cell(job, 0, 0, cell_windows(8, 8, 8)[0][2])
+    assert result.part_file is None and result.pixels == 64 and not (tmp_path / "removed").exists()
