@@ -23,8 +23,11 @@ Modules, from the bottom up:
   each what it draws, and the painting of its class
 - ``scene``: the scene-wide plan (per-scene parameters, calibrated class thresholds)
 - ``layers``: a window's label map and the fields painting reuses
+- ``footprint``: where a scene is nodata (the slanted collar, the rotated scene)
+- ``encoding``: the delivered bands and data type, from the painted reflectance
+- ``options``: the checks of the delivery options
 - ``render``: ``render_window``
-- ``writer``: ``write_scene`` and its GeoTIFF profiles
+- ``writer``: ``write_scene`` and its GeoTIFF profiles (tiled or stripped)
 """
 
 from __future__ import annotations
@@ -32,17 +35,23 @@ from __future__ import annotations
 from fcnseg.pipeline.synth.render import render_window
 from fcnseg.pipeline.synth.spec import (
     BAND_NAMES,
+    BAND_SETS,
     BUILDING,
     CLASSES,
     CROPLAND,
     CRS,
+    ENCODINGS,
     FOREST,
     GRASSLAND,
+    GRIDS,
     IMAGE_NODATA,
     LABEL_NODATA,
+    LAYOUTS,
     ORIGIN,
     PIXEL_SIZE,
     ROAD,
+    ROTATE_STEP,
+    STRIP_ROWS,
     TILE,
     WATER,
     LandCoverClass,
@@ -50,6 +59,7 @@ from fcnseg.pipeline.synth.spec import (
 from fcnseg.pipeline.synth.writer import write_scene
 
 __all__ = [
-    "BAND_NAMES", "BUILDING", "CLASSES", "CROPLAND", "CRS", "FOREST", "GRASSLAND", "IMAGE_NODATA", "LABEL_NODATA",
-    "ORIGIN", "PIXEL_SIZE", "ROAD", "TILE", "WATER", "LandCoverClass", "render_window", "write_scene",
+    "BAND_NAMES", "BAND_SETS", "BUILDING", "CLASSES", "CROPLAND", "CRS", "ENCODINGS", "FOREST", "GRASSLAND", "GRIDS",
+    "IMAGE_NODATA", "LABEL_NODATA", "LAYOUTS", "ORIGIN", "PIXEL_SIZE", "ROAD", "ROTATE_STEP", "STRIP_ROWS", "TILE",
+    "WATER", "LandCoverClass", "render_window", "write_scene",
 ]

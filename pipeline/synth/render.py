@@ -1,4 +1,4 @@
-"""Rendering one window: its layers, painted to reflectance, plus sensor noise and the nodata collar.
+"""Rendering one window: its layers, painted to reflectance, plus sensor noise, the nodata footprint and encoding.
 
 ``render_window`` is a pure function of (seed, size) and the window's global pixel
 coordinates; a window equals the same region cut out of any larger window.
@@ -10,11 +10,24 @@ import numpy as np
 
 from fcnseg.pipeline.synth.buildings import paint_building
 from fcnseg.pipeline.synth.cropland import paint_cropland
+from fcnseg.pipeline.synth.encoding import encode, select_bands
+from fcnseg.pipeline.synth.footprint import outside_mask
 from fcnseg.pipeline.synth.layers import HALO, Layers, build_layers
 from fcnseg.pipeline.synth.noise import hash_coords, stream_key
+from fcnseg.pipeline.synth.options import check_pixels
 from fcnseg.pipeline.synth.roads import paint_road
 from fcnseg.pipeline.synth.scene import Scene, plan_scene
-from fcnseg.pipeline.synth.spec import BUILDING, CROPLAND, FOREST, GRASSLAND, IMAGE_NODATA, LABEL_NODATA, ROAD, WATER
+from fcnseg.pipeline.synth.spec import (
+    BAND_SETS,
+    BUILDING,
+    CROPLAND,
+    ENCODINGS,
+    FOREST,
+    GRASSLAND,
+    LABEL_NODATA,
+    ROAD,
+    WATER,
+)
 from fcnseg.pipeline.synth.vegetation import paint_forest, paint_grassland
 from fcnseg.pipeline.synth.water import paint_water
 
@@ -29,25 +42,34 @@ def render_window(
     height: int,
     width: int,
     collar: int = 0,
+    *,
+    rotate: float = 0.0,
+    bands: int = 4,
+    dtype: str = "uint16",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one window of the ``size`` x ``size`` scene of ``seed``.
 
-    Returns ``image`` (4, height, width) uint16 reflectance*10000 (bands ``BAND_NAMES``)
-    and ``labels`` (height, width) uint8 class ids.  With ``collar`` > 0, pixels outside
-    the scene's slanted footprint are nodata (image 0 in all bands, label 255).
+    Returns ``image`` (bands, height, width) and ``labels`` (height, width) uint8 class
+    ids.  By default the image is 4 bands (``BAND_NAMES``) of uint16 reflectance*10000;
+    ``bands`` picks ``BAND_SETS[bands]`` and ``dtype`` one of ``ENCODINGS``.  With
+    ``collar`` > 0 pixels outside a slanted footprint, with ``rotate`` > 0 those outside
+    a square turned by ``rotate`` degrees (see ``footprint``), are nodata: the
+    encoding's nodata value in every band and label 255.
     """
     check_window(size, row_off, col_off, height, width, collar)
-    scene = plan_scene(int(seed), int(size))
+    check_pixels(collar, rotate, bands, dtype)
     rows = np.arange(row_off - HALO, row_off + height + HALO, dtype=np.float64)
     cols = np.arange(col_off - HALO, col_off + width + HALO, dtype=np.float64)
+    outside = outside_mask(int(seed), int(size), rows[HALO:-HALO], cols[HALO:-HALO], collar, rotate)
+    if outside is not None and outside.all():  # a rotated scene's corner blocks: nothing to paint
+        return _nodata_window(height, width, bands, dtype)
+    scene = plan_scene(int(seed), int(size))
     layers = build_layers(scene, rows, cols)
     image = _paint(scene, layers)
     labels = layers.labels[HALO:-HALO, HALO:-HALO].copy()
-    if collar > 0:
-        outside = ~_footprint_mask(_collar_quad(scene.seed, scene.size, collar), rows[HALO:-HALO], cols[HALO:-HALO])
-        image[:, outside] = IMAGE_NODATA
+    if outside is not None:
         labels[outside] = LABEL_NODATA
-    return image, labels
+    return encode(select_bands(image, bands), outside, dtype), labels
 
 
 def check_window(size: int, row_off: int, col_off: int, height: int, width: int, collar: int) -> None:
@@ -59,7 +81,13 @@ def check_window(size: int, row_off: int, col_off: int, height: int, width: int,
     if row_off < 0 or col_off < 0 or row_off + height > size or col_off + width > size:
         raise ValueError(f"window rows {row_off}+{height}, cols {col_off}+{width} outside a {size}x{size} scene")
     if collar < 0 or (collar > 0 and 2 * collar >= size):
-        raise ValueError(f"collar must be 0 or less than half the scene size {size}, got {collar}")
+        raise ValueError(f"--collar must be 0 or less than half the scene size {size}, got {collar}")
+
+
+def _nodata_window(height: int, width: int, bands: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """A window with no valid pixel, as ``render_window`` would return it."""
+    image = np.full((len(BAND_SETS[bands]), height, width), ENCODINGS[dtype].nodata, dtype)
+    return image, np.full((height, width), LABEL_NODATA, np.uint8)
 
 
 def _paint(s: Scene, lay: Layers) -> np.ndarray:
@@ -90,25 +118,3 @@ def _sensor_noise(seed: int, rows: np.ndarray, cols: np.ndarray, img: np.ndarray
         tri = (lo + hi) / np.float32(255.0) - np.float32(1.0)  # triangular in [-1, 1]
         out[band] = tri * (np.float32(0.04) * img[band] + np.float32(20.0))
     return out
-
-
-def _collar_quad(seed: int, size: int, collar: int) -> np.ndarray:
-    """Footprint corners (row, col), clockwise from top-left, each inset 0..collar px."""
-    rng = np.random.default_rng([seed, 0xC011A2])
-    inset = rng.uniform(0, collar, (4, 2))
-    last = size - 1.0
-    return np.array([
-        (inset[0, 0], inset[0, 1]),
-        (inset[1, 0], last - inset[1, 1]),
-        (last - inset[2, 0], last - inset[2, 1]),
-        (last - inset[3, 0], inset[3, 1]),
-    ])
-
-
-def _footprint_mask(quad: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """True inside the convex footprint (each edge's inner half-plane)."""
-    inside = np.ones((rows.size, cols.size), bool)
-    for (r0, c0), (r1, c1) in zip(quad, np.roll(quad, -1, axis=0)):
-        cross = (c1 - c0) * (rows[:, None] - r0) - (r1 - r0) * (cols[None, :] - c0)
-        inside &= cross >= 0
-    return inside

@@ -1,19 +1,36 @@
-"""Writing a scene to disk: image.tif and labels.tif as tiled GeoTIFFs, streamed block by block."""
+"""Writing a scene to disk: image.tif and labels.tif as GeoTIFFs, streamed window by window.
+
+``tiled`` files (the default) are 256 px DEFLATE tiles written block by block;
+``stripped`` ones are untiled and uncompressed, ``STRIP_ROWS`` rows a strip, as many
+deliveries come, written in full-width bands of rows so that every strip is written
+whole, once.  Either way memory is bounded by ``block``, never by ``size``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import rasterio
-from affine import Affine
 from rasterio.windows import Window
 
 from fcnseg.pipeline.io import atomic_write
+from fcnseg.pipeline.synth.options import check_layout, check_pixels, grid_for
 from fcnseg.pipeline.synth.render import check_window, render_window
-from fcnseg.pipeline.synth.spec import BAND_NAMES, CLASSES, CRS, IMAGE_NODATA, LABEL_NODATA, ORIGIN, PIXEL_SIZE, TILE
+from fcnseg.pipeline.synth.spec import (
+    BAND_SETS,
+    CLASSES,
+    CRS,
+    ENCODINGS,
+    GRIDS,
+    LABEL_NODATA,
+    STRIP_ROWS,
+    TILE,
+    Grid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,30 +41,42 @@ def write_scene(
     seed: int = 0,
     *,
     collar: int = 0,
+    rotate: float = 0.0,
+    bands: int = 4,
+    dtype: str = "uint16",
+    crs: str = CRS,
+    layout: str = "tiled",
     block: int = 1024,
 ) -> tuple[Path, Path]:
-    """Write ``image.tif`` and ``labels.tif`` of a scene, one block at a time.
+    """Write ``image.tif`` and ``labels.tif`` of a scene, one window at a time.
 
-    Memory is bounded by ``block`` (never by ``size``).  Both files are written under
-    temporary names and renamed into place only when complete, so an interrupted run
-    leaves no file that looks finished.  Returns (image path, labels path).
+    ``collar``, ``rotate``, ``bands`` and ``dtype`` shape the pixels (see ``render_window``),
+    ``crs`` the georeferencing (``GRIDS``) and ``layout`` the file (``LAYOUTS``); every
+    option is checked before anything is written.  Memory is bounded by ``block`` (never
+    by ``size``).  Both files are written under temporary names and renamed into place
+    only when complete, so an interrupted run leaves no file that looks finished.
+    Returns (image path, labels path).
     """
     if block <= 0:
         raise ValueError(f"block must be positive, got {block}")
+    check_window(size, 0, 0, size, size, collar)
+    check_pixels(collar, rotate, bands, dtype)
+    check_layout(layout)
+    grid = grid_for(crs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = (out_dir / "image.tif", out_dir / "labels.tif")
-    check_window(size, 0, 0, size, size, collar)
+    look = dict(collar=collar, rotate=rotate, bands=bands, dtype=dtype)
     started = time.perf_counter()
     # labels outermost: image.tif is renamed into place first, then labels.tif
     with atomic_write(final[1]) as lab_tmp, atomic_write(final[0]) as img_tmp:
         with (
-            rasterio.open(img_tmp, "w", **_image_profile(size)) as img_ds,
-            rasterio.open(lab_tmp, "w", **_label_profile(size)) as lab_ds,
+            rasterio.open(img_tmp, "w", **_image_profile(size, bands=bands, dtype=dtype, grid=grid, layout=layout)) as img_ds,
+            rasterio.open(lab_tmp, "w", **_label_profile(size, grid=grid, layout=layout)) as lab_ds,
         ):
-            _describe_datasets(img_ds, lab_ds)
-            for window in _blocks(size, block):
-                image, labels = render_window(seed, size, *window, collar=collar)
+            _describe_datasets(img_ds, lab_ds, bands, dtype)
+            for window in _windows(size, block, layout):
+                image, labels = render_window(seed, size, *window, **look)
                 logger.debug("rendering block rows %d+%d cols %d+%d", *window)
                 win = Window(window[1], window[0], window[3], window[2])
                 img_ds.write(image, window=win)
@@ -57,28 +86,40 @@ def write_scene(
     return final
 
 
-def _image_profile(size: int) -> dict:
-    """Creation options for image.tif: tiled, DEFLATE + horizontal predictor."""
-    transform = Affine(PIXEL_SIZE, 0.0, ORIGIN[0], 0.0, -PIXEL_SIZE, ORIGIN[1])  # = from_origin(*ORIGIN, ...)
+def _image_profile(
+    size: int, *, bands: int = 4, dtype: str = "uint16", grid: Grid = GRIDS[CRS], layout: str = "tiled",
+) -> dict:
+    """Creation options for image.tif: pixel-interleaved, in ``layout`` (tiled: DEFLATE + predictor)."""
     return dict(
-        driver="GTiff", width=size, height=size, count=len(BAND_NAMES), dtype="uint16",
-        nodata=IMAGE_NODATA, crs=CRS, transform=transform,
-        tiled=True, blockxsize=TILE, blockysize=TILE, compress="deflate", predictor=2,
+        driver="GTiff", width=size, height=size, count=len(BAND_SETS[bands]), dtype=dtype,
+        nodata=ENCODINGS[dtype].nodata, crs=grid.crs, transform=grid.transform,
+        **_layout_options(layout, predictor=3 if dtype == "float32" else 2),
         interleave="pixel", BIGTIFF="IF_SAFER",
     )
 
 
-def _label_profile(size: int) -> dict:
-    """Creation options for labels.tif: one uint8 band, nodata 255, tiled, DEFLATE."""
-    profile = _image_profile(size)
-    profile.update(count=1, dtype="uint8", nodata=LABEL_NODATA, predictor=1)
+def _label_profile(size: int, *, grid: Grid = GRIDS[CRS], layout: str = "tiled") -> dict:
+    """Creation options for labels.tif: one uint8 band, nodata 255, on the image's grid and in its layout."""
+    profile = _image_profile(size, grid=grid, layout=layout)
+    profile.update(count=1, dtype="uint8", nodata=LABEL_NODATA, **_layout_options(layout, predictor=1))
     profile.pop("interleave")
     return profile
 
 
-def _describe_datasets(img_ds, lab_ds) -> None:
-    """Band names, palette and class tags, so GIS tools show the data meaningfully."""
-    img_ds.descriptions = BAND_NAMES
+def _layout_options(layout: str, predictor: int) -> dict:
+    """Tiled: 256 px tiles, DEFLATE with ``predictor``; stripped: no tiles, no compression, STRIP_ROWS-row strips."""
+    if layout == "stripped":
+        return dict(tiled=False, blockysize=STRIP_ROWS)
+    return dict(tiled=True, blockxsize=TILE, blockysize=TILE, compress="deflate", predictor=predictor)
+
+
+def _describe_datasets(img_ds, lab_ds, bands: int = 4, dtype: str = "uint16") -> None:
+    """Band names, scale/offset, palette and class tags, so GIS tools show the data meaningfully."""
+    img_ds.descriptions = BAND_SETS[bands]
+    if dtype == "int16":  # uint16 stays as it always was; float32 is reflectance itself
+        encoding = ENCODINGS[dtype]
+        img_ds.scales = (encoding.scale,) * img_ds.count
+        img_ds.offsets = (encoding.offset,) * img_ds.count
     lab_ds.set_band_description(1, "class")
     lab_ds.write_colormap(1, {i: (*c.color, 255) for i, c in enumerate(CLASSES)})
     lab_ds.update_tags(
@@ -87,8 +128,22 @@ def _describe_datasets(img_ds, lab_ds) -> None:
     )
 
 
-def _blocks(size: int, block: int):
+def _windows(size: int, block: int, layout: str) -> Iterator[tuple[int, int, int, int]]:
+    """The windows to render, in file order: blocks for tiles, full-width bands of whole strips for strips."""
+    if layout == "stripped":
+        return _row_bands(size, block)
+    return _blocks(size, block)
+
+
+def _blocks(size: int, block: int) -> Iterator[tuple[int, int, int, int]]:
     """Row-major (row_off, col_off, height, width) windows covering the scene."""
     for r in range(0, size, block):
         for c in range(0, size, block):
             yield r, c, min(block, size - r), min(block, size - c)
+
+
+def _row_bands(size: int, block: int) -> Iterator[tuple[int, int, int, int]]:
+    """Full-width windows of whole strips, about block x block pixels each (at least one strip)."""
+    rows = max(STRIP_ROWS, block * block // size // STRIP_ROWS * STRIP_ROWS)
+    for r in range(0, size, rows):
+        yield r, 0, min(rows, size - r), size
