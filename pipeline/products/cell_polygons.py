@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 from affine import Affine
-from rasterio.features import shapes
+from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
 from shapely.affinity import affine_transform
 
-from fcnseg.pipeline.analysis.areas import geometries_area_m2
+from fcnseg.pipeline.analysis.areas import geometries_area_m2, row_pixel_areas_m2
 from fcnseg.pipeline.products.polygon_writer import BBOX, bbox_column
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 from fcnseg.pipeline.tiles import chunk_windows
@@ -113,11 +113,14 @@ def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResu
     for edge in result.edges.values():
         on_border[edge.parts[edge.parts > 0] - 1] = True
 
+    exact_m2 = crs is not None and crs.is_geographic and job.simplify_px == 0
+    area_m2 = pixel_areas_m2(geometries, crs, transform, window) if exact_m2 else None
     if job.simplify_px > 0:
         geometries = simplified(geometries, job.simplify_px, labels, window)
     a, b, c, d, e, f = transform[:6]
     geometries = shapely.orient_polygons(np.array([affine_transform(g, [a, b, d, e, c, f]) for g in geometries], dtype=object))
-    area_m2 = None if crs is None else geometries_area_m2(geometries, crs)
+    if crs is not None and area_m2 is None:
+        area_m2 = geometries_area_m2(geometries, crs)
     keep = ~shapely.is_empty(geometries)
     if job.min_area_m2 > 0 and area_m2 is not None:  # regions wholly inside the cell are judged here
         small = (area_m2 < job.min_area_m2) & ~on_border
@@ -153,6 +156,18 @@ def polygonize(block: np.ndarray, valid: np.ndarray, row_off: int, col_off: int)
     classes = np.array([int(value) for _, value in found], dtype=np.uint8)
     geometries = np.array([shapely.geometry.shape(geojson) for geojson, _ in found], dtype=object)
     return classes, shapely.normalize(geometries)
+
+
+def pixel_areas_m2(geometries: np.ndarray, crs, transform: Affine, window: Window) -> np.ndarray:
+    """The exact m² of each pixel-edge polygon (pixel coordinates) on a geographic CRS: the sum of
+    its pixels' areas, row by row, as the class areas are counted. The geodesic area of its outline
+    is not: an edge along a parallel is no geodesic (2.8e-6 too large on a 2,272 px polygon at
+    48.75 N). Burnt back into the cell, each pixel by its centre, which is exact for such polygons."""
+    r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+    parts = rasterize(zip(geometries, range(1, len(geometries) + 1)), out_shape=(h, w),
+                      transform=Affine.translation(c0, r0), fill=0, dtype="int32")
+    row_m2 = row_pixel_areas_m2(crs, transform, r0, h)
+    return np.bincount(parts.ravel(), weights=np.repeat(row_m2, w), minlength=len(geometries) + 1)[1:]
 
 
 def edge_of(block: np.ndarray, tree: shapely.STRtree, side: str, row_off: int, col_off: int) -> Edge:
