@@ -234,7 +234,8 @@ def stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
     for i, band in enumerate(bands[:3]):
         low, high = np.percentile(band[valid], STRETCH_PERCENTILES)
         span = float(high - low) or 1.0
-        out[..., i] = np.clip((band - low) * (255.0 / span), 0, 255).round().astype(np.uint8)
+        offset = np.where(valid, band - low, 0)  # nodata may be NaN (a float input's): never cast it
+        out[..., i] = np.clip(offset * (255.0 / span), 0, 255).round().astype(np.uint8)
     return out
 
 
