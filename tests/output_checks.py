@@ -199,7 +199,7 @@ def check_store(out: Path, source: Input) -> tuple[np.ndarray, list[str], list[l
         values = np.asarray(level.values)
         assert values.shape == (-(-labels.shape[0] // factor), -(-labels.shape[1] // factor)), (factor, values.shape)
         assert entry["spatial:shape"] == list(values.shape)
-        assert level.rio.transform() == source.transform * Affine.scale(factor), (factor, level.rio.transform())
+        assert level.rio.transform() == source.transform @ Affine.scale(factor), (factor, level.rio.transform())
         # made from full resolution (with the chunks), or from the coarsest level made with them
         base_factor, base = by_asset[entry["derived_from"]]
         assert entry["transform"]["scale"] == [factor / base_factor] * 2, entry
@@ -437,10 +437,10 @@ def check_item(path: Path, labels: np.ndarray, names: list[str], source: Input,
     footprint = shapely.geometry.shape(transform_geom("EPSG:4326", source.crs, item["geometry"]))
     h, w = labels.shape
     pixel = max(math.hypot(source.transform.a, source.transform.d), math.hypot(source.transform.b, source.transform.e))
-    rectangle = shapely.Polygon([source.transform * p for p in ((0, 0), (w, 0), (w, h), (0, h))])
+    rectangle = shapely.Polygon([source.transform @ p for p in ((0, 0), (w, 0), (w, h), (0, h))])
     assert rectangle.buffer(pixel * 1e-3).covers(footprint), "the footprint reaches outside the raster"
     rows, cols = np.nonzero(labels != NODATA)
-    xs, ys = source.transform * (cols + 0.5, rows + 0.5)
+    xs, ys = source.transform @ (cols + 0.5, rows + 0.5)
     shapely.prepare(footprint)
     outside = ~shapely.intersects_xy(footprint, xs, ys)
     assert not outside.any(), f"{int(outside.sum())} labelled pixel centres outside the footprint, e.g. row {rows[outside][0]}"
