@@ -93,14 +93,13 @@ class Input:
 
 
 def check_outputs(input_path: str | Path, out_dir: str | Path, *, polygon_cell: int,
-                  max_footprint_nodata: float | None = None, area_m2_rtol: float = 1e-6) -> dict[str, Any]:
+                  max_footprint_nodata: float | None = None, area_m2_rtol: float = 1e-9) -> dict[str, Any]:
     """Assert every invariant of the finished output ``out_dir`` of ``fcnseg segment input_path``.
 
     ``polygon_cell``: the run's ``--polygon-cell`` (checked against run.json; polygons never cross
     a cell). ``max_footprint_nodata``: the largest share of item.json's footprint that may be nodata
     (for rotated or clipped footprints; None: not checked). ``area_m2_rtol``: how close each polygon's
-    ``area_m2`` (the library's geodesic area of its outline on a geographic CRS) must be to the exact
-    row-by-row area of its pixels. Returns what was found (counts, polygons, regions, levels ...).
+    ``area_m2`` must be to the true area of its pixels (row by row on a geographic CRS). Returns what was found (counts, polygons, regions, levels ...).
     """
     out = Path(out_dir)
     record = check_run_record(out, polygon_cell)
@@ -295,7 +294,7 @@ def check_cog(path: Path, labels: np.ndarray, levels: dict[int, np.ndarray], nam
 
 
 def check_polygons(out: Path, labels: np.ndarray, names: list[str], source: Input, row_m2: np.ndarray | None,
-                   cell: int, options: dict[str, Any], area_m2_rtol: float = 1e-6) -> dict[str, int]:
+                   cell: int, options: dict[str, Any], area_m2_rtol: float = 1e-9) -> dict[str, int]:
     """polygons.parquet and .gpkg against the label map (see the module's docstring)."""
     frame = gpd.read_parquet(out / "polygons.parquet")
     from_gpkg = pyogrio.read_dataframe(out / "polygons.gpkg", layer="polygons")
@@ -400,7 +399,7 @@ def check_min_area(regions: np.ndarray, kept: np.ndarray, row_m2: np.ndarray | N
 
 
 def check_polygon_areas(frame: gpd.GeoDataFrame, part: np.ndarray, kept: np.ndarray, row_m2: np.ndarray | None,
-                        source: Input, rtol: float = 1e-6) -> None:
+                        source: Input, rtol: float = 1e-9) -> None:
     """``area`` = pixels x pixel area (CRS units²); ``area_m2`` = the true area of the pixels."""
     pixels = frame.pixels.to_numpy()
     pixel_area = abs(source.transform.determinant)
