@@ -99,7 +99,8 @@ def check_outputs(input_path: str | Path, out_dir: str | Path, *, polygon_cell: 
     ``polygon_cell``: the run's ``--polygon-cell`` (checked against run.json; polygons never cross
     a cell). ``max_footprint_nodata``: the largest share of item.json's footprint that may be nodata
     (for rotated or clipped footprints; None: not checked). ``area_m2_rtol``: how close each polygon's
-    ``area_m2`` must be to the true area of its pixels (row by row on a geographic CRS). Returns what was found (counts, polygons, regions, levels ...).
+    ``area_m2`` must be to the true area of its pixels (row by row on a geographic CRS).
+    Returns what was found (counts, polygons, regions, levels ...).
     """
     out = Path(out_dir)
     record = check_run_record(out, polygon_cell)
