@@ -4,8 +4,11 @@ A catalogue answers "what covers this place" from ``geometry`` and ``bbox``. The
 rectangle over-claims a scene with a nodata collar (a rotated or clipped scene can be a quarter
 nodata), so the footprint is drawn around the valid labels (!= 255): polygonised on a coarse level
 of the store's mode pyramid, whose pixel is nodata only when every pixel under it is, so the
-outline covers every valid pixel. It is then simplified by about one pixel of that level and grown
-by as much again, so the simplification never cuts a valid pixel off, and clipped to the raster.
+outline covers every valid pixel. Gaps in it up to two level pixels wide (speckled nodata) are
+closed first, since the growth below fills them anyway. It is then simplified by about one pixel of
+that level and grown by as much again, so the simplification never cuts a valid pixel off, and
+clipped to the raster. A labels.tif read without its store places its overview as the store's
+level it holds: f x f pixel blocks, the last ones cut by the raster's edge.
 
 Memory is bounded by that level (at most ``MAX_SIDE`` pixels a side), never by the scene: a store
 without a pyramid is reduced to that size window by window.
@@ -165,14 +168,22 @@ def _cog_valid_mask(path: Path, grid: Grid) -> ValidMask:
         height, width = src.height, src.width
         if max(height, width) <= MAX_SIDE:
             return ValidMask(src.read(1) != NODATA, grid.transform)
-        fitting = [f for f in src.overviews(1) if max(level_shape(height, width, f)) <= MAX_SIDE]
+        fitting = [f for f in map(_level_factor, src.overviews(1)) if max(level_shape(height, width, f)) <= MAX_SIDE]
         if fitting:
             rows, cols = level_shape(height, width, fitting[0])
             labels = src.read(1, out_shape=(rows, cols), resampling=Resampling.nearest)  # the overview itself
-            return ValidMask(labels != NODATA, grid.transform @ Affine.scale(width / cols, height / rows))
+            # its pixels are the store level's f x f blocks (copied as they are): f pixels wide, not
+            # width / cols (GDAL's overview convention), which differ when f does not divide the size
+            return ValidMask(labels != NODATA, grid.transform @ Affine.scale(fitting[0]))
         factor = reduction_factor(height, width)
         mask = reduce_valid(lambda w: src.read(1, window=w), height, width, factor, max(src.block_shapes[0]))
         return ValidMask(mask, grid.transform @ Affine.scale(factor))
+
+
+def _level_factor(reported: int) -> int:
+    """The power of two a COG overview was made with: rasterio reports round(width / overview width),
+    which for an edge-cut last block can be off (a 9 px side's 4x overview, 3 px wide, reads as 3)."""
+    return 1 << max(0, round(math.log2(max(1, reported))))
 
 
 def _any_blocks(valid: np.ndarray, factor: int) -> np.ndarray:
@@ -191,7 +202,7 @@ def _any_blocks(valid: np.ndarray, factor: int) -> np.ndarray:
 def valid_outline(valid: ValidMask, grid: Grid) -> BaseGeometry:
     """The valid area in the grid's CRS: polygonised, simplified and grown by one level pixel, clipped
     to the raster. It covers every valid pixel of the level (checked; the exact area is added if not)."""
-    exact = _polygonise(valid).intersection(raster_rectangle(grid))
+    exact = _polygonise(ValidMask(close_gaps(valid.mask), valid.transform)).intersection(raster_rectangle(grid))
     tolerance = level_pixel_size(valid.transform)
     outline = exact.simplify(tolerance, preserve_topology=True).buffer(tolerance, join_style="mitre")
     outline = outline.intersection(raster_rectangle(grid))
@@ -199,6 +210,30 @@ def valid_outline(valid: ValidMask, grid: Grid) -> BaseGeometry:
         log.debug("simplified footprint misses valid pixels; adding them back")
         outline = outline.union(exact)
     return outline
+
+
+def close_gaps(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every nodata gap at most two pixels wide filled: a morphological closing by a
+    3 x 3 square, which contains its input (no valid pixel is lost).
+
+    Growing the outline by one level pixel with mitred corners (the 3 x 3 dilation, for pixel
+    edges) fills these gaps anyway, and the dilation of the closing is the dilation itself; but
+    polygonised first they are holes by the thousand on speckled nodata, and the simplification
+    takes minutes on them (a 1024² level with 5 % nodata pixels: 37 779 holes, 37 s; 20 %: 258 s).
+    """
+    grown = _dilate3(np.pad(mask, 1))  # beyond the raster: no data
+    return ~_dilate3(~grown)[1:-1, 1:-1]  # the erosion, as the dilation of the complement
+
+
+def _dilate3(mask: np.ndarray) -> np.ndarray:
+    """Dilation by a 3 x 3 square (rows, then columns); beyond the array counts as False."""
+    rows = mask.copy()
+    rows[1:] |= mask[:-1]
+    rows[:-1] |= mask[1:]
+    out = rows.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
 
 
 def raster_rectangle(grid: Grid) -> Polygon:
