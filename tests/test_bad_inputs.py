@@ -274,6 +274,7 @@ for _id, _extra, _name in [
     ("segment-workers-0", ["--workers", "0"], "--workers"),
     ("segment-simplify-negative", ["--simplify", "-1"], "--simplify"),
     ("segment-min-area-negative", ["--min-area", "-5"], "--min-area"),
+    ("segment-polygon-cell-0", ["--polygon-cell", "0"], "--polygon-cell"),
 ]:
     case(_id)(lambda a, tmp, extra=_extra, name=_name: seg(a, tmp, *extra, names=(name,)))
 
