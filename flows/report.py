@@ -17,8 +17,17 @@ class SceneOutcome:
     error: str | None = None
 
 
+#: What a class area shows for a scene without CRS: it has no square metres, and none are made up.
+NO_AREA = "—"
+
+
+def square_metres(area_m2: float | None) -> str:
+    return NO_AREA if area_m2 is None else f"{area_m2:,.0f}"
+
+
 def markdown_report(outcomes: list[SceneOutcome], output_root: str) -> str:
-    """Scenes processed, skipped and failed; per scene its throughput, outputs and class areas."""
+    """Scenes processed, skipped and failed; per scene its throughput, outputs and class areas
+    (a scene without CRS shows its areas as "—": pixels are counted, square metres are not known)."""
     counts = {s: sum(o.status == s for o in outcomes) for s in ("processed", "skipped", "failed")}
     lines = [
         "# fcnseg segment-scene",
@@ -45,6 +54,6 @@ def markdown_report(outcomes: list[SceneOutcome], output_root: str) -> str:
         r = o.report
         lines += ["", f"## {Path(o.scene).name} ({o.status})", "", "Files: " + ", ".join(f"`{r.location(f)}`" for f in r.files), ""]
         lines += ["| class | pixels | area m² | share |", "|---|---:|---:|---:|"]
-        lines += [f"| {c['class_name']} | {c['pixels']:,} | {c['area_m2']:,.0f} | {100 * c['share']:.1f} % |"
+        lines += [f"| {c['class_name']} | {c['pixels']:,} | {square_metres(c['area_m2'])} | {100 * c['share']:.1f} % |"
                   for c in r.class_areas]
     return "\n".join(lines) + "\n"

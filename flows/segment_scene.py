@@ -137,11 +137,13 @@ def vectorize(plan: RunPlan, scheduler_address: str) -> VectorizeReport | None:
 @stage(name="publish", task_run_name="publish {plan.input}")
 def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str],
                     polygons: VectorizeReport | None) -> RunReport:
-    """run.json and item.json, then the scene's class areas as a table artifact and a link to its output."""
+    """run.json and item.json, then the scene's class areas as a table artifact and a link to its output.
+    A scene without CRS has no square metres: its ``area_m2`` is null in the table, never a number."""
     report = publish(plan, chunk_run, seconds, files, polygons)
     scene = Path(plan.input).name
     create_table_artifact(
-        [{"class": c["class_name"], "pixels": c["pixels"], "area_m2": round(c["area_m2"], 1),
+        [{"class": c["class_name"], "pixels": c["pixels"],
+          "area_m2": None if c["area_m2"] is None else round(c["area_m2"], 1),  # None: no CRS, no metres
           "share_percent": round(100 * c["share"], 2)} for c in report.class_areas],
         description=f"fcnseg: class areas of {scene}",
     )
@@ -235,6 +237,7 @@ def segment_scene(
     vectorize: bool = True,
     simplify: Annotated[float, Field(ge=0)] = 0.0,
     min_area: Annotated[float, Field(ge=0)] = 0.0,
+    polygon_cell: Annotated[int | None, Field(ge=1)] = None,
     scheduler_address: str | None = None,
     cluster_spec: str | None = None,
     workers: Annotated[int | None, Field(ge=1)] = None,
@@ -247,6 +250,8 @@ def segment_scene(
     complete for this model and these parameters is skipped; a bad scene fails alone, and the
     run ends Failed naming it after the others are done. ``overwrite`` replaces what a scene's
     folder holds from a run with another model or other parameters (without it that scene fails).
+    ``polygon_cell`` is the side in pixels of the cells polygonised apart (default 2048): a region
+    crossing cells is one polygon per cell, all with one ``region_id``.
     """
     logger = get_run_logger()
     route_library_logs()
@@ -254,6 +259,7 @@ def segment_scene(
     options = SegmentOptions(
         tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device, probabilities=probabilities,
         polygons=vectorize, simplify=simplify, min_area=min_area,
+        polygon_cell=SegmentOptions.polygon_cell if polygon_cell is None else polygon_cell,
     )
     scenes = validate(inputs, model)
     outcomes: list[SceneOutcome] = []

@@ -1,8 +1,11 @@
 """Flow ``train-fcn``: scheduled retraining — train on a labelled raster, then evaluate the result.
 
 The work is ``fcnseg.pipeline.training.train.train_model`` and ``evaluate_raster``, as two tasks; the
-metrics of the new checkpoint on the evaluation scene land in a markdown artifact, so a
-retraining run can be compared with the last one before the checkpoint is put to use.
+metrics of the new checkpoint land in a markdown artifact, so a retraining run can be compared with
+the last one before the checkpoint is put to use. The score is honest about what it was measured on:
+the checkpoint is chosen on held-out blocks of the training scene or on a validation scene
+(``val_image``/``val_labels``), never on the evaluation scene, and the report says which scene the
+score comes from and what picked the checkpoint (a score on the training scene is not an unseen one).
 """
 
 from __future__ import annotations
@@ -20,11 +23,32 @@ from fcnseg.models.inference import resolve_device
 from fcnseg.pipeline.training.evaluate import evaluate_raster
 from fcnseg.pipeline.training.train import TrainRequest, train_model
 
+#: What ``scored_on`` says when no evaluation scene was given.
+TRAINING_SCENE = "training scene (not an unseen score)"
+
+
+def chosen_on(training: dict[str, Any], holdout: float) -> str:
+    """What picked the checkpoint, from its card's ``training`` record (as ``train_model`` writes it):
+    the best mean IU on a validation scene or on held-out blocks, or the last weights where there was
+    no validation (holdout 0, or held-out blocks dropped because a class had too few labels)."""
+    best = training.get("best_step")
+    if training.get("val_image"):
+        return f"validation scene {training['val_image']} (best mean IU, step {best})"
+    if training.get("holdout"):
+        blocks = training["holdout"]
+        return (f"held-out blocks of the training scene ({blocks['blocks']} blocks of {blocks['block']} px, "
+                f"{100 * blocks['fraction']:.0f} % of each class; best mean IU, step {best})")
+    if holdout > 0:
+        return (f"last weights (step {best}): the held-out blocks were dropped, a class had too few labels "
+                "to hold out (see the run's log); give val_image/val_labels to validate")
+    return f"last weights (step {best}): holdout 0, no validation"
+
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
 def train(request: TrainRequest) -> dict[str, Any]:
     path, result, card = train_model(request)
-    return {"checkpoint": str(path), "seconds": result.seconds, "best_step": result.best_step}
+    return {"checkpoint": str(path), "seconds": result.seconds, "best_step": result.best_step,
+            "chosen_on": chosen_on(card.training, request.holdout)}
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
@@ -39,6 +63,17 @@ def evaluate(
     return {"class_names": card.class_names, **metrics}
 
 
+def iou_rows(class_names: list[str], per_class_iou: list[float | None]) -> list[str]:
+    """The report's per-class rows: a class neither labelled nor predicted in the scored scene has
+    no IU (None), shown as "—", not as a number."""
+    return [f"| {n} | {'—' if iou is None else f'{iou:.4f}'} |" for n, iou in zip(class_names, per_class_iou)]
+
+
+def paired(name: str, image: str | None, labels: str | None) -> None:
+    if (image is None) != (labels is None):
+        raise ValueError(f"{name}_image and {name}_labels go together")
+
+
 @flow(name="train-fcn", log_prints=False)
 def train_fcn(
     image: str,
@@ -46,6 +81,8 @@ def train_fcn(
     out: str,
     eval_image: str | None = None,
     eval_labels: str | None = None,
+    val_image: str | None = None,
+    val_labels: str | None = None,
     arch: Literal["fcn32s", "fcn16s", "fcn8s"] = "fcn8s",
     width: Annotated[float, Field(gt=0, le=1)] = 0.125,
     init: str | None = None,
@@ -63,26 +100,40 @@ def train_fcn(
     class_weights: Literal["median", "sqrt", "none"] = "median",
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
 ) -> dict[str, Any]:
-    """Train a checkpoint to ``out``; evaluate it on ``eval_image``/``eval_labels`` (default: the
-    training scene, which only says the run worked — give a held-out scene)."""
+    """Train a checkpoint to ``out`` and score it on ``eval_image``/``eval_labels``.
+
+    The checkpoint is chosen on ``val_image``/``val_labels`` when given, else on ``holdout`` blocks
+    of the training scene, else it is the last weights; the evaluation scene is never used to choose
+    it (nor may it be the validation scene). Without an evaluation scene the score is on the training
+    scene, which only says the run worked. The report and the returned ``scored_on``/``chosen_on``
+    say which of these it was.
+    """
+    paired("eval", eval_image, eval_labels)
+    paired("val", val_image, val_labels)
+    if eval_image and val_image and Path(eval_image).resolve() == Path(val_image).resolve():
+        raise ValueError(f"val_image is the evaluation scene {eval_image}: a checkpoint chosen on the pixels it is "
+                         "scored on has no unseen score; give another validation scene or leave it to holdout")
     request = TrainRequest(
         image=Path(image), labels=Path(labels), out=Path(out),
-        val_image=Path(eval_image) if eval_image else None, val_labels=Path(eval_labels) if eval_labels else None,
+        val_image=Path(val_image) if val_image else None, val_labels=Path(val_labels) if val_labels else None,
         arch=arch, width=width, init=Path(init) if init else None, steps=steps, chip=chip, batch_size=batch_size,
         lr=lr, seed=seed, device=device, label_field=label_field, label_layer=label_layer, outside=outside,
         class_name=class_name, sampling=sampling, class_weights=class_weights, holdout=holdout, progress=False,
     )
     trained = train(request)
+    scored_on = f"eval scene {eval_image}" if eval_image else TRAINING_SCENE
     metrics = evaluate(trained["checkpoint"], eval_image or image, eval_labels or labels, label_field, label_layer, device)
-    rows = [f"| {n} | {iou:.4f} |" for n, iou in zip(metrics["class_names"], metrics["per_class_iou"])]
+    rows = iou_rows(metrics["class_names"], metrics["per_class_iou"])
     create_markdown_artifact(
         key="train-fcn-report",
         markdown="\n".join([
             "# fcnseg train-fcn", "", f"Checkpoint `{trained['checkpoint']}` ({arch}, width {width}, {steps} steps, "
-            f"{trained['seconds']:.0f} s), evaluated on `{eval_image or image}`:", "",
+            f"{trained['seconds']:.0f} s), trained on `{image}`.", "",
+            f"- **Scored on:** {scored_on}", f"- **Checkpoint chosen on:** {trained['chosen_on']}", "",
             f"pixel acc {metrics['pixel_acc']:.4f} · mean acc {metrics['mean_acc']:.4f} · "
             f"mean IU {metrics['mean_iou']:.4f} · fw IU {metrics['fw_iou']:.4f}", "",
             "| class | IU |", "|---|---:|", *rows,
         ]),
     )
-    return {"checkpoint": trained["checkpoint"], **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}}
+    return {"checkpoint": trained["checkpoint"], "scored_on": scored_on, "chosen_on": trained["chosen_on"],
+            **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}}

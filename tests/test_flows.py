@@ -9,18 +9,24 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
+import shapely
 import xarray as xr
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.flows.segment_scene import find_scenes, scene_folder
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.stac_checks import validate_stac_catalog
+from fcnseg.pipeline.products.stac_footprint import Grid, rectangle_footprint
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
@@ -81,14 +87,14 @@ def run_deployment(env: dict, name: str, **params) -> subprocess.CompletedProces
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def latest_report(env: dict) -> str:
-    """The markdown of the newest segment-scene artifact, read from the server."""
+def latest_report(env: dict, key: str = "segment-scene-report") -> str:
+    """The markdown of the newest artifact with this key (a segment-scene run's by default), read from the server."""
     code = (
         "from prefect.client.orchestration import get_client\n"
         "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey\n"
         "from prefect.client.schemas.sorting import ArtifactSort\n"
         "with get_client(sync_client=True) as c:\n"
-        "    a = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=['segment-scene-report'])),"
+        f"    a = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[{key!r}])),"
         " sort=ArtifactSort.CREATED_DESC, limit=1)\n"
         "    print(a[0].data)\n"
     )
@@ -122,7 +128,7 @@ def latest_task_lines(env: dict) -> list[str]:
 
 
 def latest_run_record(env: dict) -> dict:
-    """The newest on-demand flow run's log messages and artifacts (type, data), read from the server."""
+    """The newest on-demand flow run's final state, log messages and artifacts (type, data), read from the server."""
     code = (
         "import json\n"
         "from prefect.client.orchestration import get_client\n"
@@ -135,7 +141,7 @@ def latest_run_record(env: dict) -> dict:
         "    run = c.read_flow_runs(flow_run_filter=on_demand, sort=FlowRunSort.START_TIME_DESC, limit=1)[0]\n"
         "    logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))\n"
         "    arts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))\n"
-        "    print(json.dumps({'logs': [l.message for l in logs],\n"
+        "    print(json.dumps({'state': run.state.name, 'logs': [l.message for l in logs],\n"
         "                      'artifacts': [[a.type, a.data, a.description] for a in arts]}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -244,6 +250,124 @@ def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, t
     assert "failed: InputError" in failed_row and "broken.tif" in failed_row.split("failed:")[1]
 
 
+def rotated_rectangle(size: int, degrees: float, half_long: float, half_short: float) -> np.ndarray:
+    """Pixels (by centre) inside a rectangle turned by ``degrees`` about the scene's centre."""
+    rows, cols = np.mgrid[0:size, 0:size] + 0.5
+    dx, dy = cols - size / 2, rows - size / 2
+    a = np.deg2rad(degrees)
+    return (abs(dx * np.cos(a) + dy * np.sin(a)) < half_long) & (abs(-dx * np.sin(a) + dy * np.cos(a)) < half_short)
+
+
+#: polygon_cell of the flow run on the scenes users bring: 3x3 and 4x4 cells on scenes of 192 and 256 pixels.
+SMALL_CELL = 64
+
+
+@pytest.fixture(scope="module")
+def brought(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A folder of the scenes users bring: ``nocrs.tif`` (a write_scene image without CRS, identity
+    transform), ``collared.tif`` (a scene turned 30 degrees in a nodata collar that covers whole
+    corners and whole polygon cells) and ``empty.tif`` (every pixel nodata); and the collared
+    scene's valid pixels."""
+    folder, sources = tmp_path_factory.mktemp("brought"), tmp_path_factory.mktemp("brought-sources")
+    image, _ = write_scene(sources / "nocrs", 192, seed=31)
+    with rasterio.open(image) as src:
+        data = src.read()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(folder / "nocrs.tif", "w", driver="GTiff", width=192, height=192, count=data.shape[0],
+                           dtype=data.dtype, transform=Affine.identity()) as dst:
+            dst.write(data)
+    image, _ = write_scene(sources / "collared", 256, seed=32)
+    with rasterio.open(image) as src:
+        data, profile = src.read(), src.profile
+    assert profile["nodata"] == 0
+    inside = rotated_rectangle(256, 30, 90, 55)
+    data[:, ~inside] = 0
+    with rasterio.open(folder / "collared.tif", "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(folder / "empty.tif", "w", **profile) as dst:
+        dst.write(np.zeros_like(data))
+    cells = inside.reshape(4, SMALL_CELL, 4, SMALL_CELL).any(axis=(1, 3))
+    assert not inside[0, 0] and not inside[-1, -1] and not inside[0, -1] and not inside[-1, 0]  # whole corners
+    assert 0 < cells.sum() < cells.size  # some polygon cells have no valid pixel at all
+    return folder, inside
+
+
+def test_scenes_without_crs_collared_and_all_nodata_complete_in_one_run(prefect_env, brought, tmp_path_factory):
+    """Issue 21: a folder with a scene without CRS, a rotated collared one and an all-nodata one
+    (which ended Failed, 2 of 2) completes; each scene's outputs are valid, class areas of the scene
+    without CRS are null (no square metres are made up), the all-nodata scene has empty outputs."""
+    folder, inside = brought
+    root = tmp_path_factory.mktemp("outputs")
+    result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(folder), output_root=str(root),
+                            tile=64, polygon_cell=SMALL_CELL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = latest_run_record(prefect_env)
+    assert record["state"] == "Completed"
+    scenes = {name: str(folder / f"{name}.tif") for name in ("collared", "empty", "nocrs")}
+    outs = {name: scene_folder(str(root), scene) for name, scene in scenes.items()}
+    runs = {name: json.loads((out / "run.json").read_text()) for name, out in outs.items()}
+    for name, out in outs.items():
+        run = runs[name]
+        assert run["outputs"]["polygon_cell"] == SMALL_CELL, name  # the flow parameter reached the library
+        assert {"polygons.parquet", "polygons.gpkg"} <= set(run["files"]) and all((out / f).exists() for f in run["files"])
+        labels = labels_of(out)
+        parquet = gpd.read_parquet(out / "polygons.parquet")
+        gpkg = gpd.read_file(out / "polygons.gpkg", layer="polygons")
+        assert len(parquet) == len(gpkg) == run["polygons"], name
+        assert parquet.is_valid.all() and gpkg.is_valid.all(), name
+        assert int(parquet.pixels.sum()) == int((labels != 255).sum()) == sum(c["pixels"] for c in run["class_areas"])
+        with rasterio.open(scenes[name]) as src:
+            side = SMALL_CELL * abs(src.transform.a)
+        bounds = parquet.bounds  # no polygon is larger than a cell
+        assert ((bounds.maxx - bounds.minx) <= side).all() and ((bounds.maxy - bounds.miny) <= side).all(), name
+
+    nocrs, nocrs_polygons = runs["nocrs"], gpd.read_parquet(outs["nocrs"] / "polygons.parquet")
+    assert (labels_of(outs["nocrs"]) != 255).all() and nocrs["chunks"]["total"] == 9
+    assert nocrs_polygons.crs is None and nocrs_polygons.area_m2.isna().all()
+    assert all(c["area_m2"] is None for c in nocrs["class_areas"]) and "item.json" not in nocrs["files"]
+    assert nocrs_polygons.region_id.nunique() < len(nocrs_polygons)  # regions cut at cells: several rows each
+
+    collared = runs["collared"]
+    assert np.array_equal(labels_of(outs["collared"]) == 255, ~inside)  # nodata exactly where the collar is
+    assert collared["chunks"]["skipped_nodata"] > 0 and collared["chunks"]["computed"] > 0
+    item = json.loads((outs["collared"] / "item.json").read_text())
+    with rasterio.open(scenes["collared"]) as src:
+        grid = Grid(src.crs, src.transform, src.height, src.width)
+    rectangle = shapely.geometry.shape(rectangle_footprint(grid)[0])
+    assert shapely.geometry.shape(item["geometry"]).area < 0.6 * rectangle.area  # the collar is left out (30 % valid)
+
+    empty = runs["empty"]
+    assert (labels_of(outs["empty"]) == 255).all() and empty["polygons"] == 0
+    assert empty["chunks"] == {"total": 16, "computed": 0, "skipped_nodata": 16, "reused": 0}
+    assert all(c["pixels"] == 0 and c["area_m2"] == 0 and c["share"] == 0 for c in empty["class_areas"])
+    item = json.loads((outs["empty"] / "item.json").read_text())
+    assert shapely.geometry.shape(item["geometry"]).equals(rectangle)  # no valid pixel: the raster's rectangle
+
+    validate_stac_catalog(root / "catalog.json")  # the two items; a scene without CRS has none
+    catalog = json.loads((root / "catalog.json").read_text())
+    assert sorted(link["href"] for link in catalog["links"] if link["rel"] == "item") == sorted(
+        f"./{outs[n].name}/item.json" for n in ("collared", "empty"))
+
+    tables = {a[2]: json.loads(a[1]) for a in record["artifacts"] if a[0] == "table"}
+    for name, run in runs.items():
+        table = tables[f"fcnseg: class areas of {name}.tif"]
+        assert [(r["class"], r["pixels"]) for r in table] == [(c["class_name"], c["pixels"]) for c in run["class_areas"]]
+        areas = [r["area_m2"] for r in table]
+        assert areas == ([None] * len(table) if name == "nocrs" else [round(c["area_m2"], 1) for c in run["class_areas"]])
+    assert [a[1] for a in record["artifacts"] if a[0] == "progress"] == [100.0, 100.0, 100.0]
+
+    report = latest_report(prefect_env)
+    assert "**3 processed, 0 skipped (already complete), 0 failed**" in report
+    for name in scenes:
+        assert any(line.startswith(f"| {name}.tif | processed |") for line in report.splitlines()), report
+    section = report.split("## nocrs.tif (processed)")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and not line.startswith("| class")]
+    assert len(rows) == len(nocrs["class_areas"]) and all(row[2] == "—" for row in rows), section
+    section = report.split("## empty.tif (processed)")[1].split("\n## ")[0]
+    assert "| water | 0 | 0 | 0.0 % |" in section
+
+
 def test_find_scenes_expands_folders_and_globs(scenes):
     tifs = [str(scenes / n) for n in ("broken.tif", "scene4.tif", "scene5.tif")]
     assert find_scenes(str(scenes)) == tifs
@@ -278,6 +402,60 @@ def test_retrain_deployment_trains_and_evaluates(prefect_env, tmp_path):
     assert card.arch == "fcn8s" and card.class_names[0] == "water" and card.training["steps"] == 3
     assert card.training["sampling"] == "uniform" and card.training["class_weights"]["method"] == "sqrt"
     assert card.training["holdout"] is None  # the deployment's parameters reach the trainer
+    report = latest_report(prefect_env, "train-fcn-report")  # no eval scene, no validation: said so
+    assert "- **Scored on:** training scene (not an unseen score)" in report, report
+    assert "- **Checkpoint chosen on:** last weights (step 3): holdout 0, no validation" in report, report
+
+
+def test_retrain_scores_on_the_eval_scene_and_chooses_on_the_validation_scene(prefect_env, tmp_path):
+    """The evaluation scene is never the validation scene: the checkpoint is chosen on val_image,
+    scored on eval_image, and the report says both."""
+    image, labels = write_scene(tmp_path / "train", 128, seed=22)
+    val_image, val_labels = write_scene(tmp_path / "val", 128, seed=23)
+    eval_image, eval_labels = write_scene(tmp_path / "eval", 128, seed=24)
+    out = tmp_path / "retrained.safetensors"
+    result = run_deployment(prefect_env, "train-fcn/retrain", image=str(image), labels=str(labels), out=str(out),
+                            val_image=str(val_image), val_labels=str(val_labels), eval_image=str(eval_image),
+                            eval_labels=str(eval_labels), steps=2, chip=64, batch_size=2, width=0.0625)
+    assert result.returncode == 0, result.stdout + result.stderr
+    from fcnseg.models.checkpoint import read_card
+
+    training = read_card(out).training
+    assert training["val_image"] == str(val_image) and training["holdout"] is None
+    report = latest_report(prefect_env, "train-fcn-report")
+    assert f"- **Scored on:** eval scene {eval_image}" in report, report
+    assert f"- **Checkpoint chosen on:** validation scene {val_image} (best mean IU, step {training['best_step']})" in report
+
+
+def test_train_fcn_says_what_chose_the_checkpoint():
+    from fcnseg.flows.train_fcn import chosen_on
+
+    assert chosen_on({"val_image": "/v.tif", "holdout": None, "best_step": 250}, 0.2) == \
+        "validation scene /v.tif (best mean IU, step 250)"
+    blocks = {"val_image": None, "best_step": 500, "holdout": {"fraction": 0.2, "block": 512, "blocks": 7}}
+    assert chosen_on(blocks, 0.2) == \
+        "held-out blocks of the training scene (7 blocks of 512 px, 20 % of each class; best mean IU, step 500)"
+    dropped = chosen_on({"val_image": None, "holdout": None, "best_step": 2000}, 0.2)  # usable_holdout said no
+    assert dropped.startswith("last weights (step 2000): the held-out blocks were dropped")
+    assert chosen_on({"val_image": None, "holdout": None, "best_step": 2000}, 0) == \
+        "last weights (step 2000): holdout 0, no validation"
+
+
+def test_train_fcn_report_shows_a_class_without_iou_as_a_dash():
+    from fcnseg.flows.train_fcn import iou_rows
+
+    assert iou_rows(["water", "building"], [0.51234, None]) == ["| water | 0.5123 |", "| building | — |"]
+
+
+def test_train_fcn_never_validates_on_the_evaluation_scene(tmp_path):
+    from fcnseg.flows.train_fcn import train_fcn
+
+    scene = str(tmp_path / "eval.tif")
+    with pytest.raises(ValueError, match="val_image is the evaluation scene"):
+        train_fcn.fn("i.tif", "l.tif", str(tmp_path / "m.safetensors"), eval_image=scene, eval_labels="e.tif",
+                     val_image=scene, val_labels="e.tif")
+    with pytest.raises(ValueError, match="eval_image and eval_labels go together"):
+        train_fcn.fn("i.tif", "l.tif", str(tmp_path / "m.safetensors"), eval_image=scene)
 
 
 def test_only_transient_io_errors_are_retried():
