@@ -180,9 +180,9 @@ def _stage(array: zarr.Array, path: Path, crs: CRS | None, transform: Affine,
                    transform=transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress=STAGING_COMPRESS,
                    BIGTIFF="IF_SAFER")
     with rasterio.open(path, "w", **profile) as dst:
-        _copy_windows(array, dst)
-        if describe is not None:
+        if describe is not None:  # before the pixels: the colour table sets a tag GDAL cannot change once writing
             describe(dst)
+        _copy_windows(array, dst)
 
 
 def _copy_windows(array: zarr.Array, dst: DatasetWriter) -> None:
