@@ -164,8 +164,6 @@ def train(
     from fcnseg.pipeline.training.train import TrainRequest, train_model
 
     with clear_errors():
-        if (val_image is None) != (val_labels is None):
-            raise ValueError("--val-image and --val-labels go together")
         request = TrainRequest(
             image=image, labels=labels, out=out, val_image=val_image, val_labels=val_labels, arch=arch,
             width=width, init=init, vgg16_weights=vgg16_weights, steps=steps, chip=chip,

@@ -195,3 +195,14 @@ def test_label_scan_finds_every_unknown_id_block_by_block(tmp_path, scene, monke
             assert source.unknown_ids(7) == ([] if dtype == "uint8" else [300])
         finally:
             source.close()
+
+
+def test_train_model_refuses_a_validation_image_without_labels(tmp_path, scene):
+    """The library itself, not only the command: one of the pair alone would validate on nothing."""
+    from fcnseg.pipeline.training.train import TrainRequest, train_model
+
+    image, labels = scene
+    request = TrainRequest(image=image, labels=labels, out=tmp_path / "m.safetensors", val_image=image, steps=1)
+    with pytest.raises(ValueError, match="--val-image and --val-labels go together"):
+        train_model(request)
+    assert not (tmp_path / "m.safetensors").exists()

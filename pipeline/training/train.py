@@ -302,6 +302,8 @@ def validate_on_blocks(
 
 def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
     """Train as requested and write the best checkpoint to ``request.out``."""
+    if (request.val_image is None) != (request.val_labels is None):  # one alone would validate on nothing
+        raise ValueError("--val-image and --val-labels go together")
     device = resolve_device(request.device)
     started = dt.datetime.now(dt.UTC)
     with open_raster(request.image) as src:
