@@ -66,6 +66,7 @@ from scipy import ndimage
 
 from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
 from fcnseg.pipeline.analysis.query import query_classes
+from fcnseg.pipeline.pyramid import overview_factors
 
 NODATA = 255
 POLYGON_COLUMNS = ["class_id", "class_name", "region_id", "pixels", "area", "area_m2", "geometry"]
@@ -208,15 +209,6 @@ def check_store(out: Path, source: Input) -> tuple[np.ndarray, list[str], list[l
         by_asset[entry["asset"]] = (factor, values)
         levels[factor] = values
     return labels, names, colors, levels
-
-
-def overview_factors(height: int, width: int, smallest: int = 256) -> list[int]:
-    """GDAL's overview factors as the README gives them: 2, 4 ... down to a long side <= 256."""
-    factors, factor = [], 2
-    while max(height, width) / factor >= smallest / 2 and factor <= 2**12:
-        factors.append(factor)
-        factor *= 2
-    return factors
 
 
 def block_mode(labels: np.ndarray, factor: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from scipy.ndimage import binary_closing, binary_dilation, distance_transform_edt
 from shapely.geometry import box, shape
+from output_checks import block_mode
 from stores import store_from_array
 
 from fcnseg.pipeline import pyramid as pyramid_module
@@ -282,22 +283,6 @@ def test_an_all_nodata_map_has_every_class_at_zero(tmp_path, kind):
 # --------------------------------------------------------------------------- 2. the mode pyramid
 
 
-def reference_modes(labels: np.ndarray, factor: int) -> np.ndarray:
-    """The module's rule, directly over the whole map: per factor x factor block (blocks cut by the
-    edge: what is inside), the most frequent class, the smallest id among ties, 255 only when the
-    block holds no class."""
-    h, w = labels.shape
-    bh, bw = -(-h // factor), -(-w // factor)
-    padded = np.full((bh * factor, bw * factor), NODATA, np.uint8)
-    padded[:h, :w] = labels
-    blocks = padded.reshape(bh, factor, bw, factor).transpose(0, 2, 1, 3).reshape(bh, bw, -1)
-    classes = np.unique(labels[labels != NODATA])
-    if classes.size == 0:
-        return np.full((bh, bw), NODATA, np.uint8)
-    counts = np.stack([(blocks == c).sum(axis=-1) for c in classes], axis=-1)
-    return np.where(counts.max(axis=-1) > 0, classes[counts.argmax(axis=-1)], NODATA).astype(np.uint8)
-
-
 def any_valid(labels: np.ndarray, factor: int) -> np.ndarray:
     h, w = labels.shape
     bh, bw = -(-h // factor), -(-w // factor)
@@ -325,13 +310,13 @@ def test_pyramid_levels_equal_the_whole_map_reference_for_any_chunk_and_write_or
         levels = store_levels(group)
         assert [lv.factor for lv in levels] == overview_factors(*shape_)
         source = source_level(levels)
-        coarse_from = labels if source.factor == 1 else reference_modes(labels, source.factor)
+        coarse_from = labels if source.factor == 1 else block_mode(labels, source.factor)
         for level in levels:
             stored = group[level_path(level)][:]
             if level.per_chunk:  # the mode of all its full-resolution pixels
-                expected = reference_modes(labels, level.factor)
+                expected = block_mode(labels, level.factor)
             else:  # made once the store is complete: the mode of the source level's modes
-                expected = reference_modes(coarse_from, level.factor // source.factor)
+                expected = block_mode(coarse_from, level.factor // source.factor)
             assert np.array_equal(stored, expected), (seed, shape_, chunk, level)
             # and in either case nodata only where every full-resolution pixel under it is
             assert np.array_equal(stored != NODATA, any_valid(labels, level.factor)), (seed, shape_, chunk, level)
@@ -350,10 +335,10 @@ def test_pyramid_levels_are_the_same_made_in_small_windows_and_strips(tmp_path, 
         group = open_store(store, mode="r")
         levels = store_levels(group)
         source = source_level(levels)
-        coarse_from = labels if source.factor == 1 else reference_modes(labels, source.factor)
+        coarse_from = labels if source.factor == 1 else block_mode(labels, source.factor)
         for level in levels:
-            expected = (reference_modes(labels, level.factor) if level.per_chunk
-                        else reference_modes(coarse_from, level.factor // source.factor))
+            expected = (block_mode(labels, level.factor) if level.per_chunk
+                        else block_mode(coarse_from, level.factor // source.factor))
             assert np.array_equal(group[level_path(level)][:], expected), (shape_, chunk, level)
 
 
@@ -369,7 +354,7 @@ def test_pyramid_levels_do_not_depend_on_the_chunk_size(tmp_path):
         for level in store_levels(group):
             stored = group[level_path(level)][:]
             if level.per_chunk or source_level(store_levels(group)).factor == 1:
-                assert np.array_equal(stored, reference_modes(labels, level.factor)), (chunk, level)
+                assert np.array_equal(stored, block_mode(labels, level.factor)), (chunk, level)
     assert np.array_equal(stores[64][level_path(store_levels(stores[64])[0])][:],
                           stores[128][level_path(store_levels(stores[128])[0])][:])
 
