@@ -365,3 +365,24 @@ def query(
         typer.echo(json.dumps(result.to_dict()))
         return
     print_query(result)
+
+
+@app.command()
+def verify(
+    out: Annotated[Path, typer.Argument(help="A finished segment output folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the report) only.")] = False,
+) -> None:
+    """Re-read a finished output against its records: every chunk's labels against the ledger's sha256, every file against item.json's size and sha256. Exit 1 when anything differs."""
+    from fcnseg.pipeline.segment.verify import verify_output
+
+    with clear_errors():
+        report = verify_output(out)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        for problem in report.problems:
+            typer.echo(problem)
+        if report.ok:
+            typer.echo(report.summary())
+    if not report.ok:
+        fail(f"{out}: {len(report.problems)} problem(s) found; the output is not as its run wrote it")

@@ -179,6 +179,30 @@ def open_store(path: str | Path, mode: str = "r+") -> zarr.Group:
 
 #: The store's group attribute that its segment run sets once every planned chunk is written.
 COMPLETE = "fcnseg_complete"
+#: The store's group attribute naming the run that created it (a random token, kept by a resumed
+#: run): every task carries its run's token and writes only into a store that holds the same one.
+RUN_TOKEN = "fcnseg_run_token"
+
+
+def open_run_store(path: str | Path, token: str | None, mode: str = "r+") -> zarr.Group:
+    """The store at ``path`` when it is the one this run created (its ``RUN_TOKEN`` is ``token``).
+
+    Why: a task given a path that names another store on its worker (a relative path resolved in
+    another folder, a mount of another output) must write nothing there. ``token`` None: a store
+    made without one (by a test or an earlier version), which must hold none either.
+    """
+    group = open_store(path, mode=mode)
+    found = group.attrs.get(RUN_TOKEN)
+    if found != token:
+        raise InputError(f"{path}: not the label store this run created (its run token {found}, this run's {token}); "
+                         "nothing was written to it. Does every worker see the output folder at this path?")
+    return group
+
+
+def label_chunk_file(store_path: str | Path, group: zarr.Group, row: int, col: int) -> Path:
+    """The file of chunk (row, col) of a local store's ``labels``: absent while the chunk was never
+    written (zarr leaves an all-nodata chunk unwritten)."""
+    return Path(store_path) / LABELS / group[LABELS].metadata.encode_chunk_key((row, col))
 
 
 def require_complete(group: zarr.Group, path: str | Path, *, allow_partial: bool = False) -> None:

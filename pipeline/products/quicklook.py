@@ -300,7 +300,14 @@ def model_label(model: str | Path) -> str:
     except CheckpointError as exc:
         log.warning("quicklook title: %s", exc)
         return path.stem
-    return path.stem if arch in path.stem else f"{path.stem} ({arch})"
+    return checkpoint_label(path, arch)
+
+
+def checkpoint_label(path: str | Path, arch: str) -> str:
+    """A checkpoint named by its file's stem and architecture; ``segment`` names the model it
+    planned so, not the file at the path when the quicklook is drawn."""
+    stem = Path(path).stem
+    return stem if arch in stem else f"{stem} ({arch})"
 
 
 #: Hex digits of a model's sha256 shown when the title has nothing else to name it by.

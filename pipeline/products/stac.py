@@ -127,6 +127,7 @@ def build_stac_item(
     created: datetime | None = None,
     acquired: datetime | None = None,
     pending: Sequence[str] = (),
+    model: ModelSource | None = None,
 ) -> dict[str, Any]:
     """The STAC Item (a JSON-ready dict) for the output folder ``out_dir``; validated.
 
@@ -137,6 +138,8 @@ def build_stac_item(
     attributes). ``created`` (default: now) is the processing time, also the ``datetime`` when the
     input has no time of its own; ``acquired``, when given, is the ``datetime`` and the input is
     not opened for it. ``pending``: files written right after the item (listed, not yet hashed).
+    ``model``: the checkpoint as the run verified it (``segment`` passes its plan's), described
+    instead of what ``model_path`` holds now.
     """
     out_dir = Path(out_dir)
     created = utc(created or datetime.now(UTC))
@@ -147,7 +150,8 @@ def build_stac_item(
     model_sha256 = model_sha256 or run.get("model_sha256") or store_attrs.get("model_sha256")
     if parameters is None:
         parameters = run.get("parameters") or store_attrs.get("parameters")
-    model = read_model(model_path or run.get("model"), model_sha256)
+    if model is None:
+        model = read_model(model_path or run.get("model"), model_sha256)
     bands = _input_bands(parameters)
 
     geometry, bbox = data_footprint(out_dir, grid)
@@ -193,6 +197,7 @@ def write_stac_item(
     created: datetime | None = None,
     acquired: datetime | None = None,
     pending: Sequence[str] = (),
+    model: ModelSource | None = None,
 ) -> Path | None:
     """Build, validate and write ``out_dir/item.json`` atomically (a reader never sees half a file).
 
@@ -205,7 +210,7 @@ def write_stac_item(
         log.info("no CRS: no STAC item")
         return None
     item = build_stac_item(out_dir, input_path=input_path, model_path=model_path, model_sha256=model_sha256,
-                           parameters=parameters, created=created, acquired=acquired, pending=pending)
+                           parameters=parameters, created=created, acquired=acquired, pending=pending, model=model)
     target = atomic_write_text(out_dir / ITEM_JSON, json.dumps(item, indent=2) + "\n")
     log.info("wrote STAC item %s (%d assets)", target, len(item["assets"]))
     return target

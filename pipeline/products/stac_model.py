@@ -5,7 +5,9 @@ A catalogue user comparing two segmentations needs more than a hash: the archite
 the model took (in which order, scaled how), the classes it predicts, and the checkpoint itself
 (the ``mlm:model`` asset, with its size and sha256 as ``file:`` fields, so a copy can be checked).
 Only the card is read from the checkpoint (its JSON header), and the parameter count from the
-safetensors header: no tensor is loaded.
+safetensors header: no tensor is loaded. A segment run reads them once, when it plans
+(``segment.plan.planned_model``), and its item describes that model: a file put at the path
+during the run changes nothing in it.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]
 
 @dataclass(frozen=True)
 class ModelSource:
-    """The checkpoint a run used: where it was read from, its card, and its file's sha256."""
+    """The checkpoint a run used: where it was read from, its card, its file's sha256 and size, and
+    its parameter count (None: read from ``path`` when the item is made)."""
 
     path: str
     card: ModelCard
     sha256: str | None
+    size: int | None = None
+    parameters: int | None = None
 
 
 def read_model(model_path: str | Path | None, sha256: str | None) -> ModelSource | None:
@@ -79,7 +84,7 @@ def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], tor
     version = framework_version(torch_version)
     if version:
         fields["mlm:framework_version"] = version
-    parameters = total_parameters(model.path)
+    parameters = model.parameters if model.parameters is not None else total_parameters(model.path)
     if parameters is not None:
         fields["mlm:total_parameters"] = parameters
     fields.update(_pretraining(card))
@@ -100,10 +105,13 @@ def model_asset(model: ModelSource, input_bands: Sequence[int] | None = None) ->
         "mlm:artifact_type": ARTIFACT_TYPE,
         "raster:bands": [{"name": name} for name in band_names(model.card, input_bands)],
     }
-    try:
-        asset["file:size"] = os.stat(model.path).st_size
-    except OSError:
-        pass  # a remote checkpoint: no size
+    if model.size is not None:
+        asset["file:size"] = model.size
+    else:
+        try:
+            asset["file:size"] = os.stat(model.path).st_size
+        except OSError:
+            pass  # a remote checkpoint: no size
     if model.sha256:
         asset["file:checksum"] = sha256_multihash(model.sha256)
     return asset

@@ -33,7 +33,9 @@ from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import core_result, predict_tiles
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups
-from fcnseg.pipeline.store import LABELS, NODATA, PROBABILITIES, open_store, quantize_probabilities, write_chunk
+from fcnseg.pipeline.store import (
+    LABELS, NODATA, PROBABILITIES, RUN_TOKEN, open_run_store, open_store, quantize_probabilities, write_chunk,
+)
 from fcnseg.pipeline.tiles import Tile
 
 if TYPE_CHECKING:
@@ -112,7 +114,7 @@ def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], t
 
 def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[Tile], grid: BlendGrid) -> list[ChunkResult]:
     """Run the model on ``tiles``; store their core results and ring contributions in scratch."""
-    interior = open_store(scratch)
+    interior = open_run_store(scratch, job.run_token)
     ring_array = interior[RING]
     results = []
     model, card, device = job_model(job)
@@ -161,7 +163,7 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
     rows, cols = core.toslices()
     labels = scratch_group[LABELS][rows, cols]
     valid = labels != NODATA
-    final = open_store(final_store)
+    final = open_run_store(final_store, job.run_token)
     if not valid.any():
         return [ledger.record(tile, "nodata", 0, chunk_histogram(final, core, None))]
     probs = scratch_group[PROBABILITIES][:, rows, cols] if job.probabilities else None
@@ -184,7 +186,7 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
         mixed = total[:-1] / np.maximum(weight, 1e-12)
         probs[:, blended] = quantize_probabilities(mixed, blended)[:, blended]
     write_chunk(final, core, labels, probs)
-    return [ledger.record(tile, "computed", int(valid.sum()), chunk_histogram(final, core, labels))]
+    return [ledger.record(tile, "computed", int(valid.sum()), chunk_histogram(final, core, labels), labels)]
 
 
 # --- the run's tasks -----------------------------------------------------------------------
@@ -200,6 +202,7 @@ def prepare_scratch(plan: RunPlan) -> tuple[Path, ChunkLedger]:
         with atomic_write(scratch) as partial:  # whole or absent: a crash here never blocks the rerun
             create_scratch(partial, plan.height, plan.width, grid, plan.options.tile, r, plan.num_classes,
                            plan.options.probabilities)
+            open_store(partial).attrs[RUN_TOKEN] = plan.run_token  # pass 1 writes no other run's scratch
     pass1.mkdir(exist_ok=True)
     return scratch, ChunkLedger(str(pass1))
 

@@ -14,7 +14,7 @@ from fcnseg.pipeline import outputs
 from fcnseg.pipeline.analysis.query import query_classes, summed_classes
 from fcnseg.pipeline.cluster import optional_client
 from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
-from fcnseg.pipeline.products.quicklook import write_quicklook
+from fcnseg.pipeline.products.quicklook import checkpoint_label, write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
 from fcnseg.pipeline.faults import crash_point
@@ -46,8 +46,8 @@ def export_rasters(plan: RunPlan, *, client: Client | None = None, scheduler: st
             written.append(outputs.PROBABILITIES_COG)
     if options.quicklook:  # its read of the input runs on the cluster when there is one
         with optional_client(client, scheduler) as reached:
-            write_quicklook(plan.input, plan.store_path, out / outputs.QUICKLOOK_PNG, client=reached,
-                            model=plan.model_path)
+            model = checkpoint_label(plan.model.path, plan.model.card.arch) if plan.model else plan.model_path
+            write_quicklook(plan.input, plan.store_path, out / outputs.QUICKLOOK_PNG, client=reached, model=model)
         written.append(outputs.QUICKLOOK_PNG)
     return written
 
@@ -89,7 +89,7 @@ def publish(
     areas = class_areas(plan)
     if stac:
         write_stac_item(plan.out, input_path=plan.input, model_path=plan.model_path, model_sha256=plan.model_sha256,
-                        parameters=plan.parameters, pending=[outputs.RUN_JSON])
+                        parameters=plan.parameters, pending=[outputs.RUN_JSON], model=plan.model)
     published = time.perf_counter() - started
     seconds = {**seconds, "publish": published, "total": seconds.get("total", 0.0) + published}
     report = run_report(plan, chunk_run, seconds, files, areas, polygons)

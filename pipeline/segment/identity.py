@@ -7,7 +7,11 @@ not be resumed with chunks of the old one, nor found "complete". The input's fin
 * a local file: its size, modification time and a sha256 over its header and evenly spaced
   samples of its bytes (a replaced file with the old timestamp still differs there);
 * a URI or GDAL virtual path (``s3://``, ``/vsicurl/``, a VRT): what GDAL exposes of the
-  dataset (size, bands, types, georeferencing) and a sha256 over the pixels of sampled windows.
+  dataset (size, bands, types, georeferencing) and a sha256 over the pixels of sampled windows;
+* and for a dataset of several files (a VRT's sources, an ENVI header and its data, a ``.msk``
+  or ``.aux.xml`` sidecar), every local file GDAL lists for it, each fingerprinted as a local
+  file: a source re-delivered under a VRT changes the VRT's fingerprint even where the sampled
+  windows miss it. (A single-file input's fingerprint is that file's alone, as before.)
 
 The execution (``cpu fp32``, ``cuda bf16`` ...) is what the workers compute with; two executions
 may label near ties differently, so the chunks of one output all come from one.
@@ -16,6 +20,7 @@ may label near ties differently, so the chunks of one output all come from one.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +40,21 @@ WINDOW_GRID = 3
 
 
 def input_fingerprint(path: str) -> dict[str, Any]:
-    """The input's fingerprint: equal for the same content, different when the file changes."""
+    """The input's fingerprint: equal for the same content, different when any of its files changes."""
     local = Path(path)
-    if local.is_file() and local.suffix.lower() != ".vrt":
-        return file_fingerprint(local)
-    return dataset_fingerprint(path)
+    single = local.is_file() and local.suffix.lower() != ".vrt"
+    fingerprint = file_fingerprint(local) if single else dataset_fingerprint(path)
+    others = [f for f in dataset_files(path) if not (single and f == os.path.abspath(local))]
+    if others:
+        fingerprint["files"] = {f: file_fingerprint(Path(f)) for f in others}
+    return fingerprint
+
+
+def dataset_files(path: str) -> list[str]:
+    """The local files GDAL reads for the dataset (``src.files``: the file itself, a VRT's
+    sources, sidecars), as sorted absolute paths; remote ones (``/vsicurl/`` ...) are left out."""
+    with open_raster(path) as src:
+        return sorted({os.path.abspath(f) for f in src.files if Path(f).is_file()})
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:

@@ -4,16 +4,21 @@ A chunk's marker is written after its data, durably and atomically, so a marker 
 means the chunk's bytes are in the store: a rerun skips exactly the marked chunks. The crop and
 blend paths (and blend's first pass, over its scratch store) all keep their progress this way.
 A final chunk's marker also carries its class histogram, counted where the chunk was written:
-the run's class areas are the sum of its markers (markers from before histograms have none).
+the run's class areas are the sum of its markers (markers from before histograms have none), and
+the sha256 of the labels written (``labels_sha256``), so that ``fcnseg verify`` can tell a chunk
+damaged or lost since from the one the run wrote.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from fcnseg.pipeline.analysis.histogram import ClassHistogram
 from fcnseg.pipeline.io import atomic_write_text
@@ -28,6 +33,12 @@ class ChunkResult:
     valid_pixels: int
     class_pixels: list[int] | None = None  # per class of the model; None: not counted (blend pass 1, older markers)
     class_area_m2: list[float] | None = None  # per class, for a geographic CRS only (pixel areas vary by row)
+    sha256: str | None = None  # of the chunk's labels as written (``labels_sha256``); None: not recorded
+
+
+def labels_sha256(labels: np.ndarray) -> str:
+    """The sha256 of a chunk's labels: its uint8 bytes in row order, as the store gives them back."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.uint8).tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -40,10 +51,12 @@ class ChunkLedger:
         return Path(self.directory) / f"{tile.row}_{tile.col}.json"
 
     def record(self, tile: Tile, status: Literal["computed", "nodata"], valid_pixels: int,
-               histogram: ClassHistogram | None = None) -> ChunkResult:
-        """Mark ``tile``'s chunk finished; call it only once the chunk's data is written."""
+               histogram: ClassHistogram | None = None, labels: np.ndarray | None = None) -> ChunkResult:
+        """Mark ``tile``'s chunk finished; call it only once the chunk's data is written.
+        ``labels``: what was written, hashed into the marker."""
         pixels, areas = (histogram.pixels, histogram.area_m2) if histogram is not None else (None, None)
-        result = ChunkResult(tile.row, tile.col, status, valid_pixels, pixels, areas)
+        digest = labels_sha256(labels) if labels is not None else None
+        result = ChunkResult(tile.row, tile.col, status, valid_pixels, pixels, areas, digest)
         atomic_write_text(self.marker(tile), json.dumps(asdict(result)), durable=True)
         return result
 
@@ -56,6 +69,10 @@ class ChunkLedger:
 
     def is_finished(self, tile: Tile) -> bool:
         return self.marker(tile).exists()
+
+    def forget(self, tile: Tile) -> None:
+        """Unmark ``tile``'s chunk (its data was lost): the run computes it again."""
+        self.marker(tile).unlink(missing_ok=True)
 
     def finished(self, tiles: Iterable[Tile]) -> set[tuple[int, int]]:
         """(row, col) of the chunks among ``tiles`` that are marked finished."""

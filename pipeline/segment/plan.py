@@ -5,6 +5,13 @@ output exists: an invalid option, a damaged checkpoint, an unreadable raster, ba
 cannot take, or an OUT that holds another run (``guard``). A run's identity is its
 ``parameters``: the input and its content's fingerprint, the model's hash, the device, the tile
 geometry, stitching, bands. A rerun with the same ones resumes from the chunk ledger.
+
+What the plan decides is what every worker and every product uses, never a second look at a path:
+the input, OUT (its store and ledger) and the model are resolved here into absolute paths (or
+URIs), which mean the same on every worker whatever its working directory; the model's card,
+hash, size and parameter count are read once here (``planned_model``) and the products describe
+that model; the store is created with a random run token (``store.RUN_TOKEN``) that every task
+carries, so a task never writes into a store its run did not create.
 """
 
 from __future__ import annotations
@@ -14,22 +21,26 @@ import logging
 import math
 import os
 import re
+import secrets
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from fcnseg.models.checkpoint import ModelCard, content_sha256, file_sha256, verify_checkpoint
+from fcnseg.models.checkpoint import CheckpointError, ModelCard, content_sha256, file_sha256, verify_checkpoint
 from fcnseg.models.sizing import default_tiling, sizing_device
+from fcnseg.atomic import remove_path
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
 from fcnseg.pipeline.products.cell_polygons import CELL
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.object_store import ObjectStoreOutput
+from fcnseg.pipeline.products.stac_model import ModelSource, total_parameters
+from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE
 from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.segment.ledger import ChunkLedger
-from fcnseg.pipeline.store import create_store
+from fcnseg.pipeline.store import COMPLETE, RUN_TOKEN, create_store, label_chunk_file, open_store
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 
 log = logging.getLogger(__name__)
@@ -103,6 +114,8 @@ class RunPlan:
     overwrite: bool = False  # --overwrite: replace what OUT holds
     complete: bool = False  # run.json says this exact output is already there
     destination: str | None = None  # the object-store URI OUT is uploaded to (OUT: its staging folder)
+    run_token: str | None = None  # the store's RUN_TOKEN, carried by every task (None: a store from before tokens)
+    model: ModelSource | None = None  # the checkpoint as planned: what the products describe
 
     @property
     def target(self) -> str | Path:
@@ -147,22 +160,23 @@ def plan_run(
     when reached). ``destination``: the object-store URI OUT is staged for; what it holds is
     judged as a local OUT's would be."""
     options.validate()
-    out = Path(out)  # checked to be a folder by ``output_lock``
+    out = Path(os.path.abspath(out))  # checked to be a folder by ``output_lock``; the same path on every worker
     if local and options.device != "auto":
         from fcnseg.models.inference import resolve_device
 
         resolve_device(options.device)  # --device cuda without CUDA: one line now, not a worker traceback
     input_name = str(Path(input_path).resolve()) if Path(input_path).exists() else str(input_path)
-    card, model_sha = checked_model(model_path)  # a damaged file fails here, not on a worker mid-run
+    model, content_sha = planned_model(model_path)  # a damaged file fails here, not on a worker mid-run
+    card, model_sha = model.card, model.sha256
     with open_raster(input_name) as src:
         bands = select_bands(src, card, options.bands)
         halo = default_halo(card.arch) if options.halo is None else options.halo
         options = options.sized(card.width, halo)
         tiles = list(iter_tiles(src.height, src.width, options.tile, halo))
         parameters = run_parameters(input_name, input_fingerprint(input_name), model_sha, options, halo, bands)
-        plan = RunPlan(input_name, str(model_path), model_sha, content_sha256(model_path), out, options, halo, bands,
+        plan = RunPlan(input_name, model.path, model_sha, content_sha, out, options, halo, bands,
                        tiles, set(), parameters, card.num_classes, src.height, src.width,
-                       georeferenced=src.crs is not None, overwrite=overwrite, destination=destination)
+                       georeferenced=src.crs is not None, overwrite=overwrite, destination=destination, model=model)
         remote = ObjectStoreOutput(destination) if destination else None
         if remote.is_complete(parameters, options.outputs()) if remote else is_complete(plan):
             plan.complete = True
@@ -174,13 +188,21 @@ def plan_run(
         if not reuse:  # the run is recorded before its store exists: a crash in between resumes
             atomic_write_text(plan.state / PARAMETERS_JSON, json.dumps(parameters, indent=2), durable=True)
             crash_point("plan")
-        if not reuse or not plan.store_path.exists():
+        if reuse and plan.store_path.exists():
+            plan.run_token = open_store(plan.store_path, mode="r").attrs.get(RUN_TOKEN)
+            reopen_lost_chunks(plan)
+        else:
+            if reuse and plan.ledger.finished(tiles):
+                log.warning("%s: missing; every chunk is computed again", plan.store_path)
+            if reuse:
+                restart_chunks(plan)  # markers (and blend scratch) of a store that is gone
+            plan.run_token = secrets.token_hex(16)
             with atomic_write(plan.store_path) as partial:  # a store is whole or absent
                 create_store(
                     partial, height=src.height, width=src.width, crs=src.crs, transform=src.transform,
                     chunk=options.tile, class_names=card.class_names, class_colors=[c.color for c in card.classes],
-                    attrs={"fcnseg_complete": False, "model_sha256": model_sha, "parameters": parameters,
-                           "source": input_name},
+                    attrs={COMPLETE: False, RUN_TOKEN: plan.run_token, "model_sha256": model_sha,
+                           "parameters": parameters, "source": input_name},
                     probabilities=options.probabilities,
                 )
     plan.reused = plan.ledger.finished(tiles)
@@ -189,28 +211,81 @@ def plan_run(
     return plan
 
 
+def lost_chunks(plan: RunPlan) -> list[Tile]:
+    """The chunks the ledger marks computed whose labels are not in the store (a file deleted or
+    lost since): cheap, a stat per finished chunk and a marker read only where the file is absent
+    (a nodata chunk is never written, so its marker is read to tell the two apart)."""
+    group = open_store(plan.store_path, mode="r")
+    lost = []
+    for tile in plan.tiles:
+        if not plan.ledger.is_finished(tile) or label_chunk_file(plan.store_path, group, tile.row, tile.col).exists():
+            continue
+        marker = plan.ledger.result(tile)
+        if marker is not None and marker.status == "computed":
+            lost.append(tile)
+    return lost
+
+
+def reopen_lost_chunks(plan: RunPlan) -> None:
+    """Unmark the chunks whose data is lost, so this run computes them again, and say so; the
+    output stops looking complete at once (run.json removed, the store marked incomplete)."""
+    lost = lost_chunks(plan)
+    if not lost:
+        return
+    names = ", ".join(f"chunk {t.row},{t.col}" for t in lost[:5]) + (" ..." if len(lost) > 5 else "")
+    log.warning("%s: %d chunk(s) marked computed have no data in the store (%s); recomputing them",
+                plan.store_path, len(lost), names)
+    remove_path(plan.out / RUN_JSON)
+    open_store(plan.store_path).attrs[COMPLETE] = False
+    for tile in lost:
+        plan.ledger.forget(tile)
+
+
+def restart_chunks(plan: RunPlan) -> None:
+    """Forget every finished chunk (and blend scratch): the store's chunks are all written again."""
+    for name in ("done", SCRATCH_STORE, PASS1_LEDGER):
+        remove_path(plan.state / name)
+    (plan.state / "done").mkdir(parents=True)
+    plan.reused = set()
+
+
 def checked_model(model_path: str | Path) -> tuple[ModelCard, str]:
-    """The card and file sha256 of a checkpoint whose every byte was verified.
+    """The card and file sha256 of a checkpoint whose every byte was verified (``planned_model``)."""
+    model, _ = planned_model(model_path)
+    return model.card, model.sha256
+
+
+def planned_model(model_path: str | Path) -> tuple[ModelSource, str]:
+    """The checkpoint as a run plans with it: its absolute path, its card (every byte verified),
+    file sha256, size and parameter count (``ModelSource``), and its content hash (what workers
+    check the file they load against). Read once: the products describe this model, whatever
+    the path holds later.
 
     Verified once per process and file version: a flow plans many scenes with one model, and a
     full-width checkpoint is half a gigabyte to read.
     """
+    path = os.path.abspath(model_path)
     try:
-        stat = os.stat(model_path)
+        stat = os.stat(path)
     except OSError:
-        verify_checkpoint(model_path)  # raises the checkpoint's own clear error for a missing file
+        verify_checkpoint(path)  # raises the checkpoint's own clear error for a missing file
         raise
-    return _checked_model(str(model_path), stat.st_mtime_ns, stat.st_size)
+    return _checked_model(path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=8)
-def _checked_model(model_path: str, mtime_ns: int, size: int) -> tuple[ModelCard, str]:
-    return verify_checkpoint(model_path), file_sha256(model_path)
+def _checked_model(model_path: str, inode: int, mtime_ns: int, size: int) -> tuple[ModelSource, str]:
+    card, sha, content = verify_checkpoint(model_path), file_sha256(model_path), content_sha256(model_path)
+    stat = os.stat(model_path)
+    if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != (inode, mtime_ns, size):  # card and hashes of one file
+        raise CheckpointError(f"{model_path}: changed while it was being checked; run the command again")
+    return ModelSource(model_path, card, sha, size=size, parameters=total_parameters(model_path)), content
 
 
 def is_complete(plan: RunPlan) -> bool:
     """OUT already holds this exact output: run.json records the same parameters and outputs,
-    every chunk is marked done and every file it lists exists."""
+    every chunk is marked done, every file it lists exists and every chunk marked computed has
+    its data in the store (``lost_chunks``)."""
     run_json = plan.out / RUN_JSON
     if not run_json.exists():
         return False
@@ -223,4 +298,5 @@ def is_complete(plan: RunPlan) -> bool:
         and record.get("outputs") == plan.options.outputs()
         and all((plan.out / name).exists() for name in record.get("files", []))
         and len(plan.ledger.finished(plan.tiles)) == len(plan.tiles)
+        and not lost_chunks(plan)
     )

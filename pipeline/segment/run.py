@@ -4,7 +4,7 @@ The cluster is the one at ``scheduler``, one started from ``cluster_spec``, or a
 Its workers are asked first how they would compute (``cpu fp32``, ``cuda bf16`` ...): they must
 agree with each other and with the chunks already in OUT. The tasks come from the stitching mode
 (``worker.crop_tasks`` or ``blend.blend_tasks``); the store is marked complete only when every
-planned chunk is in the ledger.
+planned chunk is in the ledger and the input is still the one planned (its fingerprint).
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING
 
 import zarr
 
-from fcnseg.atomic import remove_path
 from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources, worker_peaks_mb
 from fcnseg.pipeline.io import InputError, atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.segment.guard import OutputConflict
 from fcnseg.pipeline.progress import ProgressCallback, stage_progress
-from fcnseg.pipeline.segment.identity import worker_device_name, worker_execution
+from fcnseg.pipeline.segment.identity import input_fingerprint, worker_device_name, worker_execution
 from fcnseg.pipeline.segment.ledger import ChunkResult
-from fcnseg.pipeline.segment.plan import RunPlan
+from fcnseg.pipeline.segment.plan import RunPlan, restart_chunks
 from fcnseg.pipeline.segment.record import ChunkRun
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, crop_tasks
 from fcnseg.pipeline.store import finish_pyramid, open_store
@@ -63,10 +62,8 @@ def compute_chunks(
         devices = client.run(worker_device_name, plan.options.device)
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()
-        options = plan.options
-        job = TileJob(plan.input, json.dumps(plan.parameters["input_fingerprint"], sort_keys=True), plan.model_path, plan.model_content_sha256, execution, tuple(plan.bands),
-                      options.device, options.batch_size, options.probabilities)
-        if options.stitch == "crop":
+        job = tile_job(plan, execution)
+        if plan.options.stitch == "crop":
             submit = crop_tasks(job, plan.todo, str(plan.store_path), plan.ledger)
         else:
             submit = blend_tasks(job, plan, *prepare_scratch(plan))
@@ -79,6 +76,15 @@ def compute_chunks(
                             "rerun the same command to finish them")
     finish_store(plan)
     return ChunkRun(results, peaks, seconds, execution, sorted(set(devices.values())), len(devices))
+
+
+def tile_job(plan: RunPlan, execution: str) -> TileJob:
+    """What every task of the plan's run carries: the plan's paths (absolute or URIs), the model
+    planned, the execution agreed and the store's run token."""
+    options = plan.options
+    return TileJob(plan.input, json.dumps(plan.parameters["input_fingerprint"], sort_keys=True), plan.model_path,
+                   plan.model_content_sha256, execution, tuple(plan.bands), options.device, options.batch_size,
+                   options.probabilities, plan.run_token)
 
 
 def run_tasks(client: Client, submit: Submitter, resources: dict[str, float] | None, total: int,
@@ -125,17 +131,11 @@ def recorded_execution(plan: RunPlan) -> str | None:
     return json.loads(path.read_text())["execution"] if path.exists() else None
 
 
-def restart_chunks(plan: RunPlan) -> None:
-    """Forget every finished chunk (and blend scratch): the store's chunks are all written again."""
-    for name in ("done", SCRATCH_STORE, PASS1_LEDGER):
-        remove_path(plan.state / name)
-    (plan.state / "done").mkdir()
-    plan.reused = set()
-
-
 def finish_store(plan: RunPlan) -> None:
     """Make the pyramid's coarse levels, mark the store complete, drop blend scratch, consolidate
-    metadata (xarray opens it in one call)."""
+    metadata (xarray opens it in one call). Refused when the input is no longer the one planned:
+    its chunks may come from two scenes (a file rewritten in place during the run)."""
+    check_input_unchanged(plan)
     group = open_store(plan.store_path)
     finish_pyramid(group)
     group.attrs["fcnseg_complete"] = True
@@ -144,3 +144,10 @@ def finish_store(plan: RunPlan) -> None:
     with warnings.catch_warnings():  # consolidated metadata is not in the v3 spec yet; xarray reads it
         warnings.simplefilter("ignore", category=UserWarning)
         zarr.consolidate_metadata(str(plan.store_path))
+
+
+def check_input_unchanged(plan: RunPlan) -> None:
+    """The input's fingerprint now against the plan's: a change fails the run in one line (the
+    rerun then finds the fingerprint changed and segments the new content from scratch)."""
+    if input_fingerprint(plan.input) != plan.parameters["input_fingerprint"]:
+        raise InputError(f"{plan.input}: changed during the run; run the same command again to segment it anew")

@@ -32,7 +32,7 @@ from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
 from fcnseg.pipeline.segment.tile_source import TileSource
-from fcnseg.pipeline.store import open_store, write_chunk
+from fcnseg.pipeline.store import open_run_store, write_chunk
 from fcnseg.pipeline.tiles import Tile
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ WRITE_DEPTH = 4
 
 @dataclass(frozen=True)
 class TileJob:
-    """What every task of one run shares: where to read, which model, how to run it."""
+    """What every task of one run shares: where to read, which model, how to run it, and which
+    run it belongs to. Paths are absolute (or URIs), resolved once on the driver: a worker's
+    working directory is no part of a run."""
 
     input_path: str
     input_fingerprint: str  # the input's content as planned (part of the run's identity)
@@ -65,6 +67,7 @@ class TileJob:
     device: str
     batch_size: int
     probabilities: bool
+    run_token: str | None = None  # the store's ``RUN_TOKEN``: a task writes into no other store
 
 
 class ExecutionMismatch(InputError):
@@ -136,8 +139,8 @@ _SOURCES: dict[tuple, TileSource] = {}
 def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Sequence[Tile]) -> list[ChunkResult]:
     """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished
     chunk; the writes happen on a writer thread while the model runs on the next batch."""
+    group = open_run_store(store_path, job.run_token)  # before anything is computed for it
     model, card, device = job_model(job)
-    group = open_store(store_path)
     results: list[ChunkResult] = []
     waiting: deque[Future[ChunkResult]] = deque()
     source = job_source(job, card)
@@ -158,7 +161,7 @@ def write_core(group: zarr.Group, ledger: ChunkLedger, core: CorePrediction) -> 
     if core.labels is None:
         return ledger.record(core.tile, "nodata", 0, histogram)
     write_chunk(group, core.tile.core, core.labels, core.probabilities)
-    return ledger.record(core.tile, "computed", core.valid_pixels, histogram)
+    return ledger.record(core.tile, "computed", core.valid_pixels, histogram, core.labels)
 
 
 def tiles_per_task(tiles: int, workers: int, batch_size: int) -> int:

@@ -1,0 +1,172 @@
+"""``fcnseg verify OUT``: is a finished output still what its run wrote?
+
+A complete output can be damaged afterwards (a chunk file deleted, a disk error, a copy cut
+short, a file edited) and nothing in it says so: ``query`` would count a lost chunk as nodata.
+The run left what it wrote on record, and this re-reads everything against it:
+
+* every chunk of ``labels.zarr`` against its ledger marker: a chunk marked computed must be in the
+  store with the sha256 its worker recorded (``ledger.labels_sha256``); a chunk marked nodata
+  was never written, and must hold no labels; every chunk must have a marker;
+* every file that ``item.json`` lists with ``file:size`` and ``file:checksum`` (a sha2-256
+  multihash, as ``products.stac`` writes it) against its size and sha256; the checkpoint, which
+  lives outside OUT, is checked where its path still holds a file (a copied folder may not have it);
+* every file ``run.json`` lists exists, and the store is marked complete.
+
+One chunk and one file block are in memory at a time. Markers from before chunk hashes were
+recorded cannot be compared: they are counted as unverified, not as problems.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.object_store import is_object_store
+from fcnseg.pipeline.outputs import ITEM_JSON, RUN_JSON, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.products.stac import file_fields
+from fcnseg.pipeline.segment.ledger import ChunkLedger, labels_sha256
+from fcnseg.pipeline.store import COMPLETE, LABELS, NODATA, label_chunk_file, open_store
+from fcnseg.pipeline.tiles import Tile, iter_tiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify_output`` found: one line per problem, and what was checked."""
+
+    out: str
+    problems: list[str] = field(default_factory=list)
+    chunks: dict[str, int] = field(default_factory=lambda: {"total": 0, "verified": 0, "nodata": 0, "unverified": 0})
+    files: dict[str, int] = field(default_factory=lambda: {"verified": 0, "not_found_outside": 0})
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``verify --json``)."""
+        return {**asdict(self), "ok": self.ok}
+
+    def summary(self) -> str:
+        """One line: what was checked and found as the run wrote it."""
+        c, f = self.chunks, self.files
+        unverified = f", {c['unverified']} without a recorded hash" if c["unverified"] else ""
+        text = (f"{self.out}: as written: {c['total']} chunks ({c['verified']} by their sha256, "
+                f"{c['nodata']} nodata{unverified}), {f['verified']} files by size and sha256")
+        return text + "".join(f"; {note}" for note in self.notes)
+
+
+def verify_output(out: str | Path) -> VerifyReport:
+    """Check the output folder ``out`` against its run's records (see the module's docstring).
+    An OUT without run.json (not a finished fcnseg output) is an ``InputError``."""
+    if is_object_store(out):
+        raise InputError(f"{out}: verify reads an output folder; download the prefix and verify the copy")
+    out = Path(out)
+    run_json = out / RUN_JSON
+    if not run_json.is_file():
+        raise InputError(f"{out}: no {RUN_JSON}; not a finished fcnseg output, nothing to verify")
+    try:
+        record = json.loads(run_json.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{run_json}: not valid JSON ({exc})") from None
+    report = VerifyReport(str(out))
+    report.problems += [f"{out / name}: listed in {RUN_JSON} but missing"
+                        for name in record.get("files", []) if not (out / name).exists()]
+    if (out / STORE_NAME).is_dir():
+        verify_chunks(out / STORE_NAME, ChunkLedger(str(out / STATE_DIR / "done")), report)
+    if (out / ITEM_JSON).is_file():
+        verify_assets(out, report)
+    return report
+
+
+def verify_chunks(store_path: Path, ledger: ChunkLedger, report: VerifyReport) -> None:
+    """Every chunk of the store's labels against its marker (``VerifyReport.chunks`` counts them)."""
+    group = open_store(store_path, mode="r")
+    if group.attrs.get(COMPLETE) is False:
+        report.problems.append(f"{store_path}: marked incomplete (its run did not finish)")
+    labels = group[LABELS]
+    height, width = labels.shape
+    for tile in iter_tiles(height, width, labels.chunks[0], 0):
+        report.chunks["total"] += 1
+        problem = chunk_problem(store_path, group, ledger, tile, report)
+        if problem:
+            report.problems.append(f"{store_path}: chunk {tile.row},{tile.col} {problem}")
+
+
+def chunk_problem(store_path: Path, group: Any, ledger: ChunkLedger, tile: Tile, report: VerifyReport) -> str | None:
+    """What is wrong with one chunk (None: nothing); counts it as verified, nodata or unverified."""
+    marker = ledger.result(tile)
+    if marker is None:
+        return "has no ledger marker (the ledger does not say it was finished)"
+    written = label_chunk_file(store_path, group, tile.row, tile.col).exists()
+    rows, cols = tile.core.toslices()
+    if marker.status == "nodata":
+        if written and (group[LABELS][rows, cols] != NODATA).any():
+            return "holds labels where the ledger says nodata"
+        report.chunks["nodata"] += 1
+        return None
+    if not written:
+        return "is missing (the ledger marks it computed); rerun the segment command to recompute it"
+    if marker.sha256 is None:
+        report.chunks["unverified"] += 1
+        return None
+    if labels_sha256(group[LABELS][rows, cols]) != marker.sha256:
+        return "differs from what its run wrote (sha256 unlike the ledger's)"
+    report.chunks["verified"] += 1
+    return None
+
+
+def verify_assets(out: Path, report: VerifyReport) -> None:
+    """Every asset of item.json with ``file:checksum``: size and sha256 as recorded."""
+    item_path = out / ITEM_JSON
+    try:
+        assets = json.loads(item_path.read_text()).get("assets", {})
+    except json.JSONDecodeError as exc:
+        report.problems.append(f"{item_path}: not valid JSON ({exc})")
+        return
+    for key, asset in assets.items():
+        if "file:checksum" not in asset:
+            continue  # the store (a folder, checked chunk by chunk) and run.json (written after the item)
+        path, inside = asset_path(out, asset.get("href", ""))
+        if path is None:
+            report.notes.append(f"asset {key} ({asset.get('href')}) not checked: not a local file")
+        elif not path.is_file():
+            if inside:
+                report.problems.append(f"{path}: listed in {ITEM_JSON} but missing")
+            else:
+                report.files["not_found_outside"] += 1
+                report.notes.append(f"{path} (asset {key}) not found here, not checked")
+        else:
+            problem = file_problem(path, asset)
+            if problem:
+                report.problems.append(f"{path}: {problem}")
+            else:
+                report.files["verified"] += 1
+
+
+def asset_path(out: Path, href: str) -> tuple[Path | None, bool]:
+    """The local file an asset's href names, and whether it lies in OUT (a relative href); None
+    for a URL this machine cannot read as a file."""
+    parts = urlsplit(href)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path)), False
+    if parts.scheme:
+        return None, False
+    return out / href, True
+
+
+def file_problem(path: Path, asset: dict[str, Any]) -> str | None:
+    """How a file differs from its asset's ``file:size`` and ``file:checksum`` (None: it does not)."""
+    found = file_fields(path)
+    if "file:size" in asset and found["file:size"] != asset["file:size"]:
+        return f"{found['file:size']} bytes, {ITEM_JSON} says {asset['file:size']}"
+    if found["file:checksum"] != asset["file:checksum"]:
+        return f"sha256 unlike {ITEM_JSON}'s file:checksum (the file changed since it was written)"
+    return None
