@@ -30,6 +30,8 @@ OUTSIDE_HELP = ("Vector labels' pixels outside every feature: 'background' (clas
                 " on or scored). Default: background for a layer without --label-field, unlabelled with one.")
 LAYER_HELP = "Layer of vector labels, where the file holds several layers with geometries."
 BATCH_HELP = "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8)."
+OVERWRITE_HELP = ("Replace a file at the checkpoint's path that is not an fcnseg checkpoint, or a read-only one. An"
+                  " fcnseg checkpoint is replaced without it; an input of this command never, not even with it.")
 
 
 
@@ -119,6 +121,7 @@ def synth(
     dtype: Annotated[str, typer.Option(help="uint16 (reflectance*10000, nodata 0), int16 (reflectance*10000-1000, some valid values negative, nodata -9999) or float32 (reflectance, nodata NaN).")] = "uint16",
     crs: Annotated[str, typer.Option(help="EPSG:32633 (1 m pixels) or EPSG:4326 (1e-5 degree pixels, the same place).")] = "EPSG:32633",
     layout: Annotated[str, typer.Option(help="tiled (256 px DEFLATE tiles) or stripped (untiled, uncompressed, 8-row strips).")] = "tiled",
+    overwrite: Annotated[bool, typer.Option(help="Replace an image.tif or labels.tif in OUT_DIR that synth did not write (or a read-only one). synth's own earlier scene is replaced without it; other files there are never touched.")] = False,
 ) -> None:
     """Write a synthetic multi-band land-cover scene and its label raster."""
     from fcnseg.pipeline.synth import write_scene
@@ -127,7 +130,7 @@ def synth(
         if size < 32:
             raise ValueError(f"--size must be at least 32, got {size}")
         image, labels = write_scene(out_dir, size, seed, collar=collar, rotate=rotate, bands=bands, dtype=dtype,
-                                    crs=crs, layout=layout)
+                                    crs=crs, layout=layout, overwrite=overwrite)
     typer.echo(f"{image}\n{labels}")
 
 
@@ -135,7 +138,7 @@ def synth(
 def train(
     image: Annotated[Path, typer.Option(help="Training image (any raster rasterio opens).")],
     labels: Annotated[Path, typer.Option(help="Class raster on the image's grid, or vector labels (any format OGR reads: GeoPackage, SpatiaLite, FlatGeobuf, GML, KML, Shapefile, GeoJSON; or GeoParquet).")],
-    out: Annotated[Path, typer.Option(help="Checkpoint to write (.safetensors).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (.safetensors); an fcnseg checkpoint there is replaced (retraining to the same --out), anything else only with --overwrite, an input of this command never.")],
     val_image: Annotated[Optional[Path], typer.Option(help="Validation image.")] = None,
     val_labels: Annotated[Optional[Path], typer.Option(help="Validation labels.")] = None,
     arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
@@ -159,6 +162,7 @@ def train(
     class_weights: Annotated[str, typer.Option(help="Class weights in the loss: median frequency balancing of the pixels training sees (median), its square root (sqrt), or equal (none).")] = "median",
     holdout: Annotated[float, typer.Option(help="Without --val-image: share of each class's labelled pixels held out in blocks of the scene to validate on and keep the best mean IU (dropped, with a warning, where a class has too few labels to split); 0 turns it off.")] = 0.2,
     read_threads: Annotated[int, typer.Option(help="Threads reading the next batch's chips while the model trains (0: in the training thread).")] = 4,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
     from fcnseg.pipeline.training.train import TrainRequest, train_model
@@ -170,7 +174,7 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
             label_layer=label_layer, classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
             sampling=sampling, class_weights=class_weights, holdout=holdout, read_threads=read_threads,
-            progress=console.is_terminal,
+            progress=console.is_terminal, overwrite=overwrite,
         )
         path, result, card = train_model(request)
     best = f", best val mean IU {result.best_metrics['mean_iou']:.4f} at step {result.best_step}" if result.best_metrics else ""
@@ -211,7 +215,7 @@ def evaluate(
 
 @app.command("init-model")
 def init_model(
-    out: Annotated[Path, typer.Argument(help="Checkpoint to write (.safetensors).")],
+    out: Annotated[Path, typer.Argument(help="Checkpoint to write (.safetensors); an fcnseg checkpoint there is replaced, anything else only with --overwrite.")],
     arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
     bands: Annotated[int, typer.Option(help="Input bands.")] = 3,
     classes: Annotated[int, typer.Option(help="Number of classes.")] = 2,
@@ -219,6 +223,7 @@ def init_model(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     class_names: Annotated[Optional[str], typer.Option(help="Class names, comma separated (default class_0, ...).")] = None,
     vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict to start from (width 1.0).")] = None,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Write a randomly initialised checkpoint (identity normalisation: mean 0, std 1)."""
     import torch
@@ -227,11 +232,13 @@ def init_model(
     from fcnseg.models.fcn import build_model
     from fcnseg.models.vgg_weights import load_vgg16_imagenet
     from fcnseg.pipeline.classes import default_colors
+    from fcnseg.pipeline.overwrite import check_checkpoint_out
 
     with clear_errors():
         names = csv_list(class_names) or [f"class_{i}" for i in range(classes)]
         if len(names) != classes:
             raise ValueError(f"--class-names has {len(names)} names for --classes {classes}")
+        check_checkpoint_out(out, option="OUT", inputs={"--vgg16-weights": vgg16_weights}, overwrite=overwrite)
         torch.manual_seed(seed)
         model = build_model(arch, bands, classes, width)
         if vgg16_weights is not None:

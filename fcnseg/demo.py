@@ -39,7 +39,9 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
 
-    image, labels = write_scene(args.out / "scene", args.size, args.seed)
+    # --out is the demo's own folder (its flow/ is removed below): a scene there from before synth
+    # tagged its files is replaced too
+    image, labels = write_scene(args.out / "scene", args.size, args.seed, overwrite=True)
     console.print(f"synthetic scene (seed {args.seed}, {args.size} px): {image}")
     device = resolve_device("auto")
     model, card = load_checkpoint(DEMO_MODEL, device)

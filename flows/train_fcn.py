@@ -20,6 +20,7 @@ from pydantic import Field
 
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
+from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
 from fcnseg.pipeline.training.evaluate import evaluate_raster
 from fcnseg.pipeline.training.train import TrainRequest, train_model
 
@@ -99,6 +100,7 @@ def train_fcn(
     sampling: Literal["labelled", "uniform"] = "labelled",
     class_weights: Literal["median", "sqrt", "none"] = "median",
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a checkpoint to ``out`` and score it on ``eval_image``/``eval_labels``.
 
@@ -106,19 +108,24 @@ def train_fcn(
     of the training scene, else it is the last weights; the evaluation scene is never used to choose
     it (nor may it be the validation scene). Without an evaluation scene the score is on the training
     scene, which only says the run worked. The report and the returned ``scored_on``/``chosen_on``
-    say which of these it was.
+    say which of these it was. An fcnseg checkpoint at ``out`` is replaced (the nightly retraining);
+    any other file there only with ``overwrite``, an input of the training never.
     """
     paired("eval", eval_image, eval_labels)
     paired("val", val_image, val_labels)
     if eval_image and val_image and Path(eval_image).resolve() == Path(val_image).resolve():
         raise ValueError(f"val_image is the evaluation scene {eval_image}: a checkpoint chosen on the pixels it is "
                          "scored on has no unseen score; give another validation scene or leave it to holdout")
+    # the evaluation scene is an input too, one train_model does not know of (the rule: pipeline.overwrite)
+    check_checkpoint_out(out, option="out", inputs={"eval_image": eval_image, "eval_labels": eval_labels},
+                         overwrite=overwrite, override=OVERWRITE)
     request = TrainRequest(
         image=Path(image), labels=Path(labels), out=Path(out),
         val_image=Path(val_image) if val_image else None, val_labels=Path(val_labels) if val_labels else None,
         arch=arch, width=width, init=Path(init) if init else None, steps=steps, chip=chip, batch_size=batch_size,
         lr=lr, seed=seed, device=device, label_field=label_field, label_layer=label_layer, outside=outside,
         class_name=class_name, sampling=sampling, class_weights=class_weights, holdout=holdout, progress=False,
+        overwrite=overwrite,
     )
     trained = train(request)
     scored_on = f"eval scene {eval_image}" if eval_image else TRAINING_SCENE

@@ -202,6 +202,17 @@ def _check_format(path: Path, metadata: dict[str, str]) -> None:
         raise CheckpointError(f"{path}: checkpoint format {metadata['format_version']} is newer than this fcnseg")
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """True for a safetensors file whose header carries fcnseg's model card (of any format version,
+    damaged tensors or not): what a command that writes checkpoints may replace as its own."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return False
+    return metadata.get("format") == FORMAT and METADATA_KEY in metadata
+
+
 def read_card(path: str | Path) -> ModelCard:
     """The model card alone, from the file's header (cheap: reads no tensors)."""
     path = Path(path)

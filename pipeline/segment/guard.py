@@ -25,6 +25,7 @@ from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store, staging_folder
 from fcnseg.pipeline.outputs import OUTPUT_FILES, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.overwrite import OutputConflict  # one refusal for every output, folder or file
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ LOCK_FILE = ".fcnseg.lock"
 PARAMETERS_JSON = "parameters.json"
 #: The parameter that names the input's content: when only it changed, the run starts again.
 FINGERPRINT = "input_fingerprint"
-
-
-class OutputConflict(InputError):
-    """The output folder holds a run with another model or other parameters, or files of the user's."""
 
 
 class OutputBusy(InputError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import rasterio
 from rasterio.windows import Window
 
 from fcnseg.pipeline.io import atomic_write
+from fcnseg.pipeline.overwrite import check_target
 from fcnseg.pipeline.synth.options import check_layout, check_pixels, grid_for
 from fcnseg.pipeline.synth.render import check_window, render_window
 from fcnseg.pipeline.synth.spec import (
@@ -34,6 +36,12 @@ from fcnseg.pipeline.synth.spec import (
 
 logger = logging.getLogger(__name__)
 
+#: The tag (default domain) of both files, a JSON object: which file it is and the options that made the
+#: scene. It is how synth recognises its own earlier output, which it replaces without --overwrite.
+SYNTH_TAG = "fcnseg_synth"
+#: The files of a scene folder, by the ``file`` their tag names.
+SCENE_FILES = {"image": "image.tif", "labels": "labels.tif"}
+
 
 def write_scene(
     out_dir: Path,
@@ -47,6 +55,7 @@ def write_scene(
     crs: str = CRS,
     layout: str = "tiled",
     block: int = 1024,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``image.tif`` and ``labels.tif`` of a scene, one window at a time.
 
@@ -55,6 +64,8 @@ def write_scene(
     option is checked before anything is written.  Memory is bounded by ``block`` (never
     by ``size``).  Both files are written under temporary names and renamed into place
     only when complete, so an interrupted run leaves no file that looks finished.
+    An image.tif or labels.tif already in ``out_dir`` is replaced only when synth wrote it
+    (``SYNTH_TAG``) or with ``overwrite`` (``check_scene_folder``); other files there are left alone.
     Returns (image path, labels path).
     """
     if block <= 0:
@@ -64,9 +75,11 @@ def write_scene(
     check_layout(layout)
     grid = grid_for(crs)
     out_dir = Path(out_dir)
+    check_scene_folder(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = (out_dir / "image.tif", out_dir / "labels.tif")
+    final = (out_dir / SCENE_FILES["image"], out_dir / SCENE_FILES["labels"])
     look = dict(collar=collar, rotate=rotate, bands=bands, dtype=dtype)
+    made = dict(seed=seed, size=size, **look, crs=grid.crs, layout=layout)
     started = time.perf_counter()
     # labels outermost: image.tif is renamed into place first, then labels.tif
     with atomic_write(final[1]) as lab_tmp, atomic_write(final[0]) as img_tmp:
@@ -74,16 +87,40 @@ def write_scene(
             rasterio.open(img_tmp, "w", **_image_profile(size, bands=bands, dtype=dtype, grid=grid, layout=layout)) as img_ds,
             rasterio.open(lab_tmp, "w", **_label_profile(size, grid=grid, layout=layout)) as lab_ds,
         ):
-            _describe_datasets(img_ds, lab_ds, bands, dtype)
+            _describe_datasets(img_ds, lab_ds, bands, dtype, made)
             for window in _windows(size, block, layout):
                 image, labels = render_window(seed, size, *window, **look)
                 logger.debug("rendering block rows %d+%d cols %d+%d", *window)
                 win = Window(window[1], window[0], window[3], window[2])
                 img_ds.write(image, window=win)
                 lab_ds.write(labels, 1, window=win)
+        check_scene_folder(out_dir, overwrite)  # again: a file may have appeared there while rendering
     logger.info("wrote synthetic scene seed=%d size=%d to %s in %.1f s",
                 seed, size, out_dir, time.perf_counter() - started)
     return final
+
+
+def check_scene_folder(out_dir: Path, overwrite: bool = False) -> None:
+    """Refuse, before anything is written, an image.tif or labels.tif in ``out_dir`` that synth
+    did not write (unless ``overwrite``), or a folder in their place: the rule of ``pipeline.overwrite``."""
+    for file, name in SCENE_FILES.items():
+        check_target(out_dir / name, option="OUT_DIR", kind=f"synth's own {name} (one with its {SYNTH_TAG} tag)",
+                     is_own=lambda path, file=file: is_synth_file(path, file), overwrite=overwrite)
+
+
+def is_synth_file(path: Path, file: str) -> bool:
+    """True when ``path`` is a raster whose ``SYNTH_TAG`` says synth wrote it as ``file`` (image, labels)."""
+    try:
+        with warnings.catch_warnings():  # a probe: a file without georeferencing is simply not synth's
+            warnings.simplefilter("ignore")
+            with rasterio.open(path) as src:
+                tag = src.tags().get(SYNTH_TAG)
+    except (rasterio.errors.RasterioError, OSError):
+        return False
+    try:
+        return tag is not None and json.loads(tag).get("file") == file
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return False
 
 
 def _image_profile(
@@ -113,9 +150,12 @@ def _layout_options(layout: str, predictor: int) -> dict:
     return dict(tiled=True, blockxsize=TILE, blockysize=TILE, compress="deflate", predictor=predictor)
 
 
-def _describe_datasets(img_ds, lab_ds, bands: int = 4, dtype: str = "uint16") -> None:
-    """Band names, scale/offset, palette and class tags, so GIS tools show the data meaningfully."""
+def _describe_datasets(img_ds, lab_ds, bands: int, dtype: str, made: dict) -> None:
+    """Band names, scale/offset, palette and class tags, so GIS tools show the data meaningfully;
+    and ``SYNTH_TAG`` (``made``: the options), so synth knows the files for its own next time."""
     img_ds.descriptions = BAND_SETS[bands]
+    img_ds.update_tags(**{SYNTH_TAG: json.dumps({"file": "image", **made})})
+    lab_ds.update_tags(**{SYNTH_TAG: json.dumps({"file": "labels", **made})})
     if dtype == "int16":  # uint16 stays as it always was; float32 is reflectance itself
         encoding = ENCODINGS[dtype]
         img_ds.scales = (encoding.scale,) * img_ds.count

@@ -37,6 +37,7 @@ from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
 from fcnseg.pipeline.io import InputError, open_raster, read_model_input, select_bands
+from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
 from fcnseg.pipeline.training.chips import (
     SAMPLING,
     ChipSampler,
@@ -103,6 +104,9 @@ class TrainRequest:
     holdout: float = 0.2
     #: Threads reading the next batch's chips while the model trains (0: read in the training thread).
     read_threads: int = 4
+    #: Replace a file at ``out`` that is not an fcnseg checkpoint, or a read-only one (an fcnseg
+    #: checkpoint is replaced without it; an input of this training never is).
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         """Refuse options that cannot train, before any file is opened (named as on the command line)."""
@@ -123,6 +127,13 @@ class TrainRequest:
         for option, value, ok, rule in checks:
             if not ok:
                 raise ValueError(f"{option} must be {rule}, got {value}")
+
+
+def check_out(request: TrainRequest) -> None:
+    """``out`` may be written (``pipeline.overwrite``): never one of this training's inputs."""
+    inputs = {"--image": request.image, "--labels": request.labels, "--val-image": request.val_image,
+              "--val-labels": request.val_labels, "--init": request.init, "--vgg16-weights": request.vgg16_weights}
+    check_checkpoint_out(request.out, inputs=inputs, overwrite=request.overwrite, override=OVERWRITE)
 
 
 def initial_model(request: TrainRequest, bands: int, num_classes: int) -> tuple[FCNBase, ModelCard | None]:
@@ -304,6 +315,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
     """Train as requested and write the best checkpoint to ``request.out``."""
     if (request.val_image is None) != (request.val_labels is None):  # one alone would validate on nothing
         raise ValueError("--val-image and --val-labels go together")
+    check_out(request)  # before the training, not after it
     device = resolve_device(request.device)
     started = dt.datetime.now(dt.UTC)
     with open_raster(request.image) as src:
@@ -378,5 +390,6 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         **plan.info,
         "read_threads": request.read_threads,
     }
+    check_out(request)  # again: a file may have appeared at --out while training
     path = save_checkpoint(request.out, model.cpu(), card)
     return path, result, card
