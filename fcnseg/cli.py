@@ -228,16 +228,26 @@ def init_model(
     """Write a randomly initialised checkpoint (identity normalisation: mean 0, std 1)."""
     import torch
 
-    from fcnseg.models.checkpoint import ClassInfo, ModelCard, Normalization, save_checkpoint
+    from fcnseg.models.checkpoint import (
+        ClassInfo,
+        ModelCard,
+        Normalization,
+        class_names_problem,
+        save_checkpoint,
+    )
     from fcnseg.models.fcn import build_model
     from fcnseg.models.vgg_weights import load_vgg16_imagenet
     from fcnseg.pipeline.classes import default_colors
     from fcnseg.pipeline.overwrite import check_checkpoint_out
 
     with clear_errors():
+        check_model_shape(bands, classes, width)
         names = csv_list(class_names) or [f"class_{i}" for i in range(classes)]
         if len(names) != classes:
             raise ValueError(f"--class-names has {len(names)} names for --classes {classes}")
+        problem = class_names_problem(names)
+        if problem:
+            raise ValueError(f"--class-names: {problem}")
         check_checkpoint_out(out, option="OUT", inputs={"--vgg16-weights": vgg16_weights}, overwrite=overwrite)
         torch.manual_seed(seed)
         model = build_model(arch, bands, classes, width)
@@ -251,6 +261,19 @@ def init_model(
         )
         save_checkpoint(out, model, card)
     typer.echo(str(out))
+
+
+def check_model_shape(bands: int, classes: int, width: float) -> None:
+    """init-model's --bands, --classes and --width, each refused by name before a model is built."""
+    from fcnseg.models.checkpoint import class_count_problem
+
+    problem = class_count_problem(classes)
+    if problem:
+        raise ValueError(f"--classes {classes}: {problem}")
+    if bands < 1:
+        raise ValueError(f"--bands must be at least 1, got {bands}")
+    if not 0 < width <= 1:
+        raise ValueError(f"--width must be above 0 and at most 1 (the paper's VGG16), got {width}")
 
 
 @app.command()

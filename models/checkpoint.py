@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,58 @@ FORMAT_VERSION = 1
 METADATA_KEY = "fcnseg"
 
 
+#: A model has at most this many classes, ids 0..254: 255 is nodata in every output (the uint8
+#: label store and everything made from it; ``NodataPolicy.label``). The one place the limit is named.
+MAX_CLASSES = 255
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def class_count_problem(count: int) -> str | None:
+    """Why ``count`` classes make no model (None when they do): with 256 or more, ids reach the
+    nodata label, so outputs would say "nodata" where a class was found."""
+    if count < 2:
+        return f"{count} class{'' if count == 1 else 'es'}; a model needs at least 2"
+    if count > MAX_CLASSES:
+        return (f"{count} classes; a model has at most {MAX_CLASSES}"
+                f" (ids 0..{MAX_CLASSES - 1}: {MAX_CLASSES} is nodata in every output)")
+    return None
+
+
+def class_names_problem(names: Sequence[str]) -> str | None:
+    """Why ``names`` cannot name a model's classes (None when they can): an empty name, or one
+    used twice, makes the legend, the polygons' class_name and the STAC classes ambiguous."""
+    empty = [i for i, name in enumerate(names) if not str(name).strip()]
+    if empty:
+        return f"class names must not be empty (class {', '.join(map(str, empty))})"
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        seen.setdefault(str(name).strip(), []).append(i)
+    repeated = [f"'{name}' (classes {', '.join(map(str, ids))})" for name, ids in seen.items() if len(ids) > 1]
+    if repeated:
+        return f"class names repeat {', '.join(repeated)}"
+    return None
+
+
+def non_finite_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor (by name) holding NaN or an infinity, else None: a NaN weight makes every
+    score it reaches NaN, and argmax of NaN is class 0.
+
+    Exact, and cheap enough for every load: a tensor's sum is non-finite whenever one of its values
+    is, so the sum screens each tensor in one pass without temporaries, and ``isfinite().all()``
+    decides only where the sum is non-finite (NaN and infinities, or finite values overflowing it).
+    Measured on 2 shared CPU cores: the demo model (8.5 MB) 2-4 ms against 85-130 ms for
+    ``isfinite().all()`` on every tensor; a full-width FCN-8s (538 MB) 0.15 s against 1.4-2.0 s,
+    where its whole verified load (read, content hash) takes 1.2-3.3 s."""
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 @dataclass
@@ -130,19 +182,52 @@ class ModelCard:
         )
 
     def validate(self) -> None:
-        """Raise ValueError when the card contradicts itself."""
+        """Raise ValueError when the card contradicts itself or describes a model that cannot give
+        meaningful labels (checked on save and on every load)."""
         if self.arch not in ARCHS:
             raise ValueError(f"unknown architecture {self.arch!r}")
-        if len(self.classes) < 2:
-            raise ValueError("needs at least 2 classes")
+        if not (math.isfinite(self.width) and 0 < self.width <= 1):
+            raise ValueError(f"width must be in (0, 1], got {self.width}")
+        if self.bands < 1:
+            raise ValueError(f"needs at least 1 band, got {self.bands}")
+        problem = class_count_problem(len(self.classes)) or class_names_problem(self.class_names)
+        if problem:
+            raise ValueError(problem)
+        for i, info in enumerate(self.classes):
+            check_color(i, info)
         if len(self.normalization.mean) != self.bands or len(self.normalization.std) != self.bands:
             raise ValueError(f"normalisation has not {self.bands} values per statistic")
-        if any(s <= 0 for s in self.normalization.std):
-            raise ValueError("normalisation std must be positive")
         if self.band_names is not None and len(self.band_names) != self.bands:
             raise ValueError(f"band_names has not {self.bands} names")
+        self.check_normalization()
+        if not math.isfinite(self.nodata.fill):
+            raise ValueError(f"nodata fill must be a finite number, got {self.nodata.fill}")
+        if self.nodata.label != MAX_CLASSES:
+            raise ValueError(f"nodata label must be {MAX_CLASSES} (nodata in every output), got {self.nodata.label}")
         if self.labels is not None:
             self.labels.validate(len(self.classes))
+
+    def check_normalization(self) -> None:
+        """Each band's mean finite and std positive and finite: a NaN passes ``std <= 0`` and makes
+        every pixel NaN (then class 0); an infinite std makes every pixel 0."""
+        stats = zip(self.normalization.mean, self.normalization.std, strict=True)
+        for i, (mean, std) in enumerate(stats):
+            band = f"band {i + 1}" + (f" ({self.band_names[i]})" if self.band_names else "")
+            if not math.isfinite(mean):
+                raise ValueError(f"normalisation of {band}: mean {mean} is not a finite number")
+            if not (math.isfinite(std) and std > 0):
+                raise ValueError(f"normalisation of {band}: std {std} is not a positive finite number")
+
+
+def check_color(class_id: int, info: ClassInfo) -> None:
+    """A class colour is three whole numbers 0..255 (the COG's colour table, the QGIS style)."""
+    color = list(info.color)
+    ok = len(color) == 3 and all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and float(c).is_integer()
+        and 0 <= c <= 255 for c in color
+    )
+    if not ok:
+        raise ValueError(f"colour of class {class_id} '{info.name}' must be three whole numbers 0..255, got {color}")
 
 
 def content_hash(card_json: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -169,6 +254,9 @@ def save_checkpoint(path: str | Path, model: FCNBase, card: ModelCard) -> Path:
     card.validate()
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad} holds NaN or infinite values (a diverged training?); not written")
     card_json = json.dumps(card.to_json(), sort_keys=True)
     metadata = {
         "format": FORMAT,
@@ -237,6 +325,10 @@ def _verified_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
             raise CheckpointError(f"{path}: cannot read tensors, file truncated or damaged ({exc})") from None
     if content_hash(metadata[METADATA_KEY], tensors) != metadata.get("content_sha256"):
         raise CheckpointError(f"{path}: content hash mismatch, file damaged or edited")
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: tensor {bad} holds NaN or infinite values (a diverged training?);"
+                              " it cannot give meaningful labels")
     return metadata, tensors
 
 

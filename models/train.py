@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fcnseg.models.checkpoint import non_finite_tensor
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import autocast_for
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 BatchSource = Callable[[], tuple[np.ndarray, np.ndarray]]
 Validator = Callable[[FCNBase], Metrics]
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights became NaN or infinite: no checkpoint can come of this training."""
 
 
 @dataclass
@@ -87,6 +92,27 @@ def loss_function(config: TrainConfig, device: torch.device) -> nn.CrossEntropyL
     return nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
 
 
+def diverged(where: str, what: str, config: TrainConfig) -> TrainingDiverged:
+    """The one line a diverged training ends with: where, what, and what to try."""
+    return TrainingDiverged(f"training diverged {where}: {what}; try a lower --lr (now {config.lr:g})"
+                            " (no checkpoint written)")
+
+
+def check_final_weights(model: FCNBase, x: torch.Tensor, step: int, config: TrainConfig) -> None:
+    """The weights training returns are finite and give finite scores on its last batch: the
+    last step's update can spoil them after its own loss was still finite."""
+    bad = non_finite_tensor(model.state_dict())
+    if bad is not None:
+        raise diverged(f"after step {step}", f"tensor {bad} holds NaN or infinite values", config)
+    mode = model.training
+    model.eval()
+    with torch.no_grad(), autocast_for(x.device):
+        finite = bool(torch.isfinite(model(x).float()).all())
+    model.train(mode)
+    if not finite:
+        raise diverged(f"after step {step}", "its weights give NaN or infinite scores", config)
+
+
 def train(
     model: FCNBase,
     next_batch: BatchSource,
@@ -95,7 +121,8 @@ def train(
     validate: Validator | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the best weights seen by ``validate``
-    (by mean IU), or the last weights when there is no validation."""
+    (by mean IU), or the last weights when there is no validation. A NaN or infinite loss, or
+    returned weights that are (or score) non-finite, end it with ``TrainingDiverged``."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device).train()
@@ -124,6 +151,8 @@ def train(
         scaler.step(optimizer)
         scaler.update()
         value = float(loss.detach())
+        if not math.isfinite(value):
+            raise diverged(f"at step {step + 1}", f"loss {value}", config)
         running = value if math.isnan(running) else 0.95 * running + 0.05 * value
         bar.set_postfix(loss=f"{running:.3f}")
 
@@ -147,5 +176,6 @@ def train(
         model.load_state_dict(best_state)
     else:
         result.best_step = config.steps
+    check_final_weights(model, x, result.best_step, config)
     result.seconds = time.perf_counter() - started
     return result

@@ -7,6 +7,7 @@ Light on purpose (no torch import): ``fcnseg query`` and the products import it.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
     from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
 
 __all__ = [
-    "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "normalize",
-    "open_raster", "read_model_input", "read_pixels", "select_bands", "valid_mask",
+    "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types",
+    "normalize", "open_raster", "read_model_input", "read_pixels", "select_bands", "valid_mask",
 ]
+
+log = logging.getLogger(__name__)
 
 #: GDAL's block cache for fcnseg's raster reads and writes. Its default (5% of RAM) fills up with a
 #: scene's blocks, so memory would grow with the scene up to that cap; each block is used about once.
@@ -70,7 +73,35 @@ def select_bands(src: DatasetReader, card: ModelCard, bands: Sequence[int] | Non
         raise InputError(f"{src.name}: has {src.count} bands, the model takes {card.bands} (choose them with --bands)")
     if any(b < 1 or b > src.count for b in chosen):
         raise InputError(f"{src.name}: has {src.count} bands, --bands asks for {chosen}")
+    check_pixel_types(src, chosen)
+    warn_unused_georeferencing(src)
     return chosen
+
+
+def check_pixel_types(src: DatasetReader, bands: Sequence[int]) -> None:
+    """Refuse complex bands: the normalisation's float cast would keep the real part and drop the
+    imaginary one without a word. Every real type (int8 included: numpy keeps its sign) is taken."""
+    for band in bands:
+        dtype = src.dtypes[band - 1]
+        if dtype.startswith("complex"):
+            raise InputError(f"{src.name}: band {band} is {dtype}; the model takes real pixel values"
+                             " (convert it first, e.g. to amplitude or intensity)")
+
+
+def warn_unused_georeferencing(src: DatasetReader) -> None:
+    """A raster placed only by ground control points (or RPCs) has no CRS or geotransform for the
+    outputs: it is segmented in pixel coordinates, as a scan is, which is complete and correct
+    there; a warning says so, rather than a refusal, since a sensor-geometry result is often wanted."""
+    if src.crs is not None:
+        return
+    if src.gcps[0]:
+        kind = "ground control points"
+    elif src.rpcs is not None:
+        kind = "rational polynomial coefficients (RPCs)"
+    else:
+        return
+    log.warning("%s: has only %s; segmented in pixel coordinates: warp it first, e.g. gdalwarp,"
+                " for georeferenced outputs", src.name, kind)
 
 
 def valid_mask(

@@ -46,7 +46,9 @@ from fcnseg.pipeline.io import InputError
 
 log = logging.getLogger(__name__)
 
-#: Class ids above this are not classes (a DEM or a count raster was given by mistake).
+#: Values above this are not classes (a DEM or a count raster was given by mistake). A raster from
+#: elsewhere may use codes beyond a model's ids (CORINE's 111..523): this is not the model's class
+#: limit, which is ``models.checkpoint.MAX_CLASSES`` (ids 0..254 in fcnseg's own outputs).
 MAX_CLASS_ID = 65535
 
 

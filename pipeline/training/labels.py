@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
-from fcnseg.models.checkpoint import OUTSIDE_POLICIES, LabelMapping, ModelCard
+from fcnseg.models.checkpoint import MAX_CLASSES, OUTSIDE_POLICIES, LabelMapping, ModelCard
 from fcnseg.pipeline.classes import raster_classes
 from fcnseg.pipeline.io import InputError, bounded_gdal_cache, open_raster, read_pixels
 
@@ -43,8 +43,6 @@ FOOTPRINT = 1  #: the class id of every feature of a layer without a class field
 SCAN_PIXELS = 4 * 1024 * 1024
 #: Distinct unknown ids a scan keeps (a raster of reflectances passed as labels would hold millions).
 MAX_UNKNOWN_IDS = 64
-#: Distinct values a class raster may hold (ids are uint8, 255 is unlabelled).
-MAX_CLASS_VALUES = 255
 
 
 class LabelSource(Protocol):
@@ -169,10 +167,10 @@ class RasterLabels:
 
     def present_ids(self) -> list[int]:
         """The class ids the raster holds (what names default to when it names none)."""
-        values = self._distinct(lambda v: (v >= 0) & (v < UNLABELLED), MAX_CLASS_VALUES + 1)
+        values = self._distinct(lambda v: (v >= 0) & (v < UNLABELLED), MAX_CLASSES + 1)
         ids = [int(v) for v in values if float(v).is_integer()]
-        if len(values) > MAX_CLASS_VALUES or len(ids) != len(values):
-            raise InputError(f"{self.path}: not a class raster (holds more than {MAX_CLASS_VALUES} values, or fractions)")
+        if len(values) > MAX_CLASSES or len(ids) != len(values):
+            raise InputError(f"{self.path}: not a class raster (holds more than {MAX_CLASSES} values, or fractions)")
         if self.lut is not None:
             return sorted({self.lut[v] for v in ids if v in self.lut})
         return ids
@@ -257,7 +255,7 @@ class VectorLabels:
             self.values = []  # integer values are the class ids
             bad = sorted({int(k) for k in keys if k is not None and not 0 <= int(k) < UNLABELLED})
             if bad:
-                raise InputError(f"{self.path}: {self.field} values {bad[:5]} are not class ids (0..254)")
+                raise InputError(f"{self.path}: {self.field} values {bad[:5]} are not class ids (0..{MAX_CLASSES - 1})")
             return np.array([int(k) if k is not None else UNLABELLED for k in keys], dtype=np.int64)
         if lookup is None:
             raise InputError(f"{self.path}: {self.field} holds text; it needs a class list")  # never: see open_labels

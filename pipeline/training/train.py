@@ -25,6 +25,8 @@ from fcnseg.models.checkpoint import (
     ClassInfo,
     ModelCard,
     NodataPolicy,
+    class_count_problem,
+    class_names_problem,
     file_sha256,
     load_checkpoint,
     read_card,
@@ -36,7 +38,7 @@ from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confus
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
-from fcnseg.pipeline.io import InputError, open_raster, read_model_input, select_bands
+from fcnseg.pipeline.io import InputError, check_pixel_types, open_raster, read_model_input, select_bands
 from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
 from fcnseg.pipeline.training.chips import (
     SAMPLING,
@@ -118,7 +120,7 @@ class TrainRequest:
             ("--chip", self.chip, self.chip >= STRIDE, f"at least {STRIDE} (the model's stride)"),
             ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
             ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
-            ("--width", self.width, self.width > 0 and math.isfinite(self.width), "a positive number"),
+            ("--width", self.width, 0 < self.width <= 1, "above 0 and at most 1 (the paper's VGG16)"),
             ("--sampling", self.sampling, self.sampling in SAMPLING, f"one of {', '.join(SAMPLING)}"),
             ("--class-weights", self.class_weights, self.class_weights in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
             ("--holdout", self.holdout, 0 <= self.holdout < 1, "at least 0 and below 1"),
@@ -127,6 +129,10 @@ class TrainRequest:
         for option, value, ok, rule in checks:
             if not ok:
                 raise ValueError(f"{option} must be {rule}, got {value}")
+        if self.classes is not None:
+            problem = class_count_problem(len(self.classes)) or class_names_problem(self.classes)
+            if problem:
+                raise ValueError(f"--classes: {problem}")
 
 
 def check_out(request: TrainRequest) -> None:
@@ -167,6 +173,10 @@ def class_list(
         names = default_class_names(labels, request.labels)
     if len(names) < 2:
         raise InputError(f"{request.labels}: cannot tell the class names; pass --classes NAME,NAME,...")
+    problem = class_count_problem(len(names)) or class_names_problem(names)
+    if problem:  # --classes was checked with the request: the names are the labels' (or --init's)
+        source = f"--init {request.init}" if init_card and not label_names else request.labels
+        raise InputError(f"{source}: {problem}; name the classes with --classes NAME,NAME,...")
     if label_colors and len(label_colors) == len(names):
         colors = label_colors
     elif init_card and init_card.num_classes == len(names):
@@ -322,6 +332,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         band_indexes = list(request.bands) if request.bands else list(range(1, src.count + 1))
         if any(b < 1 or b > src.count for b in band_indexes):
             raise InputError(f"{request.image}: has {src.count} bands, --bands asks for {band_indexes}")
+        check_pixel_types(src, band_indexes)
         init_card = read_card(request.init) if request.init else None
         labels = open_training_labels(request, src, init_card)
         try:
