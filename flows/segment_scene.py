@@ -38,7 +38,7 @@ from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.outputs import ITEM_JSON
 from fcnseg.pipeline.object_store import is_object_store
-from fcnseg.pipeline.products.scene_id import scene_id
+from fcnseg.pipeline.products.scene_id import full_name, scene_id
 from fcnseg.pipeline.products.stac_catalog import catalog_exists, write_stac_catalog
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment import (
@@ -81,7 +81,10 @@ stage = task(
 
 
 def find_scenes(inputs: str | list[str]) -> list[str]:
-    """Paths, folders, globs and URIs -> the scenes, in a stable order. Nothing found is an error."""
+    """Paths, folders, globs and URIs -> the scenes, in a stable order, each once: two spellings of
+    one file (``inc/a.tif``, ``./inc/a.tif``, a link to it) are one scene, as they are one output
+    folder (``scene_id`` hashes the resolved path; URIs as written), and the second would wait on
+    the first's lock. Nothing found is an error."""
     scenes: list[str] = []
     for item in [inputs] if isinstance(inputs, str) else inputs:
         if "://" in item or item.startswith("/vsi"):
@@ -94,7 +97,10 @@ def find_scenes(inputs: str | list[str]) -> list[str]:
             scenes.append(item)  # a missing file fails its scene with the clear error, not the run
     if not scenes:
         raise InputError(f"{inputs}: no rasters found")
-    return list(dict.fromkeys(scenes))
+    unique: dict[str, str] = {}
+    for scene in scenes:
+        unique.setdefault(full_name(scene), scene)  # the first spelling given
+    return list(unique.values())
 
 
 @stage(name="validate")

@@ -10,6 +10,11 @@ closes what it started, so the pipeline never cares which one it is:
   files and starting their clusters are ``fcnseg.pipeline.cluster_specs``.
 - neither: a LocalCluster on this machine, one thread per worker process.
 
+Bounded patience: a task whose worker died ``ALLOWED_FAILURES + 1`` times (Dask's own
+``KilledWorker``: the OOM killer's pattern) fails the run, and so does a cluster that has had no
+worker for ``no_worker_timeout()`` seconds; both, and a worker lost while the run asks its workers
+something (``run_on_workers``), in one line (``lost_worker_line``).
+
 This module does not import prefect: the library runs without an orchestrator.
 """
 
@@ -20,18 +25,22 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dask
+from dask.utils import parse_timedelta
 
 from fcnseg.pipeline.cluster_specs import ClusterSpec, load_cluster_spec, start_cluster, start_gpu_local
 from fcnseg.pipeline.io import InputError
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from collections.abc import Callable, Iterable
+
+    from distributed import Client, Future
     from distributed.deploy import Cluster
 
 log = logging.getLogger(__name__)
@@ -54,11 +63,142 @@ CONNECT_TIMEOUT = "10s"
 #: threads at once (a scene's export beside the next scene's inference) hung a flow run.
 _open_clients: dict[str, Client] = {}
 _open_clients_lock = threading.Lock()
+#: Deaths a task's worker may die and the task still be retried elsewhere; one more and the task
+#: fails with Dask's KilledWorker (``distributed.scheduler.allowed-failures``, set on the clusters
+#: fcnseg starts; a running scheduler keeps its own, Dask's default 3). A chunk that the OOM killer
+#: takes its worker for does so every time: three deaths say enough.
+ALLOWED_FAILURES = 2
+#: How long a run waits on a cluster without any worker (all died, none came back) before it
+#: fails; ``FCNSEG_NO_WORKER_TIMEOUT`` (a Dask duration such as "5m") sets it.
+NO_WORKER_TIMEOUT = "60s"
+#: How often a waiting run looks whether its cluster still has workers, seconds.
+WATCH_INTERVAL = 1.0
+#: The remedy for workers that die running chunks: their memory holds a batch of tiles.
+MEMORY_HINT = "likely out of memory: lower --tile or --batch-size"
+
+
+class NoWorkers(InputError):
+    """The cluster has had no worker for ``no_worker_timeout()`` seconds while tasks waited."""
+
+
+class WorkerLost(OSError):
+    """A worker died while the run asked the workers something; an OSError, so that a flow
+    retries it as the transient failure it usually is."""
 
 
 def worker_peaks_mb(client: Client) -> list[float]:
     """Each worker process's peak resident memory so far (MB): it only grows, so the latest is the run's."""
-    return list(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024).values())
+    return list(run_on_workers(client, peak_rss_mb, doing="for their peak memory").values())
+
+
+def peak_rss_mb() -> float:
+    """On a worker: this process's peak resident memory, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- bounded patience -----------------------------------------------------------------------------
+
+
+def no_worker_timeout() -> float:
+    """Seconds a run waits on a cluster without workers: ``FCNSEG_NO_WORKER_TIMEOUT`` or 60 s."""
+    value = os.environ.get("FCNSEG_NO_WORKER_TIMEOUT", NO_WORKER_TIMEOUT)
+    try:
+        seconds = parse_timedelta(value, default="s")
+    except (ValueError, KeyError, TypeError):
+        seconds = None
+    if seconds is None or seconds <= 0:
+        raise InputError(f"FCNSEG_NO_WORKER_TIMEOUT: {value!r} is not a positive duration (such as 60s or 5m)")
+    return float(seconds)
+
+
+def patience_config() -> dict[str, object]:
+    """The scheduler settings of a cluster fcnseg starts: Dask itself fails a task that killed
+    its worker ALLOWED_FAILURES + 1 times, and the tasks of a cluster left without workers."""
+    return {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+            "distributed.scheduler.no-workers-timeout": no_worker_timeout()}
+
+
+def lost_worker_line(exc: BaseException, running: str = "a task") -> str | None:
+    """Dask's errors for workers that died or never came, in one line (None for any other error).
+    ``running``: what the task computed, e.g. ``chunk (3, 4)``."""
+    from distributed.scheduler import KilledWorker, NoWorkerError
+
+    if isinstance(exc, KilledWorker):
+        return f"a Dask worker died {exc.allowed_failures + 1} times running {running}; {MEMORY_HINT}"
+    if isinstance(exc, NoWorkerError):
+        return no_workers_line(exc.timeout)
+    return None
+
+
+def no_workers_line(seconds: float, address: str = "") -> str:
+    """Why a cluster has no workers, as far as the run can tell, and what to do."""
+    where = f"the Dask cluster at {address}" if address else "the Dask cluster"
+    return (f"{where} has had no workers for {seconds:g} s: they died (if again and again, {MEMORY_HINT})"
+            " or never started; finished chunks are kept, run the same command again once workers run"
+            " (FCNSEG_NO_WORKER_TIMEOUT sets the wait)")
+
+
+class WorkerWatch:
+    """Whether a cluster has been without any worker for longer than ``timeout`` seconds."""
+
+    def __init__(self, client: Client, timeout: float | None = None) -> None:
+        self.client = client
+        self.timeout = no_worker_timeout() if timeout is None else timeout
+        self.since: float | None = None
+
+    def check(self) -> None:
+        """Raise NoWorkers once the cluster has had no worker for ``timeout`` seconds."""
+        if self.client.nthreads():
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        if now - self.since >= self.timeout:
+            raise NoWorkers(no_workers_line(self.timeout, self.client.scheduler.address))
+
+
+def results_as_completed(client: Client, futures: Iterable[Future]) -> Iterator[object]:
+    """The results of ``futures`` as their tasks finish (a task's error raised as itself), looking
+    every WATCH_INTERVAL seconds of waiting whether the cluster still has workers. Dask waits forever
+    for a task, or for a result that only a dead worker held (it computes it again), on a cluster
+    whose workers all died; this waits at most ``no_worker_timeout()`` (NoWorkers)."""
+    from distributed import wait
+
+    watch = WorkerWatch(client)
+    pending = set(futures)
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=WATCH_INTERVAL, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            watch.check()
+            continue
+        for future in done:
+            yield watched_result(future, watch)
+
+
+def watched_result(future: Future, watch: WorkerWatch) -> object:
+    """``future.result()``, watched: the worker holding it may die before it is fetched."""
+    while True:
+        try:
+            return future.result(timeout=WATCH_INTERVAL)
+        except TimeoutError:
+            if future.done():  # the task's own TimeoutError
+                raise
+            watch.check()
+
+
+def run_on_workers(client: Client, function: Callable[..., object], *args: object,
+                   doing: str = "how they compute") -> dict[str, object]:
+    """``client.run``: ``function`` on every worker, by address; a worker that dies meanwhile
+    (Dask: "Stream is closed") is WorkerLost, said in one line."""
+    from distributed.comm import CommClosedError
+
+    try:
+        return client.run(function, *args)
+    except CommClosedError:
+        raise WorkerLost(f"the Dask cluster at {client.scheduler.address}: a worker died while the run asked its"
+                         f" workers {doing}; run the same command again (if it happens again, the workers are short of"
+                         " memory or being stopped)") from None
 
 
 def default_local_workers() -> int:
@@ -117,7 +257,7 @@ def dask_client(
     else:
         spec = load_cluster_spec(cluster_spec) if cluster_spec else ClusterSpec(Path("<default>"), "local")
         gpus = [] if cluster_spec else local_gpus(device, workers)
-        with sigint_ignored_by_children(), dask.config.set(WORKER_ENVIRON):
+        with sigint_ignored_by_children(), dask.config.set({**WORKER_ENVIRON, **patience_config()}):
             pin = not device.startswith("cuda:")  # cuda:N names the GPU itself: it must stay visible as N
             cluster = start_gpu_local(gpus, pin=pin) if gpus else start_cluster(spec, workers)
         try:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types",
-    "normalize", "open_raster", "read_model_input", "read_pixels", "select_bands", "valid_mask",
+    "normalize", "open_raster", "read_model_input", "read_pixels", "read_window", "select_bands", "valid_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,32 @@ def _checked(src: DatasetReader, path: str | Path) -> DatasetReader:
     if src.width == 0 or src.height == 0 or src.count == 0:
         src.close()
         raise InputError(f"{path}: empty raster ({src.width}x{src.height}, {src.count} bands)")
+    missing = missing_vrt_source(src)
+    if missing:
+        src.close()
+        raise InputError(f"{path}: its source {missing} is missing (a VRT reads its pixels from its sources)")
     return src
+
+
+def missing_vrt_source(src: DatasetReader) -> str | None:
+    """The first local source file of a VRT that does not exist. GDAL opens a VRT without looking
+    at its sources and fails only when pixels are read ("Read failed. See previous exception"),
+    mid-run and naming neither file; remote sources (URIs, /vsi paths) are left to that read."""
+    if src.driver != "VRT":
+        return None
+    for name in src.files[1:]:  # the VRT itself first
+        if "://" not in name and not name.startswith("/vsi") and not Path(name).exists():
+            return name
+    return None
+
+
+def check_north_up(src: DatasetReader, path: str | Path) -> None:
+    """Refuse a rotated or sheared geotransform: the store's grid mapping and every output are
+    north-up grids of the input's pixels, so none could place them."""
+    t = src.transform
+    if t.b != 0 or t.d != 0:
+        raise InputError(f"{path}: its geotransform is rotated or sheared (row rotation {t.b:g}, column rotation"
+                         f" {t.d:g}); fcnseg segments north-up rasters: warp it first, e.g. gdalwarp {path} north-up.tif")
 
 
 def select_bands(src: DatasetReader, card: ModelCard, bands: Sequence[int] | None) -> list[int]:
@@ -163,6 +188,11 @@ def _read(src: DatasetReader, window: Window, read: Callable[[], np.ndarray]) ->
         message = f"{src.name}: cannot read window {where} ({' '.join(str(reason).split())})"
     # raised outside the handler: no chained GDAL exception, which Dask could not send back from a worker
     raise InputError(message)
+
+
+def read_window(src: DatasetReader, window: Window) -> np.ndarray:
+    """Every band of ``window``, with a read error as one InputError naming the file and the window."""
+    return _read(src, window, lambda: src.read(window=window))
 
 
 def read_pixels(src: DatasetReader, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:

@@ -29,10 +29,11 @@ import zarr
 from rasterio.windows import Window, intersect
 
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
+from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import core_result, predict_tiles
-from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups
+from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups, task_key
 from fcnseg.pipeline.store import (
     LABELS, NODATA, PROBABILITIES, RUN_TOKEN, open_run_store, open_store, quantize_probabilities, write_chunk,
 )
@@ -114,6 +115,7 @@ def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], t
 
 def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[Tile], grid: BlendGrid) -> list[ChunkResult]:
     """Run the model on ``tiles``; store their core results and ring contributions in scratch."""
+    crash_at_chunks(tiles)  # the tests' stand-in for a chunk too large for the worker's memory
     interior = open_run_store(scratch, job.run_token)
     ring_array = interior[RING]
     results = []
@@ -223,14 +225,16 @@ def blend_tasks(job: TileJob, plan: RunPlan, scratch: Path, pass1: ChunkLedger) 
     def submit(client: Client, resources: dict[str, float] | None) -> list[Future]:
         pass1_future = {}
         for batch in task_groups(first, client, job.batch_size):
-            future = client.submit(blend_pass1, job, str(scratch), pass1, batch, grid, pure=False, resources=resources)
+            future = client.submit(blend_pass1, job, str(scratch), pass1, batch, grid, key=task_key("blend_pass1", batch),
+                                   resources=resources)
             pass1_future.update({(t.row, t.col): future for t in batch})
         finals = []
         for t in todo:
             around = neighbours(t)
             deps = dict.fromkeys(pass1_future[k] for k in [(n.row, n.col) for n in (t, *around)] if k in pass1_future)
             finals.append(client.submit(
-                blend_pass2, job, str(scratch), str(plan.store_path), plan.ledger, t, around, grid, *deps, pure=False,
+                blend_pass2, job, str(scratch), str(plan.store_path), plan.ledger, t, around, grid, *deps,
+                key=task_key("blend_pass2", [t]),
             ))
         return finals
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from fcnseg.pipeline.io import open_raster
+from fcnseg.pipeline.io import open_raster, read_window
 
 #: Bytes read at the start of a file (the TIFF header and its first directories).
 HEADER_BYTES = 1 << 20
@@ -77,7 +77,7 @@ def dataset_fingerprint(path: str) -> dict[str, Any]:
                   src.crs.to_wkt() if src.crs else None)
         digest.update(repr(header).encode())
         for window in sample_windows(src.height, src.width):
-            digest.update(np.ascontiguousarray(src.read(window=window)).tobytes())
+            digest.update(np.ascontiguousarray(read_window(src, window)).tobytes())
     return {"sha256_sampled": digest.hexdigest()}
 
 
@@ -93,8 +93,10 @@ def worker_execution(device: str) -> str:
     """On a worker: the execution its tasks will use for ``device`` (``cuda bf16`` ...); a
     one-line error message instead when it cannot (``--device cuda`` without CUDA)."""
     from fcnseg.models.inference import execution_of
+    from fcnseg.pipeline.faults import crash_point
     from fcnseg.pipeline.segment.worker import worker_device
 
+    crash_point("handshake")
     try:
         return execution_of(worker_device(device))
     except ValueError as exc:

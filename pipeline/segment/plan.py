@@ -30,7 +30,7 @@ from typing import Any, Literal
 from fcnseg.models.checkpoint import CheckpointError, ModelCard, content_sha256, file_sha256, verify_checkpoint
 from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.atomic import remove_path
-from fcnseg.pipeline.io import atomic_write, atomic_write_text, open_raster, select_bands
+from fcnseg.pipeline.io import atomic_write, atomic_write_text, check_north_up, open_raster, select_bands
 from fcnseg.pipeline.products.cell_polygons import CELL
 from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
 from fcnseg.pipeline.faults import crash_point
@@ -169,6 +169,7 @@ def plan_run(
     model, content_sha = planned_model(model_path)  # a damaged file fails here, not on a worker mid-run
     card, model_sha = model.card, model.sha256
     with open_raster(input_name) as src:
+        check_north_up(src, input_path)  # before OUT is touched: the store could not place its pixels
         bands = select_bands(src, card, options.bands)
         halo = default_halo(card.arch) if options.halo is None else options.halo
         options = options.sized(card.width, halo)

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import zarr
 
-from fcnseg.pipeline.cluster import GPU_RESOURCE, dask_client, gpu_resources, worker_peaks_mb
+from fcnseg.pipeline.cluster import (
+    GPU_RESOURCE, dask_client, gpu_resources, lost_worker_line, results_as_completed, run_on_workers, worker_peaks_mb,
+)
 from fcnseg.pipeline.io import InputError, atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
 from fcnseg.pipeline.faults import crash_point
@@ -29,11 +31,13 @@ from fcnseg.pipeline.segment.identity import input_fingerprint, worker_device_na
 from fcnseg.pipeline.segment.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan, restart_chunks
 from fcnseg.pipeline.segment.record import ChunkRun
-from fcnseg.pipeline.segment.worker import Submitter, TileJob, crop_tasks
+from fcnseg.pipeline.segment.worker import Submitter, TileJob, chunks_of_key, crop_tasks
 from fcnseg.pipeline.store import finish_pyramid, open_store
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from collections.abc import Iterator
+
+    from distributed import Client, Future
 
 EXECUTION_JSON = "execution.json"
 
@@ -59,7 +63,7 @@ def compute_chunks(
             client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, plan.options.device))
         resources = {GPU_RESOURCE: 1} if gpu_resources(client, wait=60 if cluster_spec else 0) else None
         execution = agree_execution(client, plan)
-        devices = client.run(worker_device_name, plan.options.device)
+        devices = run_on_workers(client, worker_device_name, plan.options.device)
         seconds["cluster"] = time.perf_counter() - started
         started = time.perf_counter()
         job = tile_job(plan, execution)
@@ -90,23 +94,35 @@ def tile_job(plan: RunPlan, execution: str) -> TileJob:
 def run_tasks(client: Client, submit: Submitter, resources: dict[str, float] | None, total: int,
               bar: bool, on_progress: ProgressCallback | None = None) -> list[ChunkResult]:
     """The final chunks' results, as the tasks finish. Inference tasks ask for a ``GPU`` resource
-    when the workers advertise one, so that each GPU runs one batch at a time."""
-    from distributed import as_completed
-
+    when the workers advertise one, so that each GPU runs one batch at a time. Patience is bounded
+    (``cluster``): a task whose worker died again and again, and a cluster left without workers,
+    fail the run in one line naming the chunk or the wait."""
     results: list[ChunkResult] = []
     with stage_progress(total, "segment", "chunk", bar=bar, on_update=on_progress) as advance:
-        for future in as_completed(submit(client, resources)):
-            chunk_results = future.result()
+        for chunk_results in task_results(client, submit(client, resources)):
             results.extend(chunk_results)
             advance(len(chunk_results))
             crash_point("infer")
     return results
 
 
+def task_results(client: Client, futures: list[Future]) -> Iterator[list[ChunkResult]]:
+    """Each task's chunk results as it finishes; its workers' deaths (Dask's KilledWorker,
+    NoWorkerError) as one InputError naming the chunk whose task killed them."""
+    try:
+        yield from results_as_completed(client, futures)
+        return
+    except Exception as exc:
+        line = lost_worker_line(exc, chunks_of_key(getattr(exc, "task", None)))
+        if line is None:
+            raise
+    raise InputError(line)  # outside the handler: Dask's exception chain is no part of the message
+
+
 def agree_execution(client: Client, plan: RunPlan) -> str:
     """How the workers compute for ``--device``: one way for all of them, and the way of the
     chunks already in OUT (with ``--overwrite`` those are dropped instead). Recorded in the run state."""
-    found = client.run(worker_execution, plan.options.device)
+    found = run_on_workers(client, worker_execution, plan.options.device)
     if not found:
         raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
     for address, execution in found.items():

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
+from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
@@ -139,6 +141,7 @@ _SOURCES: dict[tuple, TileSource] = {}
 def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Sequence[Tile]) -> list[ChunkResult]:
     """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished
     chunk; the writes happen on a writer thread while the model runs on the next batch."""
+    crash_at_chunks(tiles)  # the tests' stand-in for a chunk too large for the worker's memory
     group = open_run_store(store_path, job.run_token)  # before anything is computed for it
     model, card, device = job_model(job)
     results: list[ChunkResult] = []
@@ -184,7 +187,22 @@ def crop_tasks(job: TileJob, todo: Sequence[Tile], store_path: str, ledger: Chun
     """One task per group of tiles; each keeps its tiles' cores."""
 
     def submit(client: Client, resources: dict[str, float] | None) -> list[DaskFuture]:
-        return [client.submit(predict_chunks, job, store_path, ledger, group, pure=False, resources=resources)
+        return [client.submit(predict_chunks, job, store_path, ledger, group, key=task_key("predict_chunks", group),
+                              resources=resources)
                 for group in task_groups(todo, client, job.batch_size)]
 
     return submit
+
+
+def task_key(name: str, tiles: Sequence[Tile]) -> tuple[str, int, int, int]:
+    """A Dask key for a task computing ``tiles``, unique to this submission, that names its first
+    chunk and how many it computes: a task that fails (its worker killed) says which chunks."""
+    return (f"{name}-{uuid.uuid4().hex}", tiles[0].row, tiles[0].col, len(tiles))
+
+
+def chunks_of_key(key: object) -> str:
+    """What a ``task_key`` computes, in words: ``chunk (3, 4)``, ``chunk (3, 4) and 1 more``."""
+    if not (isinstance(key, tuple) and len(key) == 4 and all(isinstance(v, int) for v in key[1:])):
+        return "a task"
+    _, row, col, count = key
+    return f"chunk ({row}, {col})" + (f" and {count - 1} more" if count > 1 else "")
