@@ -224,6 +224,7 @@ def jobqueue_spec(path: Path, document: dict[str, Any]) -> ClusterSpec:
     for key in ("worker_extra_args", "job_extra_directives", "job_script_prologue"):
         if key in options and not _is_str_list(options[key]):
             raise InputError(f"{path}: options.{key} must be a list of strings")
+    _counts_at_least_one(path, options, ("cores", "processes"))
     return ClusterSpec(path, "jobqueue", options, scheduler=scheduler, jobs=jobs)
 
 
@@ -244,7 +245,17 @@ def local_spec(path: Path, document: dict[str, Any]) -> ClusterSpec:
         not isinstance(resources, dict) or not all(isinstance(v, int | float) for v in resources.values())
     ):
         raise InputError(f"{path}: options.resources must map resource names to numbers, e.g. {{GPU: 1}}")
+    _counts_at_least_one(path, options, ("n_workers", "threads_per_worker"))
     return ClusterSpec(path, "local", options)
+
+
+def _counts_at_least_one(path: Path, options: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """Worker, thread and core counts are whole numbers of at least 1 where a spec gives them: a
+    LocalCluster of ``n_workers: -2`` starts no worker at all, and the run would wait for one."""
+    for key in keys:
+        value = options.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"{path}: options.{key} must be a whole number of at least 1, not {value!r}")
 
 
 def resources_from_args(args: Sequence[str]) -> dict[str, float]:

@@ -266,6 +266,9 @@ def plan_sampling(request: TrainRequest, src, labels, num_classes: int, class_na
     """Index the labels, hold out validation blocks (without --val-image) and weigh the classes."""
     cell = index_cell(request.chip, src.height, src.width)
     index = build_label_index(labels, src.height, src.width, num_classes, cell)
+    if not index.class_counts.any():
+        raise InputError(f"{request.labels}: no labelled pixel over {request.image} (every pixel unlabelled or nodata);"
+                         " nothing to train on")
     holdout = None
     if request.val_image is None and request.holdout > 0:
         blocks = choose_holdout(index, request.holdout, request.chip, request.seed)
@@ -334,6 +337,9 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
             raise InputError(f"{request.image}: has {src.count} bands, --bands asks for {band_indexes}")
         check_pixel_types(src, band_indexes)
         init_card = read_card(request.init) if request.init else None
+        if init_card is not None and init_card.bands != len(band_indexes):  # its normalisation is per band
+            raise InputError(f"{request.init}: --init takes {init_card.bands} bands, {request.image} gives"
+                             f" {len(band_indexes)} (choose them with --bands)")
         labels = open_training_labels(request, src, init_card)
         try:
             classes = class_list(request, labels.class_names, labels.class_colors, init_card, labels)
