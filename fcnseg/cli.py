@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.logging import RichHandler
 
+from fcnseg.errors import FcnsegError
 from fcnseg.tables import console, print_metrics, print_query, print_report
 
 class FcnsegApp(typer.Typer):
@@ -86,14 +87,11 @@ def clear_errors(out: str | Path | None = None) -> Iterator[None]:
     """Turn every failure into one line on stderr and a non-zero exit: 1 for errors, 130 for Ctrl-C,
     143 for SIGTERM.
 
-    The library's errors name the file or option and the problem; operating-system errors (a full
-    disk, a read-only folder) are put in those words here, naming ``out`` (the command's output)
-    where the error names no file. Anything else is a bug: one line still, and the traceback with
-    ``--verbose``.
+    The library's errors (``FcnsegError``, and the ValueErrors of a value checked) name the file or
+    option and the problem; operating-system errors (a full disk, a read-only folder) are put in
+    those words here, naming ``out`` (the command's output) where the error names no file. Anything
+    else is a bug: one line still, and the traceback with ``--verbose``.
     """
-    from fcnseg.models.checkpoint import CheckpointError
-    from fcnseg.pipeline.io import InputError
-
     try:
         yield
     except typer.Exit:
@@ -102,7 +100,7 @@ def clear_errors(out: str | Path | None = None) -> Iterator[None]:
         fail(TERMINATED_LINE, status=TERMINATED_STATUS)
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", status=130)
-    except (InputError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (FcnsegError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(os_error_line(exc, out))

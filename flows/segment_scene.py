@@ -31,11 +31,10 @@ from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 from pydantic import Field
 
+from fcnseg.errors import CheckpointError, InputError, ScenesFailed
 from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.models import DEMO_MODEL
-from fcnseg.models.checkpoint import CheckpointError
 from fcnseg.pipeline.cluster import dask_client
-from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.outputs import ITEM_JSON
 from fcnseg.pipeline.object_store import is_object_store
 from fcnseg.pipeline.products.scene_id import full_name, scene_id
@@ -217,10 +216,6 @@ def catalog_scenes(logger, output_root: str, outcomes: list[SceneOutcome]) -> No
     items = [o.report.location(ITEM_JSON) for o in outcomes if o.report is not None and ITEM_JSON in o.report.files]
     if items or catalog_exists(output_root):
         logger.info("STAC catalog: %s", write_stac_catalog(output_root, items))
-
-
-class ScenesFailed(RuntimeError):
-    """Some scenes failed; the others were processed."""
 
 
 def failure(logger, scene: str, exc: Exception) -> SceneOutcome:

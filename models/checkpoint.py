@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from fcnseg.atomic import as_created, atomic_write
+from fcnseg.errors import CheckpointError
 from fcnseg.models.fcn import ARCHS, FCNBase, build_model
 
 FORMAT = "fcnseg-checkpoint"
@@ -33,10 +34,6 @@ METADATA_KEY = "fcnseg"
 #: A model has at most this many classes, ids 0..254: 255 is nodata in every output (the uint8
 #: label store and everything made from it; ``NodataPolicy.label``). The one place the limit is named.
 MAX_CLASSES = 255
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
 def class_count_problem(count: int) -> str | None:

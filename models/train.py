@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fcnseg.errors import TrainingDiverged
 from fcnseg.models.checkpoint import non_finite_tensor
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import autocast_for
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 
 BatchSource = Callable[[], tuple[np.ndarray, np.ndarray]]
 Validator = Callable[[FCNBase], Metrics]
-
-
-class TrainingDiverged(ValueError):
-    """The loss or the weights became NaN or infinite: no checkpoint can come of this training."""
 
 
 @dataclass

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 import dask
 from dask.utils import parse_timedelta
 
+from fcnseg.errors import InputError, NoWorkers, WorkerLost
 from fcnseg.pipeline.cluster_specs import ClusterSpec, load_cluster_spec, start_cluster, start_gpu_local
-from fcnseg.pipeline.io import InputError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -75,15 +75,6 @@ NO_WORKER_TIMEOUT = "60s"
 WATCH_INTERVAL = 1.0
 #: The remedy for workers that die running chunks: their memory holds a batch of tiles.
 MEMORY_HINT = "likely out of memory: lower --tile or --batch-size"
-
-
-class NoWorkers(InputError):
-    """The cluster has had no worker for ``no_worker_timeout()`` seconds while tasks waited."""
-
-
-class WorkerLost(OSError):
-    """A worker died while the run asked the workers something; an OSError, so that a flow
-    retries it as the transient failure it usually is."""
 
 
 def worker_peaks_mb(client: Client) -> list[float]:

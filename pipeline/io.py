@@ -21,6 +21,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from fcnseg.atomic import atomic_write, atomic_write_text
+from fcnseg.errors import InputError
 
 if TYPE_CHECKING:
     from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
@@ -40,10 +41,6 @@ GDAL_CACHE_BYTES = 16 * 1024 * 1024
 def bounded_gdal_cache() -> rasterio.Env:
     """``with bounded_gdal_cache():`` around GDAL work whose memory must not follow the scene's size."""
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
-
-
-class InputError(ValueError):
-    """Input that cannot be segmented; the message names the file and the problem."""
 
 
 def open_raster(path: str | Path) -> DatasetReader:

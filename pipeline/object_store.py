@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fcnseg.errors import InputError, PrefixBusy
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.outputs import OUTPUT_FILES, RUN_JSON, STATE_DIR, STORE_NAME
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 PARAMETERS_KEY = f"{STATE_DIR}/parameters.json"
 #: The lease of the run writing OUT, relative to OUT.
 LEASE_KEY = f"{STATE_DIR}/lease.json"
-
-
-class PrefixBusy(InputError):
-    """Another fcnseg run, on this machine or another, holds the object-store OUT."""
 
 
 def _process_alive(pid: int) -> bool:

@@ -27,15 +27,10 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fcnseg.pipeline.io import InputError
+from fcnseg.errors import OutputConflict
 
 #: How the flows and the command line say "replace it" (the segment-scene and train-fcn flows: overwrite=true).
 OVERWRITE = "--overwrite (flow: overwrite=true)"
-
-
-class OutputConflict(InputError):
-    """An output that may not be written where it would go: over an input of the command, a folder, a
-    file fcnseg did not write, or (``segment``'s folder) a run with another model or other parameters."""
 
 
 def check_target(

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from fcnseg.atomic import remove_path, stale_partials
-from fcnseg.pipeline.io import InputError
+from fcnseg.errors import InputError, OutputBusy, OutputConflict  # one refusal for every output, folder or file
 from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store, staging_folder
 from fcnseg.pipeline.outputs import OUTPUT_FILES, STATE_DIR, STORE_NAME
-from fcnseg.pipeline.overwrite import OutputConflict  # one refusal for every output, folder or file
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +32,6 @@ LOCK_FILE = ".fcnseg.lock"
 PARAMETERS_JSON = "parameters.json"
 #: The parameter that names the input's content: when only it changed, the run starts again.
 FINGERPRINT = "input_fingerprint"
-
-
-class OutputBusy(InputError):
-    """Another fcnseg run holds the output folder."""
 
 
 def check_output_folder(out: Path) -> None:

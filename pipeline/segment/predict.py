@@ -18,19 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fcnseg.errors import DeviceMemoryError
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import forward_logits, normalize_on_device
-from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment.staging import staging_for
 from fcnseg.pipeline.segment.tile_source import TileInput, TileSource
 from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, quantize_probabilities
 from fcnseg.pipeline.tiles import Tile
 
 log = logging.getLogger(__name__)
-
-
-class DeviceMemoryError(InputError):
-    """One tile is more than the device's memory holds: the tile size must come down."""
 
 
 #: A tile with its class probabilities over the read window (None: no valid pixel in its core,

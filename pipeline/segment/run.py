@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import zarr
 
+from fcnseg.errors import IncompleteRun, InputError, OutputConflict
 from fcnseg.pipeline.cluster import (
     GPU_RESOURCE, dask_client, gpu_resources, lost_worker_line, results_as_completed, run_on_workers, worker_peaks_mb,
 )
-from fcnseg.pipeline.io import InputError, atomic_write_text
+from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.segment.guard import OutputConflict
 from fcnseg.pipeline.progress import ProgressCallback, stage_progress
 from fcnseg.pipeline.segment.identity import input_fingerprint, worker_device_name, worker_execution
 from fcnseg.pipeline.segment.ledger import ChunkResult
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 EXECUTION_JSON = "execution.json"
-
-
-class IncompleteRun(RuntimeError):
-    """Some planned chunks never reported back; the store is not marked complete."""
 
 
 def compute_chunks(

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 import torch
 import zarr
 
+from fcnseg.errors import ExecutionMismatch
 from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
 from fcnseg.pipeline.faults import crash_at_chunks
-from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
 from fcnseg.pipeline.segment.tile_source import TileSource
@@ -70,10 +70,6 @@ class TileJob:
     batch_size: int
     probabilities: bool
     run_token: str | None = None  # the store's ``RUN_TOKEN``: a task writes into no other store
-
-
-class ExecutionMismatch(InputError):
-    """A worker would compute with another device or precision than the run's."""
 
 
 def worker_device(device: str) -> torch.device:
