@@ -18,6 +18,8 @@ import typer
 from rich.logging import RichHandler
 
 from fcnseg.errors import FcnsegError
+from fcnseg.models import DEMO_MODEL
+from fcnseg.models.card import ClassInfo, ModelCard, Normalization, class_count_problem, class_names_problem
 from fcnseg.tables import console, print_metrics, print_query, print_report
 
 class FcnsegApp(typer.Typer):
@@ -369,13 +371,7 @@ def init_model(
     """Write a randomly initialised checkpoint (identity normalisation: mean 0, std 1)."""
     import torch
 
-    from fcnseg.models.checkpoint import (
-        ClassInfo,
-        ModelCard,
-        Normalization,
-        class_names_problem,
-        save_checkpoint,
-    )
+    from fcnseg.models.checkpoint import save_checkpoint
     from fcnseg.models.fcn import build_model
     from fcnseg.models.vgg_weights import load_vgg16_imagenet
     from fcnseg.pipeline.classes import default_colors
@@ -406,8 +402,6 @@ def init_model(
 
 def check_model_shape(bands: int, classes: int, width: float) -> None:
     """init-model's --bands, --classes and --width, each refused by name before a model is built."""
-    from fcnseg.models.checkpoint import class_count_problem
-
     problem = class_count_problem(classes)
     if problem:
         raise ValueError(f"--classes {classes}: {problem}")
@@ -443,7 +437,6 @@ def segment(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's report) only.")] = False,
 ) -> None:
     """Segment a raster of any size by tiles on Dask into OUT: labels.zarr, labels.tif, polygons, quicklook, item.json (resumable)."""
-    from fcnseg.models import DEMO_MODEL
     from fcnseg.pipeline.segment import SegmentOptions
     from fcnseg.pipeline.segment import segment as run_segment
 
@@ -472,7 +465,6 @@ def bench_model(
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--contiguous", help="Memory format of weights and activations (default: channels-last on the CPU, contiguous on a GPU).")] = None,
 ) -> None:
     """The model's own forward throughput on random input, warm: the pipeline's yardstick."""
-    from fcnseg.models import DEMO_MODEL
     from fcnseg.models.inference import (
         benchmark_forward, execution_of, load_for_inference, resolve_device, uses_channels_last,
     )
@@ -499,7 +491,6 @@ def bench_pipeline(
 ) -> None:
     """The inference stage against the model's own speed: output and model-equivalent MP/s, the I/O ceiling, workers."""
     from fcnseg.bench import bench_pipeline as run_bench
-    from fcnseg.models import DEMO_MODEL
     from fcnseg.pipeline.tiles import check_tiling
 
     with clear_errors():

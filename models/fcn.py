@@ -18,14 +18,11 @@ Two deliberate differences from the Caffe reference, both for size independence:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-Arch = Literal["fcn32s", "fcn16s", "fcn8s"]
-ARCHS: tuple[Arch, ...] = ("fcn32s", "fcn16s", "fcn8s")
+from fcnseg.models.card import ARCHS, Arch  # the names a model card may give; built here
 
 #: The output stride of the backbone: tiles must start on multiples of it.
 STRIDE = 32

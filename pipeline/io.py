@@ -11,7 +11,6 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -22,9 +21,7 @@ from rasterio.windows import Window
 
 from fcnseg.atomic import atomic_write, atomic_write_text
 from fcnseg.errors import InputError
-
-if TYPE_CHECKING:
-    from fcnseg.models.checkpoint import ModelCard, NodataPolicy, Normalization
+from fcnseg.models.card import ModelCard, NodataPolicy, Normalization
 
 __all__ = [
     "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types",

@@ -37,6 +37,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from fcnseg.errors import CheckpointError
 from fcnseg.pipeline.analysis.areas import metres_per_unit
 from fcnseg.pipeline.analysis.label_raster import is_store
 from fcnseg.pipeline.classes import UNKNOWN_COLOR, colour_table, raster_classes, store_classes
@@ -293,7 +294,7 @@ def model_label(model: str | Path) -> str:
     path = Path(model)
     if not path.is_file():
         return str(model)
-    from fcnseg.models.checkpoint import CheckpointError, read_card  # imports torch: only when a title needs it
+    from fcnseg.models.checkpoint import read_card  # torch (safetensors' reader imports it): only when a title needs it
 
     try:
         arch = read_card(path).arch

@@ -19,14 +19,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
+from fcnseg.errors import CheckpointError
+from fcnseg.models.card import ModelCard
 from fcnseg.pipeline.products.stac_checks import sha256_multihash
-
-if TYPE_CHECKING:
-    from fcnseg.models.checkpoint import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ def read_model(model_path: str | Path | None, sha256: str | None) -> ModelSource
     the item then goes without MLM fields rather than failing a finished run."""
     if not model_path:
         return None
-    from fcnseg.models.checkpoint import CheckpointError, read_card  # torch: only when there is a model
+    from fcnseg.models.checkpoint import read_card  # torch (safetensors' reader imports it): only when there is a model
 
     try:
         card = read_card(model_path)
