@@ -6,7 +6,11 @@ A file that records completion (a chunk marker, run.json, a checkpoint) is writt
 bytes are flushed to disk before the rename, and the rename itself after it, so a power cut cannot
 leave a record of work whose data is lost.
 
-Standard library only: the model layer (checkpoints) and the pipeline both use it.
+Part of the foundation, with ``fcnseg/errors.py``: standard library only, and nothing else of
+fcnseg imported, so that the model layer (checkpoints) and the pipeline can both stand on it. It
+lives in the ``fcnseg`` package beside the command line, but below it: the package's
+``__init__.py`` imports nothing, so importing ``fcnseg.atomic`` never brings in the CLI
+(``tests/test_layers.py`` checks both; the layers are listed in ``fcnseg/errors.py``).
 """
 
 from __future__ import annotations

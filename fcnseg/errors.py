@@ -15,7 +15,8 @@ Layers (bottom to top; a module imports only from its own layer or the ones belo
 
 * **the foundation**: ``fcnseg/errors.py`` (this module) and ``fcnseg/atomic.py`` (the one atomic
   write), with the package's ``fcnseg/__init__.py``. Standard library only; they import nothing
-  else of fcnseg, so ``models/`` and ``pipeline/`` can both stand on them.
+  else of fcnseg, so ``models/`` and ``pipeline/`` can both stand on them. They share the
+  ``fcnseg`` folder with the command line, which is the top layer: the rule names them by file.
 * ``models/`` (``fcnseg.models``): torch, numpy, safetensors; never ``pipeline/``, ``flows/`` or
   prefect. ``models/card.py`` (the model card) imports neither torch nor safetensors.
 * ``pipeline/`` (``fcnseg.pipeline``): never ``flows/`` or prefect.
