@@ -35,7 +35,9 @@ import dask
 from dask.utils import parse_timedelta
 
 from fcnseg.errors import InputError, NoWorkers, WorkerLost
-from fcnseg.pipeline.cluster_specs import ClusterSpec, load_cluster_spec, start_cluster, start_gpu_local
+from fcnseg.pipeline.cluster_specs import (
+    GPU_RESOURCE, ClusterSpec, default_local_workers, load_cluster_spec, start_cluster, start_gpu_local,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -45,9 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The worker resource that GPU workers advertise (``dask worker --resources GPU=1``); inference
-#: tasks ask for one unit so that a worker runs one model forward pass at a time on its GPU.
-GPU_RESOURCE = "GPU"
 #: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand memory back to
 #: the OS sooner; setting it also switches off glibc's adaptive mmap threshold, so every large array
 #: (a convolution's activations) is a fresh mmap with fresh page faults: inference ran 15 % slower
@@ -190,11 +189,6 @@ def run_on_workers(client: Client, function: Callable[..., object], *args: objec
         raise WorkerLost(f"the Dask cluster at {client.scheduler.address}: a worker died while the run asked its"
                          f" workers {doing}; run the same command again (if it happens again, the workers are short of"
                          " memory or being stopped)") from None
-
-
-def default_local_workers() -> int:
-    """As many workers as cores, at most 4: each holds a model, memory grows with the count."""
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 @contextmanager

@@ -12,6 +12,8 @@ Every spec file carries a top-level ``kind``:
 
 The backends' packages (dask-kubernetes, dask-jobqueue) are optional and imported only when a
 spec needs them. This module does not import prefect: the library runs without an orchestrator.
+It sits below ``fcnseg.pipeline.cluster`` and never imports it: what both need about the workers
+of a started cluster (``GPU_RESOURCE``, ``default_local_workers``) is defined here.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 #: directory first, then the checkout this module lives in.
 SPEC_DIR = Path("deploy") / "clusters"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: The worker resource that GPU workers advertise (``dask worker --resources GPU=1``); inference
+#: tasks ask for one unit so that a worker runs one model forward pass at a time on its GPU.
+GPU_RESOURCE = "GPU"
 
 KUBERNETES_API_VERSION = "kubernetes.dask.org/v1"
 KUBERNETES_KIND = "DaskCluster"
@@ -128,8 +134,6 @@ class ClusterSpec:
 
     @property
     def advertises_gpu(self) -> bool:
-        from fcnseg.pipeline.cluster import GPU_RESOURCE  # here: cluster imports this module
-
         return self.worker_resources().get(GPU_RESOURCE, 0) > 0
 
 
@@ -287,10 +291,13 @@ def start_cluster(spec: ClusterSpec, workers: int | None = None) -> Cluster:
     return start_kubernetes(spec, workers)
 
 
+def default_local_workers() -> int:
+    """As many workers as cores, at most 4: each holds a model, memory grows with the count."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def start_local(spec: ClusterSpec, workers: int | None) -> Cluster:
     from distributed import LocalCluster
-
-    from fcnseg.pipeline.cluster import default_local_workers  # here: cluster imports this module
 
     options = {"n_workers": default_local_workers(), **LOCAL_DEFAULTS, **spec.options}
     if workers:
@@ -340,8 +347,6 @@ def start_gpu_local(gpus: Sequence[int], pin: bool = True) -> Cluster:
     on its GPU) and, with ``pin``, seeing only its own GPU through ``CUDA_VISIBLE_DEVICES``: the
     equivalent of dask-cuda's LocalCUDACluster, without its dependencies."""
     from distributed import Nanny, Scheduler, SpecCluster
-
-    from fcnseg.pipeline.cluster import GPU_RESOURCE  # here: cluster imports this module
 
     workers = {
         i: {"cls": Nanny, "options": {
