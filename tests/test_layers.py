@@ -1,12 +1,91 @@
-"""The layers of the code, checked without running it (``docs/design.md``, ``fcnseg/errors.py``)."""
+"""The layers of the code, checked by parsing every module (nothing is imported): which part of
+fcnseg may import which (the rule: ``fcnseg/errors.py``'s docstring). An import inside a function
+or under ``TYPE_CHECKING`` counts as much as one at the top of a module."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: Each folder of the repository and the package it installs as (pyproject.toml's package-dir).
+PACKAGES = {"fcnseg": "fcnseg", "models": "fcnseg.models", "pipeline": "fcnseg.pipeline", "flows": "fcnseg.flows"}
+#: The bottom layer: standard library only, nothing else of fcnseg.
+FOUNDATION = ("fcnseg", "fcnseg.errors", "fcnseg.atomic")
+#: The top layer: the command line and what only it uses.
+COMMAND_LINE = ("fcnseg.cli", "fcnseg.tables", "fcnseg.demo", "fcnseg.bench", "fcnseg.__main__")
+
+
+def module_name(path: Path) -> str:
+    folder, *rest = path.relative_to(REPO).with_suffix("").parts
+    parts = [PACKAGES[folder], *rest]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def modules() -> dict[str, Path]:
+    """Every module of fcnseg by its dotted name."""
+    found = {module_name(path): path for folder in PACKAGES for path in sorted((REPO / folder).rglob("*.py"))}
+    assert set(PACKAGES.values()) | set(FOUNDATION) | {"fcnseg.models.card"} <= set(found)  # the layout it knows
+    return found
+
+
+def imported(path: Path) -> set[str]:
+    """The modules a file imports anywhere in it: ``from a.b import c`` counts as a.b and a.b.c
+    (c may be a module or a name; either way a.b is imported)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: a relative import (fcnseg's imports are absolute)"
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in packages)
+
+
+def violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]:
+    """``importer imports imported`` for each import of something in ``forbidden`` by a module in ``importers``."""
+    return [f"{name} imports {target}" for name, path in modules().items() if within(name, importers)
+            for target in sorted(imported(path)) if within(target, forbidden)]
+
+
+PREFECT = ("prefect", "prefect_dask")
+
+
+@pytest.mark.parametrize(("importers", "forbidden"), [
+    (("fcnseg.models",), ("fcnseg.pipeline", "fcnseg.flows", *PREFECT, *COMMAND_LINE)),
+    (("fcnseg.pipeline",), ("fcnseg.flows", *PREFECT, *COMMAND_LINE)),
+    (("fcnseg.flows",), COMMAND_LINE),
+], ids=["models", "pipeline", "flows"])
+def test_a_layer_imports_nothing_above_it(importers, forbidden):
+    assert violations(importers, forbidden) == []
+
+
+def test_the_foundation_imports_nothing_else_of_fcnseg():
+    """errors.py and atomic.py are what models/ and pipeline/ both stand on; the package's
+    __init__.py runs before either, so it must import nothing of fcnseg either (not the CLI)."""
+    found = [f"{name} imports {target}" for name in FOUNDATION for target in sorted(imported(modules()[name]))
+             if within(target, ("fcnseg",))]
+    assert found == []
 
 
 def test_the_model_card_imports_no_torch():
     """The products and ``fcnseg query`` describe outputs by the card: importing it must stay light."""
+    assert not {name.split(".")[0] for name in imported(modules()["fcnseg.models.card"])} & {"torch", "safetensors"}
     code = "import fcnseg.models.card, sys; assert not {'torch', 'safetensors'} & set(sys.modules), sys.modules.keys()"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cluster_specs_does_not_import_cluster():
+    """cluster.py builds on cluster_specs.py; the other way round was a cycle closed by imports inside functions."""
+    assert violations(("fcnseg.pipeline.cluster_specs",), ("fcnseg.pipeline.cluster",)) == []
