@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -61,12 +62,15 @@ def test_ledger_records_chunks_as_finished(tmp_path: Path):
     ledger = ChunkLedger(str(tmp_path))
     tiles = [Tile(r, c, Window(c * 64, r * 64, 64, 64), Window(0, 0, 128, 128)) for r in range(2) for c in range(2)]
     assert ledger.finished(tiles) == set()
-    result = ledger.record(tiles[1], "computed", 4096, ClassHistogram([4000, 96]))
+    block = np.repeat(np.arange(64, dtype=np.uint8)[None, :] % 2, 64, axis=0)
+    result = ledger.record(tiles[1], "computed", 4096, ClassHistogram([4000, 96]), labels=block)
     ledger.record(tiles[2], "nodata", 0)
     assert ledger.finished(tiles) == {(0, 1), (1, 0)}
     assert json.loads(ledger.marker(tiles[1]).read_text()) == {"row": 0, "col": 1, "status": "computed",
                                                                "valid_pixels": 4096, "class_pixels": [4000, 96],
-                                                               "class_area_m2": None}
+                                                               "class_area_m2": None,
+                                                               "sha256": hashlib.sha256(block.tobytes()).hexdigest()}
+    assert json.loads(ledger.marker(tiles[2]).read_text())["sha256"] is None  # nothing written, nothing hashed
     assert (result.row, result.col, result.status) == (0, 1, "computed")
     assert ledger.result(tiles[1]) == result and ledger.result(tiles[2]).class_pixels is None
     assert ledger.result(tiles[0]) is None
