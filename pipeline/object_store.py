@@ -37,14 +37,9 @@ from typing import Any
 
 from fcnseg.errors import InputError, PrefixBusy
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.outputs import OUTPUT_FILES, RUN_JSON, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.output.layout import LEASE_KEY, OUTPUT_FILES, PARAMETERS_JSON, PARAMETERS_KEY, RUN_JSON, STORE_NAME, state_folder
 
 log = logging.getLogger(__name__)
-
-#: The run record on the bucket, relative to OUT (the same path as in a local OUT).
-PARAMETERS_KEY = f"{STATE_DIR}/parameters.json"
-#: The lease of the run writing OUT, relative to OUT.
-LEASE_KEY = f"{STATE_DIR}/lease.json"
 
 
 def _process_alive(pid: int) -> bool:
@@ -127,7 +122,7 @@ class ObjectStoreOutput:
         """``files`` of the finished folder ``local`` to the prefix, in an order that never lets
         an incomplete prefix look complete; what earlier runs left there is removed first."""
         self._remove(RUN_JSON)
-        self.fs.put_file(str(local / STATE_DIR / "parameters.json"), self.key(PARAMETERS_KEY))
+        self.fs.put_file(str(state_folder(local) / PARAMETERS_JSON), self.key(PARAMETERS_KEY))
         for name in OUTPUT_FILES:
             if name != RUN_JSON:
                 self._remove(name)

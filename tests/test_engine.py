@@ -19,7 +19,7 @@ from fcnseg.models.inference import execution_of, precision_for
 from fcnseg.pipeline import cluster
 from fcnseg.pipeline.io import InputError, open_raster, read_model_input
 from fcnseg.pipeline.segment import worker
-from fcnseg.pipeline.segment.ledger import ChunkLedger
+from fcnseg.pipeline.output.ledger import ChunkLedger
 from fcnseg.pipeline.segment.predict import predict_cores
 from fcnseg.pipeline.segment.tile_source import TileSource
 from fcnseg.pipeline.segment.worker import TileJob, predict_chunks, tiles_per_task

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from fcnseg.atomic import atomic_write, atomic_write_text, stale_partials
 from fcnseg.pipeline.analysis.histogram import ClassHistogram
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
-from fcnseg.pipeline.segment.ledger import ChunkLedger
+from fcnseg.pipeline.output.ledger import ChunkLedger
 from fcnseg.pipeline.tiles import Tile
 
 

@@ -45,7 +45,7 @@ from rasterio.transform import array_bounds
 
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
 from fcnseg.pipeline.io import atomic_write_text, open_raster
-from fcnseg.pipeline.outputs import (
+from fcnseg.pipeline.output.layout import (
     ITEM_JSON,
     LABELS_COG,
     LABELS_PAM,

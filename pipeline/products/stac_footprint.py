@@ -36,7 +36,7 @@ from shapely.geometry import Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from fcnseg.pipeline.io import open_raster
-from fcnseg.pipeline.outputs import LABELS_COG, STORE_NAME
+from fcnseg.pipeline.output.layout import LABELS_COG, STORE_NAME
 from fcnseg.pipeline.pyramid import level_shape
 from fcnseg.pipeline.store import LABELS, NODATA, level_path, open_store, store_levels
 

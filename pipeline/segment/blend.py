@@ -31,7 +31,8 @@ from rasterio.windows import Window, intersect
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
 from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.io import atomic_write
-from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
+from fcnseg.pipeline.output.layout import PASS1_LEDGER, SCRATCH_STORE
+from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import core_result, predict_tiles
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups, task_key
 from fcnseg.pipeline.store import (
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
     from fcnseg.pipeline.segment.plan import RunPlan
 
 RING = "ring"
-#: Scratch under the run's state folder: pass-1 results and their ledger (removed when the run completes).
-SCRATCH_STORE = "blend.zarr"
-PASS1_LEDGER = "pass1"
 #: The widest cross-fade: wider zones cost scratch space (ring strips are stored per tile).
 MAX_RAMP = 64
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fcnseg.pipeline import outputs
+from fcnseg.pipeline.output import layout as outputs
 from fcnseg.pipeline.analysis.query import query_classes, summed_classes
 from fcnseg.pipeline.cluster import optional_client
 from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog

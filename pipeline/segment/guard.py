@@ -24,12 +24,10 @@ from typing import Any
 from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.errors import InputError, OutputBusy, OutputConflict  # one refusal for every output, folder or file
 from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store, staging_folder
-from fcnseg.pipeline.outputs import OUTPUT_FILES, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.output.layout import LOCK_FILE, OUTPUT_FILES, PARAMETERS_JSON, STATE_DIR, STORE_NAME, ledger_folder
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".fcnseg.lock"
-PARAMETERS_JSON = "parameters.json"
 #: The parameter that names the input's content: when only it changed, the run starts again.
 FINGERPRINT = "input_fingerprint"
 
@@ -111,7 +109,7 @@ def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bo
     if judge_previous(out, previous, foreign, parameters, overwrite):
         return True
     forget_run(out)
-    (state / "done").mkdir(parents=True)
+    ledger_folder(out).mkdir(parents=True)
     return False
 
 

@@ -32,14 +32,13 @@ from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.atomic import remove_path
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, check_north_up, open_raster, select_bands
 from fcnseg.pipeline.products.cell_polygons import CELL
-from fcnseg.pipeline.outputs import RUN_JSON, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.output.layout import CHUNK_STATE, PARAMETERS_JSON, RUN_JSON, STATE_DIR, STORE_NAME, ledger_folder
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.object_store import ObjectStoreOutput
 from fcnseg.pipeline.products.stac_model import ModelSource, total_parameters
-from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE
-from fcnseg.pipeline.segment.guard import PARAMETERS_JSON, judge_previous, prepare_output
+from fcnseg.pipeline.segment.guard import judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
-from fcnseg.pipeline.segment.ledger import ChunkLedger
+from fcnseg.pipeline.output.ledger import ChunkLedger
 from fcnseg.pipeline.store import COMPLETE, RUN_TOKEN, create_store, label_chunk_file, open_store
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 
@@ -132,7 +131,7 @@ class RunPlan:
 
     @property
     def ledger(self) -> ChunkLedger:
-        return ChunkLedger(str(self.state / "done"))
+        return ChunkLedger(str(ledger_folder(self.out)))
 
     @property
     def todo(self) -> list[Tile]:
@@ -244,9 +243,9 @@ def reopen_lost_chunks(plan: RunPlan) -> None:
 
 def restart_chunks(plan: RunPlan) -> None:
     """Forget every finished chunk (and blend scratch): the store's chunks are all written again."""
-    for name in ("done", SCRATCH_STORE, PASS1_LEDGER):
+    for name in CHUNK_STATE:
         remove_path(plan.state / name)
-    (plan.state / "done").mkdir(parents=True)
+    ledger_folder(plan.out).mkdir(parents=True)
     plan.reused = set()
 
 

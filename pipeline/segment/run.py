@@ -24,11 +24,12 @@ from fcnseg.pipeline.cluster import (
     GPU_RESOURCE, dask_client, gpu_resources, lost_worker_line, results_as_completed, run_on_workers, worker_peaks_mb,
 )
 from fcnseg.pipeline.io import atomic_write_text
-from fcnseg.pipeline.segment.blend import PASS1_LEDGER, SCRATCH_STORE, blend_tasks, prepare_scratch
+from fcnseg.pipeline.output.layout import EXECUTION_JSON, PASS1_LEDGER, SCRATCH_STORE
+from fcnseg.pipeline.segment.blend import blend_tasks, prepare_scratch
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.progress import ProgressCallback, stage_progress
 from fcnseg.pipeline.segment.identity import input_fingerprint, worker_device_name, worker_execution
-from fcnseg.pipeline.segment.ledger import ChunkResult
+from fcnseg.pipeline.output.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan, restart_chunks
 from fcnseg.pipeline.segment.record import ChunkRun
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, chunks_of_key, crop_tasks
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
     from distributed import Client, Future
 
-EXECUTION_JSON = "execution.json"
 
 
 def compute_chunks(

@@ -27,9 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.object_store import is_object_store
-from fcnseg.pipeline.outputs import ITEM_JSON, RUN_JSON, STATE_DIR, STORE_NAME
+from fcnseg.pipeline.output.layout import ITEM_JSON, RUN_JSON, STORE_NAME, ledger_folder
 from fcnseg.pipeline.products.stac import file_fields
-from fcnseg.pipeline.segment.ledger import ChunkLedger, labels_sha256
+from fcnseg.pipeline.output.ledger import ChunkLedger, labels_sha256
 from fcnseg.pipeline.store import COMPLETE, LABELS, NODATA, label_chunk_file, open_store
 from fcnseg.pipeline.tiles import Tile, iter_tiles
 
@@ -80,7 +80,7 @@ def verify_output(out: str | Path) -> VerifyReport:
     report.problems += [f"{out / name}: listed in {RUN_JSON} but missing"
                         for name in record.get("files", []) if not (out / name).exists()]
     if (out / STORE_NAME).is_dir():
-        verify_chunks(out / STORE_NAME, ChunkLedger(str(out / STATE_DIR / "done")), report)
+        verify_chunks(out / STORE_NAME, ChunkLedger(str(ledger_folder(out))), report)
     if (out / ITEM_JSON).is_file():
         verify_assets(out, report)
     return report

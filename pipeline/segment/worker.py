@@ -31,7 +31,7 @@ from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
 from fcnseg.pipeline.faults import crash_at_chunks
-from fcnseg.pipeline.segment.ledger import ChunkLedger, ChunkResult
+from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
 from fcnseg.pipeline.segment.tile_source import TileSource
 from fcnseg.pipeline.store import open_run_store, write_chunk
