@@ -36,7 +36,7 @@ from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.output.layout import ITEM_JSON
-from fcnseg.pipeline.object_store import is_object_store
+from fcnseg.pipeline.output.object_store import is_object_store
 from fcnseg.pipeline.products.scene_id import full_name, scene_id
 from fcnseg.pipeline.products.stac_catalog import catalog_exists, write_stac_catalog
 from fcnseg.pipeline.products.vectorize import VectorizeReport

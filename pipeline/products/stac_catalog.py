@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fcnseg.pipeline.io import atomic_write_text
-from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store
+from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.products.stac_checks import check_stac_catalog
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from fcnseg.pipeline.products.quicklook import checkpoint_label, write_quicklook
 from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.object_store import ObjectStoreOutput
-from fcnseg.pipeline.segment.guard import forget_run, remove_outputs
+from fcnseg.pipeline.output.object_store import ObjectStoreOutput
+from fcnseg.pipeline.output.guard import forget_run, remove_outputs
 from fcnseg.pipeline.segment.plan import RunPlan
-from fcnseg.pipeline.segment.record import ChunkRun, RunReport, run_report, write_run_json
+from fcnseg.pipeline.output.record import ChunkRun, RunReport, run_report, write_run_json
 
 if TYPE_CHECKING:
     from distributed import Client

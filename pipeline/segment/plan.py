@@ -34,9 +34,9 @@ from fcnseg.pipeline.io import atomic_write, atomic_write_text, check_north_up, 
 from fcnseg.pipeline.products.cell_polygons import CELL
 from fcnseg.pipeline.output.layout import CHUNK_STATE, PARAMETERS_JSON, RUN_JSON, STATE_DIR, STORE_NAME, ledger_folder
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.object_store import ObjectStoreOutput
+from fcnseg.pipeline.output.object_store import ObjectStoreOutput
 from fcnseg.pipeline.products.stac_model import ModelSource, total_parameters
-from fcnseg.pipeline.segment.guard import judge_previous, prepare_output
+from fcnseg.pipeline.output.guard import judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.output.ledger import ChunkLedger
 from fcnseg.pipeline.store import COMPLETE, RUN_TOKEN, create_store, label_chunk_file, open_store

@@ -31,7 +31,7 @@ from fcnseg.pipeline.progress import ProgressCallback, stage_progress
 from fcnseg.pipeline.segment.identity import input_fingerprint, worker_device_name, worker_execution
 from fcnseg.pipeline.output.ledger import ChunkResult
 from fcnseg.pipeline.segment.plan import RunPlan, restart_chunks
-from fcnseg.pipeline.segment.record import ChunkRun
+from fcnseg.pipeline.output.record import ChunkRun
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, chunks_of_key, crop_tasks
 from fcnseg.pipeline.store import finish_pyramid, open_store
 

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from fcnseg.pipeline.io import InputError
-from fcnseg.pipeline.object_store import is_object_store
+from fcnseg.pipeline.output.object_store import is_object_store
 from fcnseg.pipeline.output.layout import ITEM_JSON, RUN_JSON, STORE_NAME, ledger_folder
 from fcnseg.pipeline.products.stac import file_fields
 from fcnseg.pipeline.output.ledger import ChunkLedger, labels_sha256

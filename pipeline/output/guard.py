@@ -23,7 +23,7 @@ from typing import Any
 
 from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.errors import InputError, OutputBusy, OutputConflict  # one refusal for every output, folder or file
-from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store, staging_folder
+from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store, staging_folder
 from fcnseg.pipeline.output.layout import LOCK_FILE, OUTPUT_FILES, PARAMETERS_JSON, STATE_DIR, STORE_NAME, ledger_folder
 
 log = logging.getLogger(__name__)

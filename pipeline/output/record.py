@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcnseg.pipeline.io import atomic_write_text
-from fcnseg.pipeline.object_store import ObjectStoreOutput, is_object_store
+from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.output.layout import RUN_JSON
 from fcnseg.pipeline.output.ledger import ChunkResult
 from fcnseg.pipeline.versions import software_versions
