@@ -21,7 +21,7 @@ Layers (bottom to top; a module imports only from its own layer or the ones belo
   prefect. ``models/card.py`` (the model card) imports neither torch nor safetensors.
 * ``pipeline/`` (``fcnseg.pipeline``): never ``flows/`` or prefect.
 * ``flows/`` (``fcnseg.flows``): prefect, over ``pipeline/`` and ``models/``.
-* the command line and its helpers (``fcnseg/cli.py``, ``tables.py``, ``demo.py``, ``bench.py``): on top.
+* the command line and its helpers (``fcnseg/cli/``, ``tables.py``, ``demo.py``, ``bench.py``): on top.
 
 Check by hand: ``grep -rn "import" fcnseg/errors.py fcnseg/atomic.py`` names no ``fcnseg``;
 ``grep -rn "fcnseg.pipeline\\|fcnseg.flows\\|prefect" models/`` and

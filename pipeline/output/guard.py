@@ -1,9 +1,8 @@
 """The guard of an output folder: one run at a time, nothing of the user's touched, and a rerun
 that continues the run it finds there only when that run is the same one.
 
-* ``output_lock``: an advisory lock (``flock`` on ``OUT/.fcnseg.lock``) held for the whole run and
-  naming its holder (host, pid). The kernel drops it when the holder dies, even by kill -9.
-* ``held_output``: the same for an object-store OUT, whose run works in a local staging folder.
+The run itself is held by ``hold.held_output`` (one run per output); within it:
+
 * ``prepare_output``: OUT's run state against this run's parameters: the same run resumes; the
   same options on a changed input start again (the old chunks are stale); other options, or
   files fcnseg did not write, are refused unless ``--overwrite``.
@@ -11,91 +10,19 @@ that continues the run it finds there only when that run is the same one.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from fcnseg.atomic import remove_path, stale_partials
-from fcnseg.errors import InputError, OutputBusy, OutputConflict  # one refusal for every output, folder or file
-from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store, staging_folder
-from fcnseg.pipeline.output.layout import LOCK_FILE, OUTPUT_FILES, PARAMETERS_JSON, STATE_DIR, STORE_NAME, ledger_folder
+from fcnseg.errors import OutputConflict  # one refusal for every output, folder or file
+from fcnseg.pipeline.output.layout import OUTPUT_FILES, PARAMETERS_JSON, STATE_DIR, STORE_NAME, ledger_folder
 
 log = logging.getLogger(__name__)
 
 #: The parameter that names the input's content: when only it changed, the run starts again.
 FINGERPRINT = "input_fingerprint"
-
-
-def check_output_folder(out: Path) -> None:
-    """OUT must be a folder or not exist yet."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; --out must name a folder")
-
-
-@contextmanager
-def output_lock(out: str | Path) -> Iterator[None]:
-    """Hold OUT for this process; a second run on it fails at once with one line naming the holder.
-
-    The lock file is removed on release (and an OUT this run created, if nothing else is in it), so
-    a refused run leaves no trace. A process that opened the file just before its removal finds,
-    once it holds the lock, that the path no longer names its file, and tries again.
-    """
-    out = Path(out)
-    check_output_folder(out)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK_FILE
-    fd = _acquire(path, out)
-    try:
-        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # still holding the lock: nobody can take the file meanwhile
-        os.close(fd)
-        if created and not any(out.iterdir()):
-            out.rmdir()
-
-
-@contextmanager
-def held_output(out: str | Path) -> Iterator[tuple[Path, str | None]]:
-    """OUT held for one run (``output_lock``): the folder the run writes, and the object-store
-    URI its output is uploaded to when OUT is one (``s3://...``; the folder is then its local
-    staging folder, see ``object_store``), else None."""
-    if not is_object_store(out):
-        with output_lock(out):
-            yield Path(out), None
-        return
-    destination = ObjectStoreOutput(str(out))
-    destination.check_reachable()
-    staging = staging_folder(destination.uri)
-    with output_lock(staging), destination.lease():
-        yield staging, destination.uri
-    with suppress(OSError):
-        staging.rmdir()  # emptied by a finished upload
-
-
-def _acquire(path: Path, out: Path) -> int:
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
-            os.close(fd)
-            raise OutputBusy(f"{out}: in use by another fcnseg run ({holder}); one run per output folder at a time") from None
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                os.ftruncate(fd, 0)
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # the file was removed by its last holder after we opened it: take the new one
 
 
 def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bool:

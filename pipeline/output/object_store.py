@@ -12,44 +12,25 @@ first, the run record (``.fcnseg-run/parameters.json``, which tells a later run 
 is fcnseg's) comes next, then the files, and run.json last. The staging folder is emptied once
 the upload is through.
 
-Two machines on one prefix: the run holds a lease, ``.fcnseg-run/lease.json``, created with S3's
-conditional PUT (only if absent) before any work and removed after the upload. A second run finds
-it and fails in one line naming the holder; a lease left by a killed run on this machine (its
-process gone) is taken over, so the rerun resumes; one left by another machine is removed by hand
-(the message says which object), since this machine cannot tell whether that run is still going.
+Two machines on one prefix are kept apart by a lease under it (``hold.prefix_lease``).
 Reaching the store is fsspec's (s3fs for ``s3://``): credentials and the
 endpoint come from the usual AWS variables (``AWS_PROFILE``, ``AWS_ENDPOINT_URL`` ...).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
-import secrets
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fcnseg.errors import InputError, PrefixBusy
+from fcnseg.errors import InputError
 from fcnseg.pipeline.faults import crash_point
-from fcnseg.pipeline.output.layout import LEASE_KEY, OUTPUT_FILES, PARAMETERS_JSON, PARAMETERS_KEY, RUN_JSON, STORE_NAME, state_folder
+from fcnseg.pipeline.output.layout import OUTPUT_FILES, PARAMETERS_JSON, PARAMETERS_KEY, RUN_JSON, STORE_NAME, state_folder
 
 log = logging.getLogger(__name__)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_object_store(out: str | Path) -> bool:
@@ -105,15 +86,6 @@ class ObjectStoreOutput:
         """An output file (or, for the store, its root metadata) on the bucket."""
         return self.fs.exists(self.key(f"{name}/zarr.json" if name == STORE_NAME else name))
 
-    def is_complete(self, parameters: dict[str, Any], outputs: dict[str, Any]) -> bool:
-        """The prefix holds this exact output: its run.json records these parameters and outputs,
-        and every file it lists is there."""
-        record = self.read_json(RUN_JSON)
-        return (
-            record is not None and record.get("parameters") == parameters and record.get("outputs") == outputs
-            and all(self.exists(name) for name in record.get("files", []))
-        )
-
     def previous(self) -> tuple[dict[str, Any] | None, list[str]]:
         """The run record on the bucket, and the output files there (``guard.judge_previous``)."""
         return self.read_json(PARAMETERS_KEY), [name for name in OUTPUT_FILES if self.exists(name)]
@@ -121,11 +93,11 @@ class ObjectStoreOutput:
     def upload(self, local: Path, files: list[str]) -> None:
         """``files`` of the finished folder ``local`` to the prefix, in an order that never lets
         an incomplete prefix look complete; what earlier runs left there is removed first."""
-        self._remove(RUN_JSON)
+        self.remove(RUN_JSON)
         self.fs.put_file(str(state_folder(local) / PARAMETERS_JSON), self.key(PARAMETERS_KEY))
         for name in OUTPUT_FILES:
             if name != RUN_JSON:
-                self._remove(name)
+                self.remove(name)
         for name in files:
             if name == RUN_JSON:
                 continue
@@ -138,43 +110,7 @@ class ObjectStoreOutput:
         self.fs.put_file(str(local / RUN_JSON), self.key(RUN_JSON))  # last: the prefix is complete
         log.info("%s: uploaded %d files", self.uri, len(files) + 1)
 
-    @contextmanager
-    def lease(self) -> Iterator[None]:
-        """The prefix held by this run across machines, for as long as the context lasts."""
-        mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8),
-                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        taken = self._take_lease(mine)
-        try:
-            yield
-        finally:
-            if taken and (self.read_json(LEASE_KEY) or {}).get("token") == mine["token"]:
-                self._remove(LEASE_KEY)
-
-    def _take_lease(self, mine: dict[str, Any]) -> bool:
-        """True once the lease is ours; False where the store has no conditional PUT (warned)."""
-        for _ in range(2):
-            try:
-                self.fs.pipe_file(self.key(LEASE_KEY), json.dumps(mine).encode(), mode="create")
-                return True
-            except FileExistsError:
-                holder = self.read_json(LEASE_KEY) or {}
-            except PermissionError as exc:
-                raise InputError(f"{self.uri}: cannot write there ({exc})") from None
-            except (NotImplementedError, OSError) as exc:
-                log.warning("%s: the store refuses conditional writes (%s); a second machine writing this prefix"
-                            " is not stopped", self.uri, " ".join(str(exc).split()))
-                return False
-            if holder.get("host") == mine["host"] and not _process_alive(int(holder.get("pid", 0))):
-                log.warning("%s: taking over the lease of run pid %s on this machine (it is gone)", self.uri,
-                            holder.get("pid"))
-                self._remove(LEASE_KEY)
-                continue
-            raise PrefixBusy(
-                f"{self.uri}: in use by another fcnseg run (host {holder.get('host', '?')}, pid {holder.get('pid', '?')},"
-                f" since {holder.get('since', '?')}); one run per output at a time — if that run is gone, remove"
-                f" {self.uri}/{LEASE_KEY}")
-        raise PrefixBusy(f"{self.uri}: another fcnseg run took the lease at the same moment; one run per output at a time")
-
-    def _remove(self, name: str) -> None:
+    def remove(self, name: str) -> None:
+        """``name`` (a file, or a folder and everything in it) gone from the prefix, if there."""
         if self.fs.exists(self.key(name)):
             self.fs.rm(self.key(name), recursive=True)

@@ -21,7 +21,8 @@ from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
-from fcnseg.pipeline.output.guard import OutputBusy, OutputConflict, held_output, output_lock
+from fcnseg.errors import OutputBusy, OutputConflict
+from fcnseg.pipeline.output.hold import held_output, output_lock
 from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
 from fcnseg.pipeline.output.record import ChunkRun, RunReport, Stopwatch, read_run_report
 from fcnseg.pipeline.segment.run import compute_chunks

@@ -36,6 +36,7 @@ from fcnseg.pipeline.output.layout import CHUNK_STATE, PARAMETERS_JSON, RUN_JSON
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput
 from fcnseg.pipeline.products.stac_model import ModelSource, total_parameters
+from fcnseg.pipeline.output.complete import is_complete
 from fcnseg.pipeline.output.guard import judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.output.ledger import ChunkLedger
@@ -177,12 +178,11 @@ def plan_run(
         plan = RunPlan(input_name, model.path, model_sha, content_sha, out, options, halo, bands,
                        tiles, set(), parameters, card.num_classes, src.height, src.width,
                        georeferenced=src.crs is not None, overwrite=overwrite, destination=destination, model=model)
-        remote = ObjectStoreOutput(destination) if destination else None
-        if remote.is_complete(parameters, options.outputs()) if remote else is_complete(plan):
+        if already_complete(plan):
             plan.complete = True
             return plan
-        if remote:
-            judge_previous(destination, *remote.previous(), parameters, overwrite)
+        if destination:
+            judge_previous(destination, *ObjectStoreOutput(destination).previous(), parameters, overwrite)
         out.mkdir(parents=True, exist_ok=True)
         reuse = prepare_output(out, parameters, overwrite)
         if not reuse:  # the run is recorded before its store exists: a crash in between resumes
@@ -282,21 +282,13 @@ def _checked_model(model_path: str, inode: int, mtime_ns: int, size: int) -> tup
     return ModelSource(model_path, card, sha, size=size, parameters=total_parameters(model_path)), content
 
 
-def is_complete(plan: RunPlan) -> bool:
-    """OUT already holds this exact output: run.json records the same parameters and outputs,
-    every chunk is marked done, every file it lists exists and every chunk marked computed has
-    its data in the store (``lost_chunks``)."""
-    run_json = plan.out / RUN_JSON
-    if not run_json.exists():
-        return False
-    try:
-        record = json.loads(run_json.read_text())
-    except json.JSONDecodeError:
-        return False
-    return (
-        record.get("parameters") == plan.parameters
-        and record.get("outputs") == plan.options.outputs()
-        and all((plan.out / name).exists() for name in record.get("files", []))
-        and len(plan.ledger.finished(plan.tiles)) == len(plan.tiles)
-        and not lost_chunks(plan)
-    )
+def already_complete(plan: RunPlan) -> bool:
+    """OUT, or the prefix it is staged for, already holds this exact output (``output.complete``);
+    in a local OUT also every chunk is marked done and has its data in the store (``chunks_whole``)."""
+    ledger = None if plan.destination else (lambda: chunks_whole(plan))
+    return is_complete(plan.target, plan.parameters, plan.options.outputs(), chunks_whole=ledger)
+
+
+def chunks_whole(plan: RunPlan) -> bool:
+    """Every chunk is marked done and every chunk marked computed has its data in the store (``lost_chunks``)."""
+    return len(plan.ledger.finished(plan.tiles)) == len(plan.tiles) and not lost_chunks(plan)

@@ -1,0 +1,92 @@
+"""The ``fcnseg`` Typer app every command module registers on, its logging, and the option
+helpers the commands share (help texts, comma-separated values)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+
+from fcnseg.cli.errors import (
+    TERMINATED_LINE, TERMINATED_STATUS, _terminated, error_line, is_usage_error, sigterm_as_interrupt, usage_failure,
+)
+from fcnseg.tables import console
+
+
+class FcnsegApp(typer.Typer):
+    """The ``fcnseg`` command, as the console script and ``python -m fcnseg`` call it: usage errors
+    (``--tile abc``, an unknown option) in fcnseg's one line (status 2) instead of click's boxed
+    usage message, and SIGTERM (a service manager, a batch queue stopping the job) treated as Ctrl-C
+    is: the same clean-up, one line, status 143."""
+
+    def __call__(self, *args, **kwargs) -> None:
+        kwargs["standalone_mode"] = False  # click's errors come here, not to its own printer
+        with sigterm_as_interrupt():
+            try:
+                status = super().__call__(*args, **kwargs)
+            except typer.Abort:
+                status = error_line("aborted", 1)
+            except Exception as exc:
+                if not is_usage_error(exc):
+                    raise
+                status = usage_failure(exc)
+        if _terminated.is_set() and status != TERMINATED_STATUS:  # a SIGTERM before clear_errors held it
+            status = error_line(TERMINATED_LINE, TERMINATED_STATUS)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+app = FcnsegApp(
+    name="fcnseg",
+    help="Segment arbitrarily large geospatial rasters with an FCN-8s.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("fcnseg")
+
+TILE_HELP = "Core chunk size in pixels (multiple of 32); default: 2048 where the device's memory holds it."
+OUTSIDE_HELP = ("Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not trained"
+                " on or scored). Default: background for a layer without --label-field, unlabelled with one.")
+LAYER_HELP = "Layer of vector labels, where the file holds several layers with geometries."
+BATCH_HELP = "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8)."
+OVERWRITE_HELP = ("Replace a file at the checkpoint's path that is not an fcnseg checkpoint, or a read-only one. An"
+                  " fcnseg checkpoint is replaced without it; an input of this command never, not even with it.")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """fcnseg's own messages on stderr through rich; the libraries' routine chatter kept out."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+    logging.getLogger("fcnseg").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # GDAL's errors reach us as exceptions; Dask's cluster start/stop messages are noise here.
+    # Dask sets its loggers up when imported (also in worker processes): tell it through its config.
+    # A task's error reaches the command as its exception (one line below), so the workers' own
+    # "Compute Failed" tracebacks are noise too.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+    for name in ("rasterio", "tornado", "pyogrio", "botocore", "aiobotocore", "s3fs"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    setup_logging(verbose)
+
+
+def csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def csv_ints(value: str | None, option: str = "--bands") -> list[int] | None:
+    items = csv_list(value)
+    if not items:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated whole numbers, got {value!r}") from None

@@ -1,0 +1,61 @@
+"""``fcnseg query`` and ``verify``: read a finished output (what is where; is it as its run wrote it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fcnseg.cli.base import app
+from fcnseg.cli.errors import clear_errors, fail
+from fcnseg.tables import print_query
+
+
+@app.command()
+def query(
+    raster: Annotated[str, typer.Argument(help="labels.tif, labels.zarr, or any single-band class raster with nodata.")],
+    bbox: Annotated[Optional[tuple[float, float, float, float]], typer.Option(help="Box MINX MINY MAXX MAXY (in --bbox-crs).")] = None,
+    bbox_crs: Annotated[Optional[str], typer.Option("--bbox-crs", "--crs", help="CRS of --bbox or --point, e.g. EPSG:4326 (default: the raster's).")] = None,
+    aoi: Annotated[Optional[str], typer.Option(help="Area of interest: a vector file (GeoPackage, GeoJSON, Shapefile...) in any CRS.")] = None,
+    point: Annotated[Optional[tuple[float, float]], typer.Option(help="The class at X Y (in --bbox-crs).")] = None,
+    partial: Annotated[bool, typer.Option(help="Read a label store whose run was interrupted, as it is.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """How much of each class is in a box, an area of interest (pixel centres inside), at a point, or everywhere."""
+    from fcnseg.pipeline.analysis.query import query_classes
+
+    with clear_errors():
+        given = [name for name, value in (("--bbox", bbox), ("--aoi", aoi), ("--point", point)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
+        if bbox_crs is not None and bbox is None and point is None:
+            raise ValueError("--bbox-crs (--crs) applies to --bbox or --point; give one of them")
+        result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs,
+                               allow_partial=partial)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    print_query(result)
+
+
+@app.command()
+def verify(
+    out: Annotated[Path, typer.Argument(help="A finished segment output folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the report) only.")] = False,
+) -> None:
+    """Re-read a finished output against its records: every chunk's labels against the ledger's sha256, every file against item.json's size and sha256. Exit 1 when anything differs."""
+    from fcnseg.pipeline.segment.verify import verify_output
+
+    with clear_errors():
+        report = verify_output(out)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        for problem in report.problems:
+            typer.echo(problem)
+        if report.ok:
+            typer.echo(report.summary())
+    if not report.ok:
+        fail(f"{out}: {len(report.problems)} problem(s) found; the output is not as its run wrote it")

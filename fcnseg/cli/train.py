@@ -1,0 +1,148 @@
+"""``fcnseg train``, ``evaluate`` and ``init-model``: the commands that make or score a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fcnseg.cli.base import BATCH_HELP, LAYER_HELP, OUTSIDE_HELP, OVERWRITE_HELP, TILE_HELP, app, csv_ints, csv_list, log
+from fcnseg.cli.errors import clear_errors
+from fcnseg.models.card import ClassInfo, ModelCard, Normalization, class_count_problem, class_names_problem
+from fcnseg.tables import console, print_metrics
+
+
+@app.command()
+def train(
+    image: Annotated[Path, typer.Option(help="Training image (any raster rasterio opens).")],
+    labels: Annotated[Path, typer.Option(help="Class raster on the image's grid, or vector labels (any format OGR reads: GeoPackage, SpatiaLite, FlatGeobuf, GML, KML, Shapefile, GeoJSON; or GeoParquet).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (.safetensors); an fcnseg checkpoint there is replaced (retraining to the same --out), anything else only with --overwrite, an input of this command never.")],
+    val_image: Annotated[Optional[Path], typer.Option(help="Validation image.")] = None,
+    val_labels: Annotated[Optional[Path], typer.Option(help="Validation labels.")] = None,
+    arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
+    width: Annotated[float, typer.Option(help="Channel width multiplier (1.0 = the paper's VGG16).")] = 0.125,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint (staged training); label values map to classes as in its training unless --classes is given.")] = None,
+    vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict (torchvision layout), width 1.0 only.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 2000,
+    chip: Annotated[int, typer.Option(help="Chip side in pixels.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Chips per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels (integers: the class ids; text: classes in --classes order, else sorted). Without it a vector layer is footprints: every feature one class.")] = None,
+    label_layer: Annotated[Optional[str], typer.Option(help=LAYER_HELP)] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Class names, comma separated, in id order.")] = None,
+    outside: Annotated[Optional[str], typer.Option(help=OUTSIDE_HELP)] = None,
+    class_name: Annotated[Optional[str], typer.Option(help="Class name of a footprint layer (no --label-field); default: the layer's name.")] = None,
+    bands: Annotated[Optional[str], typer.Option(help="1-based bands to use, comma separated (default: all).")] = None,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
+    sampling: Annotated[str, typer.Option(help="Where chips are centred: on labelled pixels, each class with equal chance (labelled), or anywhere with at least 5 % labelled pixels (uniform, the old sampler).")] = "labelled",
+    class_weights: Annotated[str, typer.Option(help="Class weights in the loss: median frequency balancing of the pixels training sees (median), its square root (sqrt), or equal (none).")] = "median",
+    holdout: Annotated[float, typer.Option(help="Without --val-image: share of each class's labelled pixels held out in blocks of the scene to validate on and keep the best mean IU (dropped, with a warning, where a class has too few labels to split); 0 turns it off.")] = 0.2,
+    read_threads: Annotated[int, typer.Option(help="Threads reading the next batch's chips while the model trains (0: in the training thread).")] = 4,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
+) -> None:
+    """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
+    from fcnseg.pipeline.training.train import TrainRequest, train_model
+
+    with clear_errors():
+        request = TrainRequest(
+            image=image, labels=labels, out=out, val_image=val_image, val_labels=val_labels, arch=arch,
+            width=width, init=init, vgg16_weights=vgg16_weights, steps=steps, chip=chip,
+            batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
+            label_layer=label_layer, classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
+            sampling=sampling, class_weights=class_weights, holdout=holdout, read_threads=read_threads,
+            progress=console.is_terminal, overwrite=overwrite,
+        )
+        path, result, card = train_model(request)
+    best = f", best val mean IU {result.best_metrics['mean_iou']:.4f} at step {result.best_step}" if result.best_metrics else ""
+    log.info("wrote %s (%s, width %s, %.0f s%s)", path, card.arch, card.width, result.seconds, best)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.safetensors).")],
+    image: Annotated[Path, typer.Option(help="Image to segment.")],
+    labels: Annotated[Path, typer.Option(help="Reference class raster, or vector labels (any format OGR reads, or GeoParquet); values map to classes as in training (the model card).")],
+    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels; default: the one the model was trained with.")] = None,
+    label_layer: Annotated[Optional[str], typer.Option(help=LAYER_HELP)] = None,
+    outside: Annotated[Optional[str], typer.Option(help="Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not scored). Default: as the model was trained (its card).")] = None,
+    bands: Annotated[Optional[str], typer.Option(help="1-based bands to feed the model, comma separated.")] = None,
+    tile: Annotated[Optional[int], typer.Option(help=TILE_HELP)] = None,
+    halo: Annotated[Optional[int], typer.Option(help="Halo around each tile (multiple of 32); default from the model.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=BATCH_HELP)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU, per-class IU, confusion matrix."""
+    from fcnseg.models.inference import load_for_inference, resolve_device
+    from fcnseg.pipeline.training.evaluate import evaluate_raster
+
+    with clear_errors():
+        torch_device = resolve_device(device)
+        net, card = load_for_inference(model, torch_device)
+        metrics = evaluate_raster(
+            net, card, image, labels, device=torch_device, label_field=label_field, outside=outside,
+            label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=console.is_terminal and not as_json,
+        )
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    print_metrics(metrics, card.class_names)
+
+
+@app.command("init-model")
+def init_model(
+    out: Annotated[Path, typer.Argument(help="Checkpoint to write (.safetensors); an fcnseg checkpoint there is replaced, anything else only with --overwrite.")],
+    arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
+    bands: Annotated[int, typer.Option(help="Input bands.")] = 3,
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 2,
+    width: Annotated[float, typer.Option(help="Channel width multiplier.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    class_names: Annotated[Optional[str], typer.Option(help="Class names, comma separated (default class_0, ...).")] = None,
+    vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict to start from (width 1.0).")] = None,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
+) -> None:
+    """Write a randomly initialised checkpoint (identity normalisation: mean 0, std 1)."""
+    import torch
+
+    from fcnseg.models.checkpoint import save_checkpoint
+    from fcnseg.models.fcn import build_model
+    from fcnseg.models.vgg_weights import load_vgg16_imagenet
+    from fcnseg.pipeline.classes import default_colors
+    from fcnseg.pipeline.overwrite import check_checkpoint_out
+
+    with clear_errors():
+        check_model_shape(bands, classes, width)
+        names = csv_list(class_names) or [f"class_{i}" for i in range(classes)]
+        if len(names) != classes:
+            raise ValueError(f"--class-names has {len(names)} names for --classes {classes}")
+        problem = class_names_problem(names)
+        if problem:
+            raise ValueError(f"--class-names: {problem}")
+        check_checkpoint_out(out, option="OUT", inputs={"--vgg16-weights": vgg16_weights}, overwrite=overwrite)
+        torch.manual_seed(seed)
+        model = build_model(arch, bands, classes, width)
+        if vgg16_weights is not None:
+            load_vgg16_imagenet(model, vgg16_weights)
+        card = ModelCard(
+            arch=arch, width=width, bands=bands,
+            classes=[ClassInfo(n, c) for n, c in zip(names, default_colors(len(names)), strict=True)],
+            normalization=Normalization(mean=[0.0] * bands, std=[1.0] * bands),
+            training={"init": "random", "seed": seed, "vgg16_weights": str(vgg16_weights) if vgg16_weights else None},
+        )
+        save_checkpoint(out, model, card)
+    typer.echo(str(out))
+
+
+def check_model_shape(bands: int, classes: int, width: float) -> None:
+    """init-model's --bands, --classes and --width, each refused by name before a model is built."""
+    problem = class_count_problem(classes)
+    if problem:
+        raise ValueError(f"--classes {classes}: {problem}")
+    if bands < 1:
+        raise ValueError(f"--bands must be at least 1, got {bands}")
+    if not 0 < width <= 1:
+        raise ValueError(f"--width must be above 0 and at most 1 (the paper's VGG16), got {width}")
