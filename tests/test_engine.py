@@ -322,7 +322,7 @@ def test_segment_sizes_tiles_for_the_device_and_records_them(scene, tmp_path):
 
     with output_lock(tmp_path / "out"):
         plan = plan_run(scene, DEMO_MODEL, tmp_path / "out", SegmentOptions(device="cpu"))
-    assert (plan.options.tile, plan.options.batch_size, plan.parameters["tile"]) == (2048, 1, 2048)
+    assert (plan.options.tile, plan.options.batch_size, plan.parameters.tile) == (2048, 1, 2048)
 
 
 def test_local_cpu_workers_share_every_core_among_their_torch_threads(monkeypatch):

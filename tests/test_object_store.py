@@ -136,7 +136,7 @@ def test_a_prefix_holding_files_of_the_users_is_refused_and_left_alone(s3, scene
     assert other.returncode == 0, other.stderr  # outputs options only: the run is redone from the same chunks
     bad = cli(str(scene), "--out", f"s3://{BUCKET}/runs/a", "--halo", "0")
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
-        f"fcnseg: error: s3://{BUCKET}/runs/a: holds a run with other halo; use --overwrite (flow: overwrite=true) to replace it"]
+        f"fcnseg: error: s3://{BUCKET}/runs/a: holds a run with other parameters (--halo 0 (was 256)); use --overwrite (flow: overwrite=true) to replace it"]
 
 
 def test_a_prefix_another_machine_is_writing_is_refused_in_one_line(s3, scene):

@@ -18,14 +18,12 @@ from typing import Any
 from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.errors import OutputConflict  # one refusal for every output, folder or file
 from fcnseg.pipeline.output.layout import OUTPUT_FILES, PARAMETERS_JSON, STATE_DIR, STORE_NAME, ledger_folder
+from fcnseg.pipeline.segment.records import FINGERPRINT, RunIdentity
 
 log = logging.getLogger(__name__)
 
-#: The parameter that names the input's content: when only it changed, the run starts again.
-FINGERPRINT = "input_fingerprint"
 
-
-def prepare_output(out: Path, parameters: dict[str, Any], overwrite: bool) -> bool:
+def prepare_output(out: Path, parameters: RunIdentity, overwrite: bool) -> bool:
     """Check the run state in OUT against ``parameters``; True when its chunks may be reused.
     Otherwise clear OUT's fcnseg files and start an empty ledger (the caller then records the
     parameters and creates the store)."""
@@ -47,20 +45,20 @@ def forget_run(out: Path) -> None:
     remove_path(out / STATE_DIR)
 
 
-def judge_previous(out: str | Path, previous: dict[str, Any] | None, foreign: list[str], parameters: dict[str, Any],
+def judge_previous(out: str | Path, previous: dict[str, Any] | None, foreign: list[str], parameters: RunIdentity,
                    overwrite: bool) -> bool:
     """What OUT holds against this run: True for the same run (its chunks may be reused); False
     when it may be replaced (nothing there, only the input changed, or ``overwrite``); otherwise
     ``OutputConflict``. ``previous``: OUT's run record; ``foreign``: output files without one."""
     if previous is not None:
-        if previous == parameters:
+        if previous == parameters.to_json():
             return True
-        changed = sorted(k for k in parameters if previous.get(k) != parameters[k])
-        if changed == [FINGERPRINT]:
+        if parameters.changed(previous) == [FINGERPRINT]:
             log.warning("%s changed since the run in %s began (size, time or content): its chunks are stale, "
-                        "segmenting it again", parameters["input"], out)
+                        "segmenting it again", parameters.input, out)
         elif not overwrite:
-            raise OutputConflict(f"{out}: holds a run with other {', '.join(changed)}; use --overwrite (flow: overwrite=true) to replace it")
+            raise OutputConflict(f"{out}: holds a run with other parameters ({parameters.differences(previous)}); "
+                                 "use --overwrite (flow: overwrite=true) to replace it")
     elif foreign and not overwrite:
         raise OutputConflict(f"{out}: holds {', '.join(foreign)}, which fcnseg did not write (no run record); "
                              "use --overwrite (flow: overwrite=true) to replace them, or another --out")

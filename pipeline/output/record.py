@@ -21,6 +21,7 @@ from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.output.layout import RUN_JSON
 from fcnseg.pipeline.output.ledger import ChunkResult
+from fcnseg.pipeline.segment.records import RunIdentity
 from fcnseg.pipeline.versions import software_versions
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class RunReport:
     seconds: dict[str, float]
     megapixels_per_second: float
     peak_memory_mb: float
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: RunIdentity | None = None
     files: list[str] = field(default_factory=list)
     class_areas: list[dict[str, Any]] = field(default_factory=list)
     polygons: int | None = None
@@ -62,7 +63,8 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``segment --json``)."""
-        return {**asdict(self), "out": str(self.out)}
+        parameters = {} if self.parameters is None else self.parameters.to_json()
+        return {**asdict(self), "out": str(self.out), "parameters": parameters}
 
     def location(self, name: str) -> str:
         """Where one of its files is: a path, or a URI under an object-store OUT."""
@@ -121,10 +123,10 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
     """run.json, written once every output file exists: it records what the folder holds."""
     record = {
         "input": plan.input,
-        "input_fingerprint": plan.parameters["input_fingerprint"],
+        "input_fingerprint": plan.parameters.to_json()["input_fingerprint"],
         "model": plan.model_path,
         "model_sha256": plan.model_sha256,
-        "parameters": report.parameters,
+        "parameters": plan.parameters.to_json(),
         "started": report.started,
         "finished": report.finished,
         "execution": report.execution,
@@ -156,7 +158,7 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
     return RunReport(
         out=out, chunks=record["chunks"], seconds=record["seconds"],
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
-        parameters=record["parameters"], files=record["files"], class_areas=record["class_areas"],
+        parameters=RunIdentity.from_json(record["parameters"]), files=record["files"], class_areas=record["class_areas"],
         polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
         started=record.get("started"), finished=record.get("finished"), devices=record.get("devices", []),
         workers=record.get("workers", 0),

@@ -89,7 +89,7 @@ def publish(
     areas = class_areas(plan)
     if stac:
         write_stac_item(plan.out, input_path=plan.input, model_path=plan.model_path, model_sha256=plan.model_sha256,
-                        parameters=plan.parameters, pending=[outputs.RUN_JSON], model=plan.model)
+                        parameters=plan.parameters.to_json(), pending=[outputs.RUN_JSON], model=plan.model)
     published = time.perf_counter() - started
     seconds = {**seconds, "publish": published, "total": seconds.get("total", 0.0) + published}
     report = run_report(plan, chunk_run, seconds, files, areas, polygons)

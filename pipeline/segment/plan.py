@@ -40,6 +40,7 @@ from fcnseg.pipeline.output.complete import is_complete
 from fcnseg.pipeline.output.guard import judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.output.ledger import ChunkLedger
+from fcnseg.pipeline.segment.records import RunIdentity
 from fcnseg.pipeline.store import COMPLETE, RUN_TOKEN, create_store, label_chunk_file, open_store
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 
@@ -106,7 +107,7 @@ class RunPlan:
     bands: list[int]
     tiles: list[Tile]
     reused: set[tuple[int, int]]
-    parameters: dict[str, Any]
+    parameters: RunIdentity
     num_classes: int
     height: int
     width: int
@@ -141,13 +142,12 @@ class RunPlan:
 
 def run_parameters(
     input_path: str, fingerprint: dict[str, Any], model_sha256: str, options: SegmentOptions, halo: int, bands: list[int],
-) -> dict[str, Any]:
-    """What makes two runs produce the same chunks: a rerun must match these to reuse them."""
-    return {
-        "input": input_path, "input_fingerprint": fingerprint, "model_sha256": model_sha256, "device": options.device,
-        "tile": options.tile, "halo": halo, "stitch": options.stitch, "bands": bands,
-        "probabilities": options.probabilities,
-    }
+) -> RunIdentity:
+    """What makes two runs produce the same chunks: a rerun must match it to reuse them."""
+    return RunIdentity(
+        input=input_path, input_fingerprint=fingerprint, model_sha256=model_sha256, device=options.device,
+        tile=options.tile, halo=halo, stitch=options.stitch, bands=tuple(bands), probabilities=options.probabilities,
+    )
 
 
 def plan_run(
@@ -186,7 +186,7 @@ def plan_run(
         out.mkdir(parents=True, exist_ok=True)
         reuse = prepare_output(out, parameters, overwrite)
         if not reuse:  # the run is recorded before its store exists: a crash in between resumes
-            atomic_write_text(plan.state / PARAMETERS_JSON, json.dumps(parameters, indent=2), durable=True)
+            atomic_write_text(plan.state / PARAMETERS_JSON, json.dumps(parameters.to_json(), indent=2), durable=True)
             crash_point("plan")
         if reuse and plan.store_path.exists():
             plan.run_token = open_store(plan.store_path, mode="r").attrs.get(RUN_TOKEN)
@@ -202,7 +202,7 @@ def plan_run(
                     partial, height=src.height, width=src.width, crs=src.crs, transform=src.transform,
                     chunk=options.tile, class_names=card.class_names, class_colors=[c.color for c in card.classes],
                     attrs={COMPLETE: False, RUN_TOKEN: plan.run_token, "model_sha256": model_sha,
-                           "parameters": parameters, "source": input_name},
+                           "parameters": parameters.to_json(), "source": input_name},
                     probabilities=options.probabilities,
                 )
     plan.reused = plan.ledger.finished(tiles)
@@ -286,7 +286,7 @@ def already_complete(plan: RunPlan) -> bool:
     """OUT, or the prefix it is staged for, already holds this exact output (``output.complete``);
     in a local OUT also every chunk is marked done and has its data in the store (``chunks_whole``)."""
     ledger = None if plan.destination else (lambda: chunks_whole(plan))
-    return is_complete(plan.target, plan.parameters, plan.options.outputs(), chunks_whole=ledger)
+    return is_complete(plan.target, plan.parameters.to_json(), plan.options.outputs(), chunks_whole=ledger)
 
 
 def chunks_whole(plan: RunPlan) -> bool:

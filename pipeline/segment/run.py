@@ -82,7 +82,7 @@ def tile_job(plan: RunPlan, execution: str) -> TileJob:
     """What every task of the plan's run carries: the plan's paths (absolute or URIs), the model
     planned, the execution agreed and the store's run token."""
     options = plan.options
-    return TileJob(plan.input, json.dumps(plan.parameters["input_fingerprint"], sort_keys=True), plan.model_path,
+    return TileJob(plan.input, json.dumps(dict(plan.parameters.input_fingerprint), sort_keys=True), plan.model_path,
                    plan.model_content_sha256, execution, tuple(plan.bands), options.device, options.batch_size,
                    options.probabilities, plan.run_token)
 
@@ -161,5 +161,5 @@ def finish_store(plan: RunPlan) -> None:
 def check_input_unchanged(plan: RunPlan) -> None:
     """The input's fingerprint now against the plan's: a change fails the run in one line (the
     rerun then finds the fingerprint changed and segments the new content from scratch)."""
-    if input_fingerprint(plan.input) != plan.parameters["input_fingerprint"]:
+    if input_fingerprint(plan.input) != plan.parameters.input_fingerprint:
         raise InputError(f"{plan.input}: changed during the run; run the same command again to segment it anew")
