@@ -39,7 +39,7 @@ COPY models ./models
 COPY pipeline ./pipeline
 COPY flows ./flows
 RUN pip install . -c constraints.txt \
-    && python -c "import torch, rasterio, distributed, fcnseg.pipeline.infer; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    && python -c "import torch, rasterio, distributed, fcnseg.pipeline.segment.worker; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 RUN useradd --create-home --uid 1000 fcnseg
 USER fcnseg

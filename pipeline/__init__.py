@@ -1,3 +1,3 @@
-"""The data path from an input raster to the files an analyst opens (see DESIGN.md): tiles and I/O at
+"""The data path from an input raster to the files an analyst opens (see docs/design.md): tiles and I/O at
 the bottom, the ``segment`` stages, the ``products`` of a finished store, ``analysis``, ``training``
 glue and the ``synth`` scene generator."""
