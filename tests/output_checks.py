@@ -228,6 +228,15 @@ def block_mode(labels: np.ndarray, factor: int) -> np.ndarray:
     return modes
 
 
+def level_reference(labels: np.ndarray, level, source) -> np.ndarray:
+    """What a pyramid level must hold, from the full-resolution map: a level written with the chunks,
+    the mode of its full-resolution blocks; a later one, the mode of ``source`` level's modes."""
+    if level.per_chunk:
+        return block_mode(labels, level.factor)
+    coarse = labels if source.factor == 1 else block_mode(labels, source.factor)
+    return block_mode(coarse, level.factor // source.factor)
+
+
 def check_nodata(labels: np.ndarray, source: Input) -> None:
     """Label 255 exactly where the input holds no data."""
     wrong = (labels == NODATA) != ~source.valid

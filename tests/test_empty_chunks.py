@@ -35,7 +35,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from scipy.ndimage import binary_closing, binary_dilation, distance_transform_edt
 from shapely.geometry import box, shape
-from output_checks import block_mode
+from output_checks import block_mode, level_reference
 from stores import store_from_array
 
 from fcnseg.pipeline import pyramid as pyramid_module
@@ -310,14 +310,9 @@ def test_pyramid_levels_equal_the_whole_map_reference_for_any_chunk_and_write_or
         levels = store_levels(group)
         assert [lv.factor for lv in levels] == overview_factors(*shape_)
         source = source_level(levels)
-        coarse_from = labels if source.factor == 1 else block_mode(labels, source.factor)
         for level in levels:
             stored = group[level_path(level)][:]
-            if level.per_chunk:  # the mode of all its full-resolution pixels
-                expected = block_mode(labels, level.factor)
-            else:  # made once the store is complete: the mode of the source level's modes
-                expected = block_mode(coarse_from, level.factor // source.factor)
-            assert np.array_equal(stored, expected), (seed, shape_, chunk, level)
+            assert np.array_equal(stored, level_reference(labels, level, source)), (seed, shape_, chunk, level)
             # and in either case nodata only where every full-resolution pixel under it is
             assert np.array_equal(stored != NODATA, any_valid(labels, level.factor)), (seed, shape_, chunk, level)
 
@@ -335,10 +330,8 @@ def test_pyramid_levels_are_the_same_made_in_small_windows_and_strips(tmp_path, 
         group = open_store(store, mode="r")
         levels = store_levels(group)
         source = source_level(levels)
-        coarse_from = labels if source.factor == 1 else block_mode(labels, source.factor)
         for level in levels:
-            expected = (block_mode(labels, level.factor) if level.per_chunk
-                        else block_mode(coarse_from, level.factor // source.factor))
+            expected = level_reference(labels, level, source)
             assert np.array_equal(group[level_path(level)][:], expected), (shape_, chunk, level)
 
 
