@@ -19,7 +19,7 @@ Pass 1 writes scratch only, so running any task twice (a dead worker, a resumed 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,6 +133,13 @@ def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[
 
 def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid) -> None:
     """Store the tile's weighted probabilities and weights over its ring (zero elsewhere, not stored)."""
+    contribution = ring_contribution(tile, scores, valid, grid)
+    ring_array[tile.row, tile.col, :, : contribution.shape[1], : contribution.shape[2]] = contribution
+
+
+def ring_contribution(tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid) -> np.ndarray:
+    """(classes + 1, h, w) over the tile's ``extended`` window: its probabilities x weight, then the
+    weight, zero off its ring. Apart from ``write_ring`` so that in-memory prediction mixes the same floats."""
     height, width, r = grid.height, grid.width, grid.ramp
     ext = extended(tile, height, width, r)
     read = tile.read_window
@@ -147,7 +154,7 @@ def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np
     weight = weight * valid[rows, cols]  # nodata pixels contribute nothing
     contribution = np.concatenate([scores[:, rows, cols] * weight, weight[None]], axis=0)
     contribution[:, ~ring_mask(ext, tile.core, height, width, r)] = 0.0
-    ring_array[tile.row, tile.col, :, : int(ext.height), : int(ext.width)] = contribution
+    return contribution
 
 
 def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedger, tile: Tile,
@@ -157,7 +164,6 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
     ``_pass1`` are the results of the pass-1 tasks this chunk needs: passing them makes Dask run
     this task after them (and rerun them, should a worker holding them die first).
     """
-    height, width, r = grid.height, grid.width, grid.ramp
     scratch_group = open_store(scratch, mode="r")
     core = tile.core
     rows, cols = core.toslices()
@@ -167,9 +173,29 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
     if not valid.any():
         return [ledger.record(tile, "nodata", 0, chunk_histogram(final, core, None))]
     probs = scratch_group[PROBABILITIES][:, rows, cols] if job.probabilities else None
-
     ring_array = scratch_group[RING]
-    total = np.zeros((ring_array.shape[2], int(core.height), int(core.width)), dtype=np.float32)
+
+    def ring_part(other: Tile, part_rows: slice, part_cols: slice) -> np.ndarray:
+        return ring_array[other.row, other.col, :, part_rows, part_cols]
+
+    labels, probs = blend_core(tile, neighbours, grid, labels, probs, ring_part, ring_array.shape[2])
+    write_chunk(final, core, labels, probs)
+    return [ledger.record(tile, "computed", int(valid.sum()), chunk_histogram(final, core, labels), labels)]
+
+
+#: A tile's stored ring contribution over (rows, cols) of its ``extended`` window (``ring_contribution``).
+RingPart = Callable[[Tile, slice, slice], np.ndarray]
+
+
+def blend_core(tile: Tile, neighbours: Sequence[Tile], grid: BlendGrid, labels: np.ndarray,
+               probs: np.ndarray | None, ring_part: RingPart, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A chunk's final labels (and probabilities) from its pass-1 core result (``labels``: 255 on
+    nodata) and the ring contributions of itself and its neighbours, added in this order (the floats
+    of pass 2 wherever its scratch lives). ``channels``: classes + 1 (the weight)."""
+    height, width, r = grid.height, grid.width, grid.ramp
+    core = tile.core
+    valid = labels != NODATA
+    total = np.zeros((channels, int(core.height), int(core.width)), dtype=np.float32)
     for other in (tile, *neighbours):
         ext = extended(other, height, width, r)
         if not intersect(ext, core):
@@ -178,15 +204,14 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
         src_r, src_c = int(overlap.row_off - ext.row_off), int(overlap.col_off - ext.col_off)
         dst_r, dst_c = int(overlap.row_off - core.row_off), int(overlap.col_off - core.col_off)
         h, w = int(overlap.height), int(overlap.width)
-        total[:, dst_r : dst_r + h, dst_c : dst_c + w] += ring_array[other.row, other.col, :, src_r : src_r + h, src_c : src_c + w]
+        total[:, dst_r : dst_r + h, dst_c : dst_c + w] += ring_part(other, slice(src_r, src_r + h), slice(src_c, src_c + w))
     weight = total[-1]
     blended = ring_mask(core, core, height, width, r) & valid & (weight > 0)
     labels[blended] = total[:-1].argmax(axis=0)[blended]
     if probs is not None:
         mixed = total[:-1] / np.maximum(weight, 1e-12)
         probs[:, blended] = quantize_probabilities(mixed, blended)[:, blended]
-    write_chunk(final, core, labels, probs)
-    return [ledger.record(tile, "computed", int(valid.sum()), chunk_histogram(final, core, labels), labels)]
+    return labels, probs
 
 
 # --- the run's tasks -----------------------------------------------------------------------
