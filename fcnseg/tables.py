@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from fcnseg.pipeline.analysis.query import ClassArea
 
 #: Reports go to stderr (stdout is kept for what a script reads: paths, JSON).
 console = Console(stderr=True)
@@ -42,20 +49,20 @@ def print_report(report) -> None:
     console.print(class_area_table("class areas", report.class_areas))
 
 
-def class_area_table(title: str, classes: list[dict]) -> Table:
+def class_area_table(title: str, classes: Sequence[ClassArea]) -> Table:
     """Per-class pixels, area and share, with a total row (what `segment` and `query` print)."""
     table = Table(title=title, show_footer=True)
-    valid = sum(c["pixels"] for c in classes)
+    valid = sum(c.pixels for c in classes)
     table.add_column("id", "", justify="right")
     table.add_column("class", "total")
     table.add_column("pixels", f"{valid:,}", justify="right")
-    metres = all(c["area_m2"] is not None for c in classes)  # a raster without CRS has no m²
-    total = f"{sum(c['area_m2'] for c in classes):,.2f}" if metres else "-"
+    metres = all(c.area_m2 is not None for c in classes)  # a raster without CRS has no m²
+    total = f"{sum(c.area_m2 for c in classes):,.2f}" if metres else "-"
     table.add_column("area m²", total, justify="right")
     table.add_column("share %", "100.00" if valid else "-", justify="right")
     for c in classes:
-        area = f"{c['area_m2']:,.2f}" if c["area_m2"] is not None else "-"
-        table.add_row(str(c["class_id"]), c["class_name"], f"{c['pixels']:,}", area, f"{100 * c['share']:.2f}")
+        area = f"{c.area_m2:,.2f}" if c.area_m2 is not None else "-"
+        table.add_row(str(c.class_id), c.class_name, f"{c.pixels:,}", area, f"{100 * c.share:.2f}")
     return table
 
 
@@ -72,7 +79,7 @@ def print_query(result) -> None:
     if "point" in data:
         where += f": row {data['point']['row']}, col {data['point']['col']}"
     pixels = data["units"] == "pixels"  # no CRS: a pixel is the unit of area, never a made-up m²
-    classes = [{**c, "area_m2": float(c["pixels"])} for c in data["classes"]] if pixels else data["classes"]
+    classes = [replace(c, area_m2=float(c.pixels)) for c in result.classes] if pixels else result.classes
     table = class_area_table(f"{data['raster']}, {where}", classes)
     if pixels:
         table.columns[3].header = "area px²"

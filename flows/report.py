@@ -54,6 +54,6 @@ def markdown_report(outcomes: list[SceneOutcome], output_root: str) -> str:
         r = o.report
         lines += ["", f"## {Path(o.scene).name} ({o.status})", "", "Files: " + ", ".join(f"`{r.location(f)}`" for f in r.files), ""]
         lines += ["| class | pixels | area m² | share |", "|---|---:|---:|---:|"]
-        lines += [f"| {c['class_name']} | {c['pixels']:,} | {square_metres(c['area_m2'])} | {100 * c['share']:.1f} % |"
+        lines += [f"| {c.class_name} | {c.pixels:,} | {square_metres(c.area_m2)} | {100 * c.share:.1f} % |"
                   for c in r.class_areas]
     return "\n".join(lines) + "\n"

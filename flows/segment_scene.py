@@ -147,9 +147,9 @@ def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float
     report = publish(plan, chunk_run, seconds, files, polygons)
     scene = Path(plan.input).name
     create_table_artifact(
-        [{"class": c["class_name"], "pixels": c["pixels"],
-          "area_m2": None if c["area_m2"] is None else round(c["area_m2"], 1),  # None: no CRS, no metres
-          "share_percent": round(100 * c["share"], 2)} for c in report.class_areas],
+        [{"class": c.class_name, "pixels": c.pixels,
+          "area_m2": None if c.area_m2 is None else round(c.area_m2, 1),  # None: no CRS, no metres
+          "share_percent": round(100 * c.share, 2)} for c in report.class_areas],
         description=f"fcnseg: class areas of {scene}",
     )
     target = str(report.out)

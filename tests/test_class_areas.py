@@ -15,7 +15,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.analysis.query import query_classes
+from fcnseg.pipeline.analysis.query import ClassArea, query_classes
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.segment.finish import class_areas
 from fcnseg.pipeline.segment.plan import plan_run
@@ -50,21 +50,20 @@ def scenes(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def full_count(out: Path) -> list[dict]:
-    return query_classes(out / "labels.zarr").to_dict()["classes"]
+def full_count(out: Path) -> tuple[ClassArea, ...]:
+    return tuple(query_classes(out / "labels.zarr").classes)
 
 
 def markers(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((out / ".fcnseg-run" / "done").glob("*.json"))]
 
 
-def assert_same_table(got: list[dict], expected: list[dict], geographic: bool) -> None:
+def assert_same_table(got: tuple[ClassArea, ...], expected: tuple[ClassArea, ...], geographic: bool) -> None:
     if not geographic:  # one pixel area: the same integers times the same float
         assert got == expected
         return
-    assert [{k: v for k, v in c.items() if k != "area_m2"} for c in got] == \
-           [{k: v for k, v in c.items() if k != "area_m2"} for c in expected]
-    assert [c["area_m2"] for c in got] == pytest.approx([c["area_m2"] for c in expected], rel=1e-12)
+    assert [replace(c, area_m2=None) for c in got] == [replace(c, area_m2=None) for c in expected]
+    assert [c.area_m2 for c in got] == pytest.approx([c.area_m2 for c in expected], rel=1e-12)
 
 
 @pytest.mark.parametrize(("kind", "stitch"), [
@@ -80,7 +79,7 @@ def test_areas_from_the_markers_equal_a_full_count(tmp_path, scenes, cluster, ki
     assert sum(sum(m["class_pixels"]) for m in recorded) == sum(m["valid_pixels"] for m in recorded)
     assert_same_table(report.class_areas, full_count(out), geographic=kind == "geographic")
     if kind == "pixels":
-        assert all(c["area_m2"] is None for c in report.class_areas)
+        assert all(c.area_m2 is None for c in report.class_areas)
 
 
 def test_a_resumed_run_sums_old_and_new_markers(tmp_path, scenes, cluster):

@@ -61,7 +61,7 @@ def test_a_scene_without_any_valid_pixel(tmp_path, base, cluster):
     image = write_image(tmp_path, np.zeros_like(pixels), profile)
     report = run(image, tmp_path / "out", cluster)
     assert report.chunks == {"total": 9, "computed": 0, "skipped_nodata": 9, "reused": 0}
-    assert report.polygons == 0 and all(c["pixels"] == 0 and c["share"] == 0.0 for c in report.class_areas)
+    assert report.polygons == 0 and all(c.pixels == 0 and c.share == 0.0 for c in report.class_areas)
     found = check_outputs(image, tmp_path / "out", polygon_cell=CELL)
     assert found["valid"] == 0 and found["polygons"] == 0
     for frame in (gpd.read_parquet(tmp_path / "out" / "polygons.parquet"),

@@ -193,7 +193,7 @@ def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_
         direct = segment(scene, DEMO_MODEL, tmp_path_factory.mktemp("direct"), SegmentOptions(tile=1024), workers=1,
                          progress=False)
         assert np.array_equal(labels_of(out), labels_of(direct.out))
-        assert run["class_areas"] == direct.class_areas and run["polygons"] == direct.polygons
+        assert run["class_areas"] == direct.class_areas_json() and run["polygons"] == direct.polygons
         assert gpd.read_parquet(out / "polygons.parquet").equals(gpd.read_parquet(direct.out / "polygons.parquet"))
     assert "2 processed, 0 skipped" in latest_report(prefect_env)
     validate_stac_catalog(root / "catalog.json")  # every scene's item, by relative links

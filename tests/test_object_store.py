@@ -89,7 +89,7 @@ def test_an_output_on_s3_equals_a_local_run_and_opens_from_the_bucket(s3, scene,
     report = segment(scene, DEMO_MODEL, uri, OPTIONS, scheduler=cluster, progress=False)
     assert report.out == uri and not report.skipped
     local = json.loads((local_run / "run.json").read_text())
-    assert report.class_areas == local["class_areas"] and report.polygons == local["polygons"]
+    assert report.class_areas_json() == local["class_areas"] and report.polygons == local["polygons"]
     remote = keys(uri)
     assert {"run.json", "item.json", "labels.tif", "polygons.parquet", "polygons.gpkg", "quicklook.png",
             "labels.zarr/zarr.json", ".fcnseg-run/parameters.json"} <= remote

@@ -78,7 +78,7 @@ def test_an_input_replaced_after_a_complete_run_is_not_complete(scenes, clean, c
     report = segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
     assert not report.skipped
     assert np.array_equal(labels_of(out), labels_of(clean[42]))
-    assert report.class_areas == json.loads((clean[42] / "run.json").read_text())["class_areas"]
+    assert report.class_areas_json() == json.loads((clean[42] / "run.json").read_text())["class_areas"]
 
 
 def test_a_checkpoint_replaced_during_a_run_fails_it(scenes, cluster, tmp_path):

@@ -254,8 +254,8 @@ def test_every_output_for_analysts_and_a_complete_rerun_is_a_no_op(tmp_path, clu
     labels = labels_of(out)
     polygons = gpd.read_parquet(out / "polygons.parquet")
     for entry in report.class_areas:  # polygons, class areas and the label map agree exactly
-        count = int((labels == entry["class_id"]).sum())
-        assert entry["pixels"] == count == polygons[polygons.class_id == entry["class_id"]].pixels.sum()
+        count = int((labels == entry.class_id).sum())
+        assert entry.pixels == count == polygons[polygons.class_id == entry.class_id].pixels.sum()
     validate_stac_item(out / "item.json")
     item = json.loads((out / "item.json").read_text())
     assert set(item["assets"]) == {"labels", "labels_pam", "labels_style", "labels_zarr", "quicklook", "polygons_parquet",

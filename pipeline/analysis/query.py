@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,28 @@ log = logging.getLogger(__name__)
 MAX_CLASS_ID = 65535
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassArea:
+    """One class's pixels, true area and share of the valid pixels: a row of ``fcnseg query``'s
+    table and of a run's class areas (run.json, the CLI's table, the flow's artifacts)."""
+
     class_id: int
     class_name: str
     pixels: int
     area_m2: float | None  # None without a CRS: no metres to measure in
     share: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as run.json and ``query --json`` write it (these keys, in this order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ClassArea:
+        """A row as run.json recorded it; ValueError naming the keys it lacks."""
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise ValueError(f"class area without {', '.join(missing)}")
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -84,7 +99,7 @@ class QueryResult:
         out: dict[str, Any] = {
             "raster": self.raster, "crs": self.crs, "units": self.units, "selection": self.selection,
             "valid_pixels": self.valid_pixels, "nodata_pixels": self.nodata_pixels, "area_m2": self.area_m2,
-            "classes": [asdict(c) for c in self.classes],
+            "classes": [c.to_json() for c in self.classes],
         }
         if self.point is not None:
             out["point"] = self.point
@@ -194,7 +209,7 @@ def _point_result(raster: LabelRaster, x: float, y: float, point_crs: CRS) -> Qu
                            nodata=True, **common)
     class_id = int(values[0, 0])
     area = None if raster.crs is None else float(row_pixel_areas_m2(raster.crs, raster.transform, row, 1)[0])
-    entry = ClassArea(class_id, raster.classes.name(class_id), 1, area, 1.0)
+    entry = ClassArea(class_id=class_id, class_name=raster.classes.name(class_id), pixels=1, area_m2=area, share=1.0)
     return QueryResult(classes=[entry], valid_pixels=1, nodata_pixels=0, area_m2=area, nodata=False, **common)
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fcnseg.pipeline.analysis.query import ClassArea
 from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.output.layout import RUN_JSON
@@ -52,7 +53,7 @@ class RunReport:
     peak_memory_mb: float
     parameters: RunIdentity | None = None
     files: list[str] = field(default_factory=list)
-    class_areas: list[dict[str, Any]] = field(default_factory=list)
+    class_areas: tuple[ClassArea, ...] = ()
     polygons: int | None = None
     execution: str | None = None
     skipped: bool = False  # the folder already held this exact output: nothing was done
@@ -64,7 +65,11 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``segment --json``)."""
         parameters = {} if self.parameters is None else self.parameters.to_json()
-        return {**asdict(self), "out": str(self.out), "parameters": parameters}
+        return {**asdict(self), "out": str(self.out), "parameters": parameters, "class_areas": self.class_areas_json()}
+
+    def class_areas_json(self) -> list[dict[str, Any]]:
+        """The class areas as run.json and ``segment --json`` write them."""
+        return [area.to_json() for area in self.class_areas]
 
     def location(self, name: str) -> str:
         """Where one of its files is: a path, or a URI under an object-store OUT."""
@@ -87,7 +92,7 @@ class Stopwatch:
 
 
 def run_report(
-    plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], areas: list[dict[str, Any]],
+    plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], areas: tuple[ClassArea, ...],
     polygons: VectorizeReport | None,
 ) -> RunReport:
     results = chunk_run.results
@@ -140,7 +145,7 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
         "megapixels_per_second": report.megapixels_per_second,
         "peak_memory_mb": report.peak_memory_mb,
         "polygons": report.polygons,
-        "class_areas": report.class_areas,
+        "class_areas": report.class_areas_json(),
     }
     atomic_write_text(plan.out / RUN_JSON, json.dumps(record, indent=2), durable=True)
 
@@ -158,7 +163,8 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
     return RunReport(
         out=out, chunks=record["chunks"], seconds=record["seconds"],
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
-        parameters=RunIdentity.from_json(record["parameters"]), files=record["files"], class_areas=record["class_areas"],
+        parameters=RunIdentity.from_json(record["parameters"]), files=record["files"],
+        class_areas=tuple(ClassArea.from_json(c) for c in record["class_areas"]),
         polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
         started=record.get("started"), finished=record.get("finished"), devices=record.get("devices", []),
         workers=record.get("workers", 0),

@@ -8,10 +8,10 @@ each as a task.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fcnseg.pipeline.output import layout as outputs
-from fcnseg.pipeline.analysis.query import query_classes, summed_classes
+from fcnseg.pipeline.analysis.query import ClassArea, query_classes, summed_classes
 from fcnseg.pipeline.cluster import optional_client
 from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
 from fcnseg.pipeline.products.quicklook import checkpoint_label, write_quicklook
@@ -65,14 +65,14 @@ def export_polygons(plan: RunPlan, *, client: Client | None = None, scheduler: s
                                options, client=reached, progress=progress)
 
 
-def class_areas(plan: RunPlan) -> list[dict[str, Any]]:
+def class_areas(plan: RunPlan) -> tuple[ClassArea, ...]:
     """Per class: pixels, m² and share of the valid area, the sum of the class histograms in the
     chunks' markers (counted by the workers as they wrote them). A store whose markers have none
     (written by an earlier version) is counted again from the store, chunk by chunk."""
     markers = [plan.ledger.result(tile) for tile in plan.tiles]
     histograms = [(m.class_pixels, m.class_area_m2) for m in markers if m is not None and m.class_pixels is not None]
     summed = summed_classes(plan.store_path, histograms) if len(histograms) == len(plan.tiles) else None
-    return (summed or query_classes(plan.store_path)).to_dict()["classes"]
+    return tuple((summed or query_classes(plan.store_path)).classes)
 
 
 def publish(
