@@ -1,0 +1,468 @@
+"""The library's face: what ``import fcnseg`` offers (``fcnseg/__init__.py`` loads this on first use).
+
+Thin on purpose: each function is the command line's command of the same name as one call, with
+the same defaults and the same one-line errors (``fcnseg.errors``), over the functions that
+command runs. Heavy imports (torch, Dask, rasterio) happen inside the functions, so that
+``import fcnseg`` and ``help(fcnseg.segment)`` stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    import xarray as xr
+    from distributed import Client
+
+    from fcnseg.models.card import ModelCard
+    from fcnseg.models.fcn import FCNBase
+    from fcnseg.models.metrics import Metrics
+    from fcnseg.pipeline.analysis.query import QueryResult
+    from fcnseg.pipeline.output.record import RunReport
+    from fcnseg.pipeline.segment.plan import SegmentOptions
+    from fcnseg.pipeline.training.train import TrainResult
+
+__all__ = ["Model", "evaluate", "load_model", "open_labels", "predict_array", "query", "segment", "train"]
+
+#: The name that stands for the demo model shipped with fcnseg (``fcnseg.models.DEMO_MODEL``).
+DEMO = "demo"
+
+
+def model_path(model: str | Path | None) -> Path:
+    """The checkpoint a ``model`` argument names: None or ``"demo"`` is the shipped demo FCN-8s."""
+    from fcnseg.models import DEMO_MODEL
+
+    return DEMO_MODEL if model is None or str(model) == DEMO else Path(model)
+
+
+def field_names(record: type) -> list[str]:
+    """The fields of an options record, a dataclass or a pydantic model."""
+    if dataclasses.is_dataclass(record):
+        return [f.name for f in dataclasses.fields(record) if f.init]
+    return list(record.model_fields)
+
+
+def checked_fields(function: str, record: type, fields: Mapping[str, Any]) -> None:
+    """TypeError naming a keyword that is no field of ``record``: a typo never passes unnoticed."""
+    known = field_names(record)
+    unknown = [name for name in fields if name not in known]
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r} "
+                        f"(its options: {', '.join(known)})")
+
+
+def segment_options(options: SegmentOptions | None, fields: Mapping[str, Any]) -> SegmentOptions:
+    """``options`` (default: the CLI's defaults) with ``fields`` changed; validated."""
+    from fcnseg.pipeline.segment.plan import SegmentOptions
+
+    checked_fields("segment", SegmentOptions, fields)
+    if options is None:
+        merged = SegmentOptions(**fields)
+    elif dataclasses.is_dataclass(options):
+        merged = dataclasses.replace(options, **fields)
+    else:  # the pydantic model: a copy validated as a new one is
+        merged = options.replace(**fields)
+    merged.validate()
+    return merged
+
+
+def segment(
+    input: str | Path,
+    out: str | Path,
+    model: str | Path | None = None,
+    *,
+    options: SegmentOptions | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    client: Client | None = None,
+    scheduler: str | None = None,
+    cluster_spec: str | Path | None = None,
+    workers: int | None = None,
+    **option_fields: Any,
+) -> RunReport:
+    """Segment a raster into an output folder: labels.zarr, labels.tif, polygons, quicklook, STAC item, run.json.
+
+    What ``fcnseg segment INPUT --out OUT`` does, with the same guarantees: a rerun of a complete
+    output does nothing (``report.skipped``), an interrupted one resumes from its finished chunks,
+    and an error is one line naming the file or option (``fcnseg.errors.FcnsegError``).
+
+    Parameters
+    ----------
+    input : any path or URI rasterio opens.
+    out : a folder, or ``s3://bucket/prefix``.
+    model : a checkpoint (.safetensors); None or ``"demo"``: the demo model shipped with fcnseg.
+    options : a ``SegmentOptions``; the keyword options below change its fields.
+    overwrite : replace an output made with another model or other parameters.
+    progress : a progress bar (on a terminal) or log lines.
+    client : a ``distributed.Client`` to compute on (left running); default: the current client
+        of this process, else in this process for a small scene, else a local cluster.
+    scheduler, cluster_spec, workers : a scheduler address, a cluster spec (``deploy/clusters/``)
+        or a number of local worker processes, instead of a client.
+    **option_fields : any field of ``SegmentOptions``, as the CLI options of the same names:
+        tile, halo, stitch ("crop" or "blend"), batch_size, device, probabilities, bands, cog,
+        polygons, simplify, min_area, polygon_cell, quicklook, stac.
+
+    Returns
+    -------
+    RunReport : chunks, seconds per stage, files, class areas, polygons, execution ...
+
+    Example
+    -------
+    >>> report = fcnseg.segment("scene.tif", "out", stitch="blend")
+    >>> report.files
+    >>> [(a.class_name, a.area_m2) for a in report.class_areas]
+    """
+    from fcnseg.pipeline.segment import segment as segment_run
+
+    chosen = segment_options(options, option_fields)
+    where: dict[str, Any] = {"scheduler": scheduler, "cluster_spec": cluster_spec, "workers": workers}
+    if client is not None:
+        if "client" in inspect.signature(segment_run).parameters:
+            where["client"] = client
+        elif scheduler is None:  # a pipeline without client=: reach the client's scheduler
+            where["scheduler"] = client.scheduler.address
+    return segment_run(input, model_path(model), out, chosen, overwrite=overwrite, progress=progress, **where)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A checkpoint loaded for inference on a device: the network, its card, where it runs.
+
+    ``card`` holds the classes (``card.class_names``), bands, normalisation and nodata policy;
+    ``path`` the checkpoint's file. Made by ``load_model``; ``predict_array`` takes it.
+    """
+
+    network: FCNBase
+    card: ModelCard
+    device: torch.device
+    path: Path
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card.class_names)
+
+    def __repr__(self) -> str:
+        return (f"Model({self.card.arch}, width {self.card.width}, {self.card.bands} bands, "
+                f"classes {self.class_names}, on {self.device}, from {self.path})")
+
+
+def load_model(model: str | Path | None = DEMO, device: str = "auto") -> Model:
+    """Load a checkpoint for inference, checked byte for byte, on a device ready to predict.
+
+    Parameters
+    ----------
+    model : a checkpoint (.safetensors), or ``"demo"`` (None): the demo FCN-8s shipped with fcnseg.
+    device : ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
+        it computes there as ``segment`` does (bf16 or fp16 on GPUs, fp32 on the CPU).
+
+    Returns
+    -------
+    Model : ``.network`` (a torch module in eval mode), ``.card``, ``.device``, ``.path``.
+
+    Example
+    -------
+    >>> model = fcnseg.load_model("demo")
+    >>> model.class_names
+    >>> labels = fcnseg.predict_array(model, pixels)
+    """
+    from fcnseg.models.inference import load_for_inference, resolve_device
+
+    path = model_path(model)
+    target = resolve_device(device)
+    network, card = load_for_inference(path, target)
+    return Model(network, card, target, path)
+
+
+def _loaded(model: Model | str | Path | None, device: str) -> Model:
+    """``model`` ready on ``device``: a ``Model`` as it is (``device`` "auto") or moved by loading
+    its checkpoint there; a path or ``"demo"`` loaded."""
+    if isinstance(model, Model):
+        if device == "auto":
+            return model
+        from fcnseg.models.inference import resolve_device
+
+        return model if resolve_device(device) == model.device else load_model(model.path, device)
+    return load_model(model, device)
+
+
+def predict_array(
+    model: Model | str | Path | None,
+    array: Any,
+    *,
+    tile: int | None = None,
+    halo: int | None = None,
+    stitch: str = "crop",
+    batch_size: int | None = None,
+    nodata: float | Sequence[float | None] | None = None,
+    probabilities: bool = False,
+    device: str = "auto",
+) -> Any:
+    """Segment an array in memory: numpy (bands, rows, cols) or (rows, cols), or an xarray DataArray.
+
+    The same tiles, halo, nodata rule, normalisation and stitching as ``segment``, so the labels
+    equal what ``segment`` writes to labels.zarr for the same pixels. Memory follows the tile and
+    batch size: tiles are cut from ``array`` as they are needed (a dask-backed DataArray computes
+    only those windows).
+
+    Parameters
+    ----------
+    model : a ``Model`` (``load_model``), or a checkpoint path or ``"demo"`` to load.
+    array : the model's bands first. A DataArray keeps its coordinates, attributes and rio
+        CRS/transform; its nodata is ``.rio.nodata`` (else ``attrs["_FillValue"]``).
+    tile, halo, batch_size : as ``segment``'s (None: what it would choose on this device).
+    stitch : ``"crop"`` (each tile keeps its core) or ``"blend"`` (cross-faded across tile borders).
+    nodata : the input's nodata value, one for all bands or one per band (None: none, or the
+        DataArray's); a pixel is nodata when all its bands are (GDAL's rule); NaN always is.
+    probabilities : also return the class probabilities, as labels.zarr stores them (uint8,
+        p x 254, 255 = nodata).
+    device : where to load ``model`` when it is a path (a ``Model`` runs on its own device).
+
+    Returns
+    -------
+    labels, uint8 (rows, cols), 255 = nodata, as the input's type (a DataArray has the class
+    names and colours in ``attrs``); with ``probabilities``, ``(labels, probabilities)``, the
+    latter (classes, rows, cols).
+
+    Example
+    -------
+    >>> model = fcnseg.load_model("demo")
+    >>> image = rioxarray.open_rasterio("scene.tif")
+    >>> labels = fcnseg.predict_array(model, image, stitch="blend")
+    """
+    from fcnseg.pipeline.segment.array import predict_pixels
+    from fcnseg.pipeline.segment.memory_source import nodata_values
+
+    model = _loaded(model, device)
+    pixels, frame = _bands_first(array)
+    values = nodata_values(nodata if nodata is not None else _array_nodata(array), pixels.shape[0])
+    labels, probs = predict_pixels(model.network, model.card, model.device, pixels, tile=tile, halo=halo,
+                                   stitch=stitch, batch_size=batch_size, nodata=values, probabilities=probabilities)
+    if frame is not None:
+        labels, probs = _as_data_arrays(frame, model.card, labels, probs)
+    return (labels, probs) if probabilities else labels
+
+
+def _bands_first(array: Any) -> tuple[Any, Any]:
+    """(the pixels as (bands, rows, cols), the DataArray they came from or None). A 2-D array is
+    one band; a DataArray is ordered band, y, x by its dimension names when it has them and stays
+    a DataArray, so a lazily opened or dask-backed one is read a tile's window at a time."""
+    import numpy as np
+
+    if _is_data_array(array):
+        if array.ndim == 3 and {"y", "x"} <= set(array.dims):
+            array = array.transpose(next(d for d in array.dims if d not in ("y", "x")), "y", "x")
+        return (array.expand_dims("band") if array.ndim == 2 else array), array
+    if not hasattr(array, "shape") or not hasattr(array, "__getitem__"):
+        array = np.asarray(array)
+    return (array[None] if array.ndim == 2 else array), None
+
+
+def _is_data_array(array: Any) -> bool:
+    return type(array).__name__ == "DataArray" and hasattr(array, "dims")
+
+
+def _array_nodata(array: Any) -> float | None:
+    """A DataArray's nodata: rioxarray's ``.rio.nodata`` (it reads ``_FillValue``), else ``_FillValue``."""
+    if not _is_data_array(array):
+        return None
+    try:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        found = array.rio.nodata
+    except Exception:  # an array rioxarray cannot read a grid from
+        found = None
+    if found is None:
+        found = array.attrs.get("_FillValue", array.encoding.get("_FillValue"))
+    return None if found is None else float(found)
+
+
+def _as_data_arrays(frame: xr.DataArray, card: ModelCard, labels: np.ndarray,
+                    probs: np.ndarray | None) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """Labels (y, x) and probabilities (class, y, x) on the input's grid: its y/x coordinates (and
+    any coordinate on them, such as ``spatial_ref``), its attributes, its CRS and transform."""
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE
+
+    y, x = frame.dims[-2:]
+    coords = {name: c for name, c in frame.coords.items() if set(c.dims) <= {y, x}}
+    classes = {"class_names": list(card.class_names), "class_colors": [list(c.color) for c in card.classes]}
+    attrs = {k: v for k, v in frame.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset",
+                                                                  "long_name", "units", "nodata")}
+    out = xr.DataArray(labels, dims=(y, x), coords=coords, attrs={**attrs, "long_name": "class label", **classes})
+    out = _with_grid(out, frame).rio.write_nodata(NODATA, encoded=False)
+    if probs is None:
+        return out, None
+    p = xr.DataArray(probs, dims=("class", y, x), coords={**coords, "class": list(card.class_names)},
+                     attrs={**attrs, "long_name": "class probability", "scale_factor": 1 / PROBABILITY_SCALE, **classes})
+    return out, _with_grid(p, frame).rio.write_nodata(NODATA, encoded=False)
+
+
+def _with_grid(out: xr.DataArray, frame: xr.DataArray) -> xr.DataArray:
+    """``out`` with ``frame``'s CRS and transform, where rioxarray finds them."""
+    try:
+        crs, transform = frame.rio.crs, frame.rio.transform()
+    except Exception:  # no spatial dimensions rioxarray knows
+        return out
+    out = out.rio.write_transform(transform)
+    return out.rio.write_crs(crs) if crs is not None else out
+
+
+def open_labels(out: str | Path, *, partial: bool = False) -> xr.DataArray:
+    """Open an output's labels as an ``xarray.DataArray`` (y, x), lazily, with CRS, transform, nodata and classes.
+
+    Parameters
+    ----------
+    out : a segment output folder (or its labels.zarr).
+    partial : open a store whose run was interrupted, as it is (as ``fcnseg query --partial``).
+
+    Returns
+    -------
+    DataArray of uint8 class ids backed by dask over the store's chunks (nothing loaded):
+    ``.rio.crs`` and ``.rio.transform()`` as labels.tif's (no CRS for an input without one),
+    ``.rio.nodata`` and ``attrs["_FillValue"]`` 255, ``attrs["class_names"]`` and ``["class_colors"]``.
+
+    Example
+    -------
+    >>> labels = fcnseg.open_labels("out")
+    >>> water = (labels == labels.attrs["class_names"].index("water")).sum().compute()
+    >>> labels.rio.crs, labels.rio.transform()
+    """
+    from fcnseg.pipeline.analysis.label_array import open_label_array
+
+    return open_label_array(out, allow_partial=partial)
+
+
+def query(
+    raster: str | Path,
+    *,
+    bbox: Sequence[float] | None = None,
+    crs: str | None = None,
+    aoi: str | Path | None = None,
+    point: Sequence[float] | None = None,
+    partial: bool = False,
+) -> QueryResult:
+    """How much of each class is in a box, an area of interest, at a point, or everywhere (``fcnseg query``).
+
+    Parameters
+    ----------
+    raster : a segment output folder (its labels.zarr), labels.tif, labels.zarr, or any
+        single-band class raster with nodata.
+    bbox : MINX MINY MAXX MAXY, in ``crs`` (default: the raster's).
+    crs : the CRS of ``bbox`` or ``point``, e.g. ``"EPSG:4326"``.
+    aoi : a vector file in any CRS (pixel centres inside its polygons count).
+    point : X Y: the class of the pixel there.
+    partial : read a label store whose run was interrupted, as it is.
+
+    Returns
+    -------
+    QueryResult : ``classes`` (class_id, class_name, pixels, area_m2, share), ``valid_pixels``,
+    ``nodata_pixels``, ``area_m2``; ``to_dict()`` is ``fcnseg query --json``'s object.
+
+    Example
+    -------
+    >>> result = fcnseg.query("out", bbox=(15.0, 48.74, 15.01, 48.75), crs="EPSG:4326")
+    >>> [(c.class_name, c.area_m2) for c in result.classes]
+    >>> result.valid_pixels
+    """
+    from fcnseg.pipeline.analysis.query import query_classes
+
+    given = [name for name, value in (("bbox", bbox), ("aoi", aoi), ("point", point)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
+    if crs is not None and bbox is None and point is None:
+        raise ValueError("crs applies to bbox or point; give one of them")
+    from fcnseg.pipeline.analysis.label_array import store_of
+
+    target = store_of(raster) if Path(raster).is_dir() and not str(raster).rstrip("/").endswith(".zarr") else raster
+    return query_classes(target, bbox=bbox, bbox_crs=crs, aoi=aoi, point=point, point_crs=crs, allow_partial=partial)
+
+
+def train(image: str | Path, labels: str | Path, out: str | Path, *, progress: bool = False,
+          **fields: Any) -> tuple[Path, TrainResult, ModelCard]:
+    """Train an FCN on random chips of a labelled raster and write the best checkpoint (``fcnseg train``).
+
+    Parameters
+    ----------
+    image : the training image (any raster rasterio opens).
+    labels : a class raster on the image's grid, or vector labels (GeoPackage, GeoJSON, GeoParquet ...).
+    out : the checkpoint to write (.safetensors).
+    progress : a progress bar (on a terminal) or log lines.
+    **fields : any ``fcnseg train`` option by its field name, with the CLI's defaults: val_image,
+        val_labels, arch ("fcn8s"), width (0.125), init, vgg16_weights, steps (2000), chip (256),
+        batch_size (8), lr (1e-3), seed (0), device ("auto"), label_field, label_layer, classes,
+        outside, class_name, bands, val_every (250), sampling ("labelled"), class_weights
+        ("median"), holdout (0.2), read_threads (4), overwrite (False).
+
+    Returns
+    -------
+    (path, TrainResult, ModelCard) : the checkpoint, its training (``best_metrics``, ``best_step``,
+    ``history``, ``seconds``) and its card.
+
+    Example
+    -------
+    >>> path, result, card = fcnseg.train("scene/image.tif", "scene/labels.tif", "m.safetensors", steps=500)
+    >>> result.best_metrics["mean_iou"]
+    >>> model = fcnseg.load_model(path)
+    """
+    from fcnseg.pipeline.training.train import TrainRequest, train_model
+
+    checked_fields("train", TrainRequest, fields)
+    paths = {name: Path(value) for name, value in fields.items()
+             if name in ("val_image", "val_labels", "init", "vgg16_weights") and value is not None}
+    request = TrainRequest(image=Path(image), labels=Path(labels), out=Path(out), progress=progress,
+                           **{**fields, **paths})
+    return train_model(request)
+
+
+def evaluate(
+    model: Model | str | Path | None,
+    image: str | Path,
+    labels: str | Path,
+    *,
+    label_field: str | None = None,
+    label_layer: str | None = None,
+    outside: str | None = None,
+    bands: Sequence[int] | None = None,
+    tile: int | None = None,
+    halo: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> Metrics:
+    """Score a model on a labelled raster, tile by tile as ``segment`` runs it (``fcnseg evaluate``).
+
+    Parameters
+    ----------
+    model : a ``Model``, a checkpoint path, or ``"demo"``.
+    image : the image to segment; ``labels``: its reference classes (a raster or vector labels,
+        mapped to classes as in training).
+    label_field, label_layer, outside : for vector labels (default: as the model was trained).
+    bands, tile, halo, batch_size : as ``segment``'s (None: the model's bands, the device's tiling).
+    device : where to load ``model`` when it is a path.
+    progress : a progress bar (on a terminal) or log lines.
+
+    Returns
+    -------
+    dict : ``pixel_acc``, ``mean_acc``, ``mean_iou``, ``fw_iou``, ``per_class_iou``, ``confusion``.
+
+    Example
+    -------
+    >>> metrics = fcnseg.evaluate("demo", "test/image.tif", "test/labels.tif")
+    >>> metrics["mean_iou"]
+    >>> metrics["per_class_iou"]
+    """
+    from fcnseg.pipeline.training.evaluate import evaluate_raster
+
+    model = _loaded(model, device)
+    return evaluate_raster(model.network, model.card, image, labels, device=model.device, label_field=label_field,
+                           outside=outside, label_layer=label_layer, bands=bands, tile=tile, halo=halo,
+                           batch_size=batch_size, progress=progress)

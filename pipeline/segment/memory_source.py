@@ -1,0 +1,81 @@
+"""Model input of tiles cut from an array already in memory: ``TileSource``'s counterpart for
+``predict_array``.
+
+The same contract as ``TileSource`` (``card``, ``stream(tiles, depth)`` yielding
+``(tile, pixels, valid)`` in order), so ``predict.predict_cores`` and ``predict.predict_tiles``
+run on it unchanged: the tiling, batching, normalisation on the device and stitching are
+``segment``'s own. A tile's pixels are a slice of the caller's array (a dask- or lazily-backed
+array computes only that window), so memory follows the tile and the read-ahead depth, never
+the scene. The nodata rule is GDAL's dataset-mask convention as ``io.valid_mask`` applies it to
+per-band nodata values: a pixel is nodata when *all* its bands are; non-finite floats are never valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fcnseg.errors import InputError
+from fcnseg.pipeline.io import _differs_from_nodata
+from fcnseg.pipeline.segment.staging import transferable
+from fcnseg.pipeline.segment.tile_source import TileInput
+from fcnseg.pipeline.tiles import Tile
+
+if TYPE_CHECKING:
+    from fcnseg.models.card import ModelCard
+
+
+def nodata_values(nodata: float | Sequence[float | None] | None, bands: int) -> list[float | None]:
+    """One nodata value per band (None: the band has none), from one value for all or one per band."""
+    if nodata is None or np.isscalar(nodata):
+        return [None if nodata is None else float(nodata)] * bands
+    values = [None if v is None else float(v) for v in nodata]
+    if len(values) != bands:
+        raise InputError(f"nodata: {len(values)} values given for {bands} bands")
+    return values
+
+
+def array_valid_mask(pixels: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
+    """(h, w) True where a (bands, h, w) window holds data: any band differs from its nodata value
+    (a band without one always holds data), and every band is finite."""
+    if all(value is None for value in nodata):
+        valid = np.ones(pixels.shape[1:], dtype=bool)
+    else:
+        valid = np.zeros(pixels.shape[1:], dtype=bool)
+        for band, value in zip(pixels, nodata, strict=True):
+            valid |= _differs_from_nodata(band, value)
+    if pixels.dtype.kind in "fc":
+        valid &= np.all(np.isfinite(pixels), axis=0)
+    return valid
+
+
+class ArraySource:
+    """``ArraySource(array, card, nodata)``: tiles of a (bands, rows, cols) array as model input.
+
+    ``array`` is anything sliceable to numpy (numpy, dask, a zarr array ...); it is never copied whole.
+    """
+
+    def __init__(self, array: Any, card: ModelCard, nodata: Sequence[float | None]) -> None:
+        self.array, self.card, self.nodata = array, card, list(nodata)
+
+    def read(self, tile: Tile) -> TileInput:
+        """One tile's read window: its pixels as stored and their validity."""
+        rows, cols = tile.read_window.toslices()
+        pixels = np.asarray(self.array[:, rows, cols])
+        return tile, transferable(pixels), array_valid_mask(pixels, self.nodata)
+
+    def stream(self, tiles: Iterable[Tile], depth: int) -> Iterator[TileInput]:
+        """The tiles' inputs in order (read on demand: slicing memory needs no read-ahead threads)."""
+        for tile in tiles:
+            yield self.read(tile)
+
+    def close(self) -> None:
+        """Nothing to release (the array is the caller's); here so it is a drop-in for TileSource."""
+
+    def __enter__(self) -> ArraySource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
