@@ -97,3 +97,8 @@ def test_data_array_in_gives_a_data_array_on_its_grid(image, model, written):
 def test_a_2d_array_is_one_band(model):
     with pytest.raises(InputError, match="has 1 bands, the model takes 4"):
         fcnseg.predict_array(model, np.zeros((64, 64), dtype=np.uint16))
+
+
+def test_complex_pixels_are_refused_in_one_line(model):
+    with pytest.raises(InputError, match="array: holds complex64 values; the model takes real pixel values"):
+        fcnseg.predict_array(model, np.zeros((4, 64, 64), dtype=np.complex64))

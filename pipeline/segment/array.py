@@ -67,6 +67,14 @@ def array_tiling(card: ModelCard, device: torch.device, shape: tuple[int, ...], 
     return ArrayTiling(height, width, tile, halo, batch_size)
 
 
+def check_pixel_type(dtype: np.dtype) -> None:
+    """Refuse what the model cannot take as pixel values, as ``io.check_pixel_types`` does for a
+    raster: complex values (the float cast would drop the imaginary part without a word), text, objects."""
+    if dtype.kind not in "biuf":
+        raise InputError(f"array: holds {dtype} values; the model takes real pixel values"
+                         " (convert it first, e.g. complex to amplitude)")
+
+
 def predict_pixels(
     model: FCNBase, card: ModelCard, device: torch.device, array: Any, *, tile: int | None = None,
     halo: int | None = None, stitch: str = "crop", batch_size: int | None = None,
@@ -77,6 +85,7 @@ def predict_pixels(
     array, as labels.zarr holds them. ``nodata``: one value per band (None: none)."""
     if stitch not in STITCHES:
         raise ValueError(f"stitch must be crop or blend, got {stitch!r}")
+    check_pixel_type(np.dtype(array.dtype))
     tiling = array_tiling(card, device, tuple(array.shape), tile, halo, batch_size)
     source = ArraySource(array, card, nodata or [None] * card.bands)
     labels = np.full((tiling.height, tiling.width), NODATA, dtype=np.uint8)
