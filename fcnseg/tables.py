@@ -41,8 +41,8 @@ def print_report(report) -> None:
     else:
         chunks = report.chunks
         console.print(
-            f"{chunks['total']} chunks ({chunks['computed']} computed, {chunks['skipped_nodata']} nodata, "
-            f"{chunks['reused']} reused), {report.megapixels_per_second:.2f} MP/s, peak {report.peak_memory_mb:.0f} MB"
+            f"{chunks.total} chunks ({chunks.computed} computed, {chunks.skipped_nodata} nodata, "
+            f"{chunks.reused} reused), {report.megapixels_per_second:.2f} MP/s, peak {report.peak_memory_mb:.0f} MB"
         )
     for name in report.files:
         console.print(f"  {report.location(name)}")

@@ -45,7 +45,7 @@ def markdown_report(outcomes: list[SceneOutcome], output_root: str) -> str:
             continue
         r = o.report
         lines.append(
-            f"| {name} | {o.status} | {r.chunks['total']} | {r.megapixels_per_second:.2f} | "
+            f"| {name} | {o.status} | {r.chunks.total} | {r.megapixels_per_second:.2f} | "
             f"{r.seconds.get('total', 0):.1f} | `{r.out}` |"
         )
     for o in outcomes:

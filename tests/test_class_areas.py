@@ -73,7 +73,7 @@ def test_areas_from_the_markers_equal_a_full_count(tmp_path, scenes, cluster, ki
     out = tmp_path / "out"
     report = segment(scenes[kind], DEMO_MODEL, out, replace(OPTIONS, stitch=stitch), scheduler=cluster, progress=False)
     recorded = markers(out)
-    assert len(recorded) == report.chunks["total"] == 9 and report.chunks["skipped_nodata"] >= 1
+    assert len(recorded) == report.chunks.total == 9 and report.chunks.skipped_nodata >= 1
     assert all(len(m["class_pixels"]) == 6 for m in recorded)  # one count per class of the model
     assert all((m["class_area_m2"] is not None) == (kind == "geographic") for m in recorded)
     assert sum(sum(m["class_pixels"]) for m in recorded) == sum(m["valid_pixels"] for m in recorded)
@@ -89,7 +89,7 @@ def test_a_resumed_run_sums_old_and_new_markers(tmp_path, scenes, cluster):
         marker.unlink()
     (out / "run.json").unlink()
     again = segment(scenes["geographic"], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
-    assert again.chunks["reused"] == 6 and again.chunks["computed"] + again.chunks["skipped_nodata"] == 3
+    assert again.chunks.reused == 6 and again.chunks.computed + again.chunks.skipped_nodata == 3
     assert all(m["class_area_m2"] is not None for m in markers(out))  # the reused chunks' and the new ones'
     assert_same_table(again.class_areas, full_count(out), geographic=True)
 

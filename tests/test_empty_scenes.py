@@ -60,7 +60,7 @@ def test_a_scene_without_any_valid_pixel(tmp_path, base, cluster):
     pixels, profile = base
     image = write_image(tmp_path, np.zeros_like(pixels), profile)
     report = run(image, tmp_path / "out", cluster)
-    assert report.chunks == {"total": 9, "computed": 0, "skipped_nodata": 9, "reused": 0}
+    assert report.chunks.to_json() == {"total": 9, "computed": 0, "skipped_nodata": 9, "reused": 0}
     assert report.polygons == 0 and all(c.pixels == 0 and c.share == 0.0 for c in report.class_areas)
     found = check_outputs(image, tmp_path / "out", polygon_cell=CELL)
     assert found["valid"] == 0 and found["polygons"] == 0
@@ -75,7 +75,7 @@ def test_one_valid_pixel(tmp_path, base, cluster):
     only[:, 200, 170] = pixels[:, 200, 170]  # inside chunk (1, 1) and cell (3, 2)
     image = write_image(tmp_path, only, profile)
     report = run(image, tmp_path / "out", cluster)
-    assert report.chunks == {"total": 9, "computed": 1, "skipped_nodata": 8, "reused": 0}
+    assert report.chunks.to_json() == {"total": 9, "computed": 1, "skipped_nodata": 8, "reused": 0}
     found = check_outputs(image, tmp_path / "out", polygon_cell=CELL)
     assert found["valid"] == 1 and found["polygons"] == found["regions"] == 1
 
@@ -93,7 +93,7 @@ def test_valid_data_only_at_the_rasters_corner(tmp_path, base, cluster, shape):
     crop[:, ~keep] = 0
     image = write_image(tmp_path, crop, profile)
     report = run(image, tmp_path / "out", cluster)
-    assert report.chunks == {"total": 9, "computed": 1, "skipped_nodata": 8, "reused": 0}
+    assert report.chunks.to_json() == {"total": 9, "computed": 1, "skipped_nodata": 8, "reused": 0}
     found = check_outputs(image, tmp_path / "out", polygon_cell=CELL)
     assert found["valid"] == int(keep.sum()) and found["shape"] == (height, width)
 
@@ -107,7 +107,7 @@ def test_a_row_and_a_column_of_chunks_without_data(tmp_path, base, cluster):
     crossed[:, :, TILE : 2 * TILE] = 0
     image = write_image(tmp_path, crossed, profile)
     report = run(image, tmp_path / "out", cluster)
-    assert report.chunks == {"total": 9, "computed": 4, "skipped_nodata": 5, "reused": 0}
+    assert report.chunks.to_json() == {"total": 9, "computed": 4, "skipped_nodata": 5, "reused": 0}
     found = check_outputs(image, tmp_path / "out", polygon_cell=CELL, max_footprint_nodata=0.10)
     assert found["valid"] == 4 * TILE * TILE
     assert found["footprint_nodata"] < 0.10  # the footprint leaves the nodata cross out

@@ -64,7 +64,7 @@ def test_an_input_replaced_after_a_killed_run_is_segmented_again(scenes, clean, 
     interrupt(out)
     shutil.copy(scenes[42], image)  # a new delivery at the same path
     report = segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
-    assert report.chunks["reused"] == 0  # no chunk of the old scene
+    assert report.chunks.reused == 0  # no chunk of the old scene
     assert np.array_equal(labels_of(out), labels_of(clean[42]))
 
 
@@ -105,7 +105,7 @@ def test_a_resume_on_another_device_never_mixes(scenes, clean, cluster, tmp_path
     with pytest.raises(OutputConflict, match="computed with cuda bf16, these workers compute with cpu fp32"):
         segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
     report = segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False, overwrite=True)
-    assert report.chunks["computed"] == 4 and report.chunks["reused"] == 0
+    assert report.chunks.computed == 4 and report.chunks.reused == 0
     assert json.loads((out / "run.json").read_text())["execution"] == "cpu fp32"
     assert np.array_equal(labels_of(out), labels_of(clean[41]))
 
@@ -156,7 +156,7 @@ def test_one_run_per_output_folder(scenes, cluster, tmp_path):
     holder.kill()
     holder.wait()
     report = segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
-    assert report.chunks["total"] == 4
+    assert report.chunks.total == 4
 
 
 # --- kill -9 at each stage, then the same command --------------------------------------------

@@ -133,7 +133,7 @@ def test_a_relative_out_names_the_drivers_folder_on_every_worker(scenes, clean, 
     shutil.copy(DEMO_MODEL, here / "model.safetensors")
     monkeypatch.chdir(here)
     report = segment(scenes[62], "model.safetensors", "o_rel", QUICK, scheduler=address, progress=False)
-    assert report.chunks["computed"] == 4
+    assert report.chunks.computed == 4
     assert np.array_equal(labels_of(here / "o_rel"), clean[62])
     assert state_of(theirs) == before  # the other scene's complete output: not a byte changed
     assert json.loads((theirs / "run.json").read_text())["input"] == str(scenes[61])
@@ -214,7 +214,7 @@ def test_an_input_rewritten_during_a_run_fails_it_and_the_rerun_starts_anew(scen
     assert not (out / "run.json").exists()
     with caplog.at_level(logging.WARNING, logger="fcnseg"):
         report = segment(image, DEMO_MODEL, out, QUICK, scheduler=cluster, progress=False)
-    assert report.chunks["reused"] == 0 and "its chunks are stale" in caplog.text
+    assert report.chunks.reused == 0 and "its chunks are stale" in caplog.text
     assert np.array_equal(labels_of(out), clean[62])
 
 
@@ -238,7 +238,7 @@ def test_a_chunk_lost_from_a_complete_store_is_recomputed(scenes, clean, cluster
     with caplog.at_level(logging.WARNING, logger="fcnseg"):
         report = segment(scenes[61], DEMO_MODEL, out, QUICK, scheduler=cluster, progress=False)
     assert not report.skipped
-    assert report.chunks["computed"] == 1 and report.chunks["reused"] == 3
+    assert report.chunks.computed == 1 and report.chunks.reused == 3
     assert f"chunk {row},{col}" in caplog.text and "recomputing" in caplog.text
     assert np.array_equal(labels_of(out), clean[61])
 
@@ -248,7 +248,7 @@ def test_a_lost_store_is_recomputed_not_completed_empty(scenes, clean, cluster, 
     segment(scenes[61], DEMO_MODEL, out, QUICK, scheduler=cluster, progress=False)
     shutil.rmtree(out / "labels.zarr")
     report = segment(scenes[61], DEMO_MODEL, out, QUICK, scheduler=cluster, progress=False)
-    assert report.chunks["computed"] == 4
+    assert report.chunks.computed == 4
     assert np.array_equal(labels_of(out), clean[61])
 
 

@@ -13,6 +13,7 @@ import pytest
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.analysis.query import ClassArea, query_classes
 from fcnseg.pipeline.segment import RunReport, SegmentOptions, read_run_report, segment
+from fcnseg.pipeline.output.record import ChunkCounts  # after segment: alone it meets a cycle (see the report)
 from fcnseg.pipeline.synth import write_scene
 
 OPTIONS = SegmentOptions(tile=128, cog=False, polygons=False, quicklook=False, stac=False)
@@ -41,8 +42,20 @@ def test_a_runs_class_areas_are_frozen_records_and_run_json_keeps_their_keys(run
     assert report.to_dict()["class_areas"] == recorded
 
 
+def test_a_runs_chunk_counts_are_a_frozen_record_and_run_json_keeps_their_keys(run):
+    out, report = run
+    assert report.chunks == ChunkCounts(total=4, computed=4, skipped_nodata=0, reused=0)
+    assert json.loads((out / "run.json").read_text())["chunks"] == {"total": 4, "computed": 4, "skipped_nodata": 0,
+                                                                    "reused": 0}
+    assert report.to_dict()["chunks"] == report.chunks.to_json()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.chunks.computed = 0
+
+
 def test_run_json_read_back_gives_the_same_records(run):
     out, report = run
     again = read_run_report(out)
     assert again == report  # every field: class areas, chunk counts, identity, seconds ...
-    assert all(isinstance(c, ClassArea) for c in again.class_areas)
+    assert all(isinstance(c, ClassArea) for c in again.class_areas) and isinstance(again.chunks, ChunkCounts)
+    with pytest.raises(TypeError):  # the report is built by keyword only
+        RunReport(out, report.chunks, {}, 0.0, 0.0)

@@ -142,6 +142,6 @@ def test_a_segment_rerun_mends_what_verify_found(out, cluster):
     assert verify(out).exit_code == 1
     image = json.loads((out / "run.json").read_text())["input"]
     report = segment(image, DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
-    assert report.chunks["computed"] == 1
+    assert report.chunks.computed == 1
     assert np.array_equal(xr.open_zarr(out / "labels.zarr").labels.values, before)
     assert verify(out).exit_code == 0

@@ -11,9 +11,9 @@ import logging
 import resource
 import time
 from datetime import UTC, datetime, timedelta
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +44,31 @@ class ChunkRun:
     workers: int = 0  # Dask workers that computed chunks (0: every chunk was done before)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
+class ChunkCounts:
+    """What became of a run's planned chunks: computed now, skipped without data (never run
+    through the model) or reused from an earlier run of the same identity."""
+
+    total: int
+    computed: int
+    skipped_nodata: int
+    reused: int
+
+    def to_json(self) -> dict[str, int]:
+        """The counts as run.json's ``chunks`` and ``segment --json`` write them."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, int]) -> ChunkCounts:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+@dataclass(kw_only=True)
 class RunReport:
     out: Path | str  # the folder, or the object-store URI the output was uploaded to
-    chunks: dict[str, int]
+    """What a run did and made: returned by ``segment()``, written as run.json, read back from it."""
+
+    chunks: ChunkCounts
     seconds: dict[str, float]
     megapixels_per_second: float
     peak_memory_mb: float
@@ -65,7 +86,8 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``segment --json``)."""
         parameters = {} if self.parameters is None else self.parameters.to_json()
-        return {**asdict(self), "out": str(self.out), "parameters": parameters, "class_areas": self.class_areas_json()}
+        return {**asdict(self), "out": str(self.out), "parameters": parameters, "chunks": self.chunks.to_json(),
+                "class_areas": self.class_areas_json()}
 
     def class_areas_json(self) -> list[dict[str, Any]]:
         """The class areas as run.json and ``segment --json`` write them."""
@@ -96,12 +118,12 @@ def run_report(
     polygons: VectorizeReport | None,
 ) -> RunReport:
     results = chunk_run.results
-    chunks = {
-        "total": len(plan.tiles),
-        "computed": sum(r.status == "computed" for r in results),
-        "skipped_nodata": sum(r.status == "nodata" for r in results),
-        "reused": len(plan.reused),
-    }
+    chunks = ChunkCounts(
+        total=len(plan.tiles),
+        computed=sum(r.status == "computed" for r in results),
+        skipped_nodata=sum(r.status == "nodata" for r in results),
+        reused=len(plan.reused),
+    )
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_peaks = chunk_run.worker_peaks_mb  # a process's peak only grows: the polygons' is the later one
     if polygons is not None and polygons.worker_peaks_mb:
@@ -140,7 +162,7 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
         "versions": software_versions(),
         "outputs": plan.options.outputs(),
         "files": report.files,
-        "chunks": report.chunks,
+        "chunks": report.chunks.to_json(),
         "seconds": report.seconds,
         "megapixels_per_second": report.megapixels_per_second,
         "peak_memory_mb": report.peak_memory_mb,
@@ -161,7 +183,7 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
         out = Path(out)
         record = json.loads((out / RUN_JSON).read_text())
     return RunReport(
-        out=out, chunks=record["chunks"], seconds=record["seconds"],
+        out=out, chunks=ChunkCounts.from_json(record["chunks"]), seconds=record["seconds"],
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
         parameters=RunIdentity.from_json(record["parameters"]), files=record["files"],
         class_areas=tuple(ClassArea.from_json(c) for c in record["class_areas"]),
