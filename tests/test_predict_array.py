@@ -102,3 +102,26 @@ def test_a_2d_array_is_one_band(model):
 def test_complex_pixels_are_refused_in_one_line(model):
     with pytest.raises(InputError, match="array: holds complex64 values; the model takes real pixel values"):
         fcnseg.predict_array(model, np.zeros((4, 64, 64), dtype=np.complex64))
+
+
+class RecordedReads:
+    """An array that records the shape of every window read from it (a stand-in for a lazily read raster)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+        self.reads: list[tuple[int, ...]] = []
+
+    def __getitem__(self, key):
+        window = self.array[key]
+        self.reads.append(window.shape)
+        return window
+
+
+def test_the_array_is_read_a_tile_window_at_a_time(model, pixels):
+    """Memory follows the tile, not the array: each tile's read window once, nothing larger."""
+    array, nodata = pixels
+    recorded = RecordedReads(array[:, :128, :128])
+    labels = fcnseg.predict_array(model, recorded, nodata=nodata, **TILING)
+    side = TILING["tile"] + 2 * TILING["halo"]
+    assert len(recorded.reads) == 4 and all(r[0] == 4 and r[1] <= side and r[2] <= side for r in recorded.reads)
+    assert labels.shape == (128, 128)
