@@ -35,10 +35,13 @@ __all__ = ["Model", "evaluate", "load_model", "open_labels", "predict_array", "q
 DEMO = "demo"
 
 
-def model_path(model: str | Path | None) -> Path:
-    """The checkpoint a ``model`` argument names: None or ``"demo"`` is the shipped demo FCN-8s."""
+def model_path(model: Model | str | Path | None) -> Path:
+    """The checkpoint a ``model`` argument names: None or ``"demo"`` is the shipped demo FCN-8s;
+    a loaded ``Model``, the file it was loaded from."""
     from fcnseg.models import DEMO_MODEL
 
+    if isinstance(model, Model):
+        return model.path
     return DEMO_MODEL if model is None or str(model) == DEMO else Path(model)
 
 
@@ -76,7 +79,7 @@ def segment_options(options: SegmentOptions | None, fields: Mapping[str, Any]) -
 def segment(
     input: str | Path,
     out: str | Path,
-    model: str | Path | None = None,
+    model: Model | str | Path | None = None,
     *,
     options: SegmentOptions | None = None,
     overwrite: bool = False,
@@ -97,7 +100,8 @@ def segment(
     ----------
     input : any path or URI rasterio opens.
     out : a folder, or ``s3://bucket/prefix``.
-    model : a checkpoint (.safetensors); None or ``"demo"``: the demo model shipped with fcnseg.
+    model : a checkpoint (.safetensors) or a loaded ``Model``; None or ``"demo"``: the demo model
+        shipped with fcnseg.
     options : a ``SegmentOptions``; the keyword options below change its fields.
     overwrite : replace an output made with another model or other parameters.
     progress : a progress bar (on a terminal) or log lines.
