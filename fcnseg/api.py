@@ -135,7 +135,7 @@ def segment(
     return segment_run(input, model_path(model), out, chosen, overwrite=overwrite, progress=progress, **where)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Model:
     """A checkpoint loaded for inference on a device: the network, its card, where it runs.
 

@@ -87,6 +87,23 @@ def test_readme_example_runs(readme_run):
     assert (folder / "out" / "run.json").exists()
 
 
+def test_evaluate_gives_what_the_command_prints(readme_run):
+    """The same defaults as ``fcnseg evaluate`` (tile, halo, batch, device): the same metrics."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fcnseg.cli import app
+    from fcnseg.models import DEMO_MODEL
+
+    folder, _ = readme_run
+    image, labels = folder / "synth" / "image.tif", folder / "synth" / "labels.tif"
+    printed = CliRunner().invoke(app, ["evaluate", "--model", str(DEMO_MODEL), "--image", str(image),
+                                       "--labels", str(labels), "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(json.dumps(fcnseg.evaluate("demo", image, labels))) == json.loads(printed.output)
+
+
 def test_open_labels_has_the_geometry_nodata_and_classes_of_labels_tif(readme_run):
     import dask.array
 
