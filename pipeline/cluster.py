@@ -20,10 +20,12 @@ This module does not import prefect: the library runs without an orchestrator.
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -77,8 +79,16 @@ MEMORY_HINT = "likely out of memory: lower --tile or --batch-size"
 
 
 def worker_peaks_mb(client: Client) -> list[float]:
-    """Each worker process's peak resident memory so far (MB): it only grows, so the latest is the run's."""
-    return list(run_on_workers(client, peak_rss_mb, doing="for their peak memory").values())
+    """Each worker process's peak resident memory so far (MB): it only grows, so the latest is the run's.
+    A worker inside this process (an in-process run) is left out: its memory is the driver's, which
+    the run record counts already."""
+    found = run_on_workers(client, process_peak, doing="for their peak memory").values()
+    return [mb for pid, mb in found if pid != os.getpid()]
+
+
+def process_peak() -> tuple[int, float]:
+    """On a worker: its process id and peak resident memory (MB)."""
+    return os.getpid(), peak_rss_mb()
 
 
 def peak_rss_mb() -> float:
@@ -158,7 +168,8 @@ def results_as_completed(client: Client, futures: Iterable[Future]) -> Iterator[
     pending = set(futures)
     while pending:
         try:
-            done, pending = wait(pending, timeout=WATCH_INTERVAL, return_when="FIRST_COMPLETED")
+            with client.as_current():  # Dask's wait asks for the current client: a caller's may be none
+                done, pending = wait(pending, timeout=WATCH_INTERVAL, return_when="FIRST_COMPLETED")
         except TimeoutError:
             watch.check()
             continue
@@ -242,6 +253,8 @@ def dask_client(
     else:
         spec = load_cluster_spec(cluster_spec) if cluster_spec else ClusterSpec(Path("<default>"), "local")
         gpus = [] if cluster_spec else local_gpus(device, workers)
+        if gpus or spec.kind == "local":
+            check_spawn_safe()
         with sigint_ignored_by_children(), dask.config.set({**WORKER_ENVIRON, **patience_config()}):
             pin = not device.startswith("cuda:")  # cuda:N names the GPU itself: it must stay visible as N
             cluster = start_gpu_local(gpus, pin=pin) if gpus else start_cluster(spec, workers)
@@ -263,6 +276,89 @@ def dask_client(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: The in-process cluster: one worker thread inside this process. It starts in about 0.07 s (worker
+#: processes: 3-12 s, each importing torch and loading the model), and runs the same tasks, ledger
+#: and guarantees, one task at a time.
+IN_PROCESS_OPTIONS: dict[str, object] = {"processes": False, "n_workers": 1, "threads_per_worker": 1,
+                                         "dashboard_address": ":0"}
+
+
+@contextmanager
+def in_process_client(threads: int) -> Iterator[Client]:
+    """A Dask client of one worker thread inside this process, closed afterwards. Torch computes
+    with ``threads`` threads meanwhile: a convolution's sums depend on how its work is split, so
+    the count a worker process would get keeps the labels identical bit for bit; this process's
+    own count is put back afterwards (a notebook's torch keeps its setting)."""
+    import torch
+    from distributed import Client, LocalCluster
+
+    previous = torch.get_num_threads()
+    with dask.config.set(patience_config()):
+        cluster = LocalCluster(**IN_PROCESS_OPTIONS)
+    try:
+        client = Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+    torch.set_num_threads(threads)
+    log.info("running in this process (one Dask worker thread, %d torch threads)", threads)
+    try:
+        yield client
+    finally:
+        torch.set_num_threads(previous)
+        client.close()
+        cluster.close()
+
+
+def unguarded_main_script() -> str | None:
+    """The script this process runs, when it is calling in here from its top level outside an
+    ``if __name__ == "__main__":`` block (None otherwise: a guarded call, a notebook, ``python -c``,
+    ``python -m package``).
+    Dask starts local workers with multiprocessing's *spawn*, which runs the main script again in
+    every worker: an unguarded call there starts the run again in each of them (the run's own OUT
+    is then busy, and the workers fail to start)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path or not Path(path).is_file():
+        return None
+    name = getattr(main.__spec__, "name", None) or ""
+    if name == "__main__" or name.endswith(".__main__"):  # a package's __main__.py: spawn never runs it again
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    line = frame.f_lineno
+    guarded = any(isinstance(node, ast.If) and is_main_test(node.test) and node.lineno <= line <= (node.end_lineno or 0)
+                  for node in ast.walk(tree))
+    return None if guarded else path
+
+
+def is_main_test(test: ast.expr) -> bool:
+    """Whether an ``if`` tests ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides)
+            and any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides))
+
+
+def check_spawn_safe() -> None:
+    """Refuse, in one line, to start worker processes from an unguarded script's top level
+    (``unguarded_main_script``), naming the fix, before any worker re-runs the script."""
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") != "spawn":
+        return
+    script = unguarded_main_script()
+    if script is not None:
+        raise InputError(f"{script}: this run starts Dask worker processes, which run the script again from the top;"
+                         ' put the call under `if __name__ == "__main__":` (or pass client= a running Dask client)')
 
 
 def local_gpus(device: str, workers: int | None = None) -> list[int]:

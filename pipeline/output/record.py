@@ -42,6 +42,7 @@ class ChunkRun:
     execution: str | None = None  # how the chunks were computed (``cpu fp32`` ...)
     devices: list[str] = field(default_factory=list)  # the workers' devices (``cpu``, ``cuda:0 NVIDIA H200``)
     workers: int = 0  # Dask workers that computed chunks (0: every chunk was done before)
+    cluster: str | None = None  # where it computed: in-process, local, client, scheduler, cluster-spec, none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +83,7 @@ class RunReport:
     finished: str | None = None
     devices: list[str] = field(default_factory=list)
     workers: int = 0
+    cluster: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``segment --json``)."""
@@ -138,7 +140,7 @@ def run_report(
         peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
         files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
         execution=chunk_run.execution, started=iso_utc(started), finished=iso_utc(finished),
-        devices=chunk_run.devices, workers=chunk_run.workers,
+        devices=chunk_run.devices, workers=chunk_run.workers, cluster=chunk_run.cluster,
     )
 
 
@@ -159,6 +161,7 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
         "execution": report.execution,
         "devices": report.devices,
         "workers": report.workers,
+        "cluster": report.cluster,
         "versions": software_versions(),
         "outputs": plan.options.outputs(),
         "files": report.files,
@@ -189,5 +192,5 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
         class_areas=tuple(ClassArea.from_json(c) for c in record["class_areas"]),
         polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
         started=record.get("started"), finished=record.get("finished"), devices=record.get("devices", []),
-        workers=record.get("workers", 0),
+        workers=record.get("workers", 0), cluster=record.get("cluster"),
     )

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fcnseg.pipeline.cluster import dask_client
-from fcnseg.pipeline.cluster_specs import load_cluster_spec
+from fcnseg.pipeline.cluster import dask_client, in_process_client, local_gpus
+from fcnseg.pipeline.cluster_specs import default_local_workers, load_cluster_spec, torch_threads
 from fcnseg.pipeline.products.vectorize import VectorizeReport
 from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
 from fcnseg.errors import OutputBusy, OutputConflict
@@ -26,6 +27,9 @@ from fcnseg.pipeline.output.hold import held_output, output_lock
 from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
 from fcnseg.pipeline.output.record import ChunkRun, RunReport, Stopwatch, read_run_report
 from fcnseg.pipeline.segment.run import compute_chunks
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "ChunkRun", "OutputBusy", "OutputConflict", "held_output", "output_lock", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
@@ -41,56 +45,130 @@ def segment(
     out: str | Path,
     options: SegmentOptions = SegmentOptions(),
     *,
+    client: Client | None = None,
     scheduler: str | None = None,
     cluster_spec: str | Path | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> RunReport:
-    """Segment ``input_path`` into OUT (labels.zarr and the files made from it) on a Dask cluster.
+    """Segment ``input_path`` into OUT (labels.zarr and the files made from it) on Dask.
     OUT is a folder or an object-store URI (``s3://bucket/prefix``, staged locally and uploaded
     when complete: ``object_store``).
 
-    A local cluster is started unless ``scheduler`` gives one. OUT holding this exact output
-    already is a no-op (``report.skipped``); an interrupted run resumes from its finished chunks.
-    OUT is held for the whole run: a second run on it fails at once (``OutputBusy``).
+    Where it computes (``how_to_run``; run.json's ``cluster`` says which): on ``client``'s cluster
+    (left running); else on ``scheduler``'s, or one started from ``cluster_spec`` or of
+    ``workers`` local processes; else on the current Dask client of this process, when there is
+    one (left running); else in this process when the work is small (``IN_PROCESS_CHUNKS_PER_WORKER``),
+    else on a LocalCluster of processes, started only once the plan has work for it. OUT holding
+    this exact output already is a no-op (``report.skipped``) that starts nothing; an interrupted
+    run resumes from its finished chunks. OUT is held for the whole run: a second run on it fails
+    at once (``OutputBusy``).
     """
     started = time.perf_counter()
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
+    asked = scheduler is not None or cluster_spec is not None or workers is not None
+    if client is not None and asked:
+        raise ValueError("give a Dask client or a scheduler, cluster spec or workers, not both")
     options.validate()
     if cluster_spec is not None:
         load_cluster_spec(cluster_spec)  # a bad spec fails before OUT is touched
+    running = client if client is not None or asked else current_client()
 
     with held_output(out) as (folder, destination), ExitStack() as stack:
         plan = plan_run(input_path, model_path, folder, options, overwrite=overwrite,
-                        local=scheduler is None and cluster_spec is None, destination=destination)
-        client, startup = None, time.perf_counter()
-        if needs_cluster(plan, scheduler):  # one cluster for every stage
-            client = stack.enter_context(dask_client(scheduler, cluster_spec, workers, options.device))
+                        local=running is None and not (scheduler or cluster_spec), destination=destination)
+        how = how_to_run(plan, running, scheduler, cluster_spec, workers)
+        startup = time.perf_counter()
+        run_client = stack.enter_context(client_for(how, running, scheduler, cluster_spec, workers, options.device))
+        if run_client is not None:  # Dask's wait and as_completed ask for the current client: the run's
+            stack.enter_context(run_client.as_current())
         startup = time.perf_counter() - startup
 
         def infer(plan: RunPlan) -> ChunkRun:
-            chunk_run = compute_chunks(plan, client=client, cluster_spec=cluster_spec, progress=progress)
+            chunk_run = compute_chunks(plan, client=run_client, cluster_spec=cluster_spec, progress=progress)
             chunk_run.seconds["cluster"] = chunk_run.seconds.get("cluster", 0.0) + startup
+            chunk_run.cluster = how
             return chunk_run
 
-        return run_stages(plan, started, infer=infer, export=lambda p: export_rasters(p, client=client),
-                          vectorize=lambda p: export_polygons(p, client=client, progress=progress))
+        return run_stages(plan, started, infer=infer, export=lambda p: export_rasters(p, client=run_client),
+                          vectorize=lambda p: export_polygons(p, client=run_client, progress=progress))
 
 
 #: With every chunk computed before (a resumed run), the stages after inference start a cluster of
 #: their own only for a store of at least this many pixels: a LocalCluster takes about 3 s to start,
 #: one polygon cell (2048²) about 0.3 s to make here.
 CLUSTER_FOR_PRODUCTS = 4 * 2048 * 2048
+#: A run computes in this process (one Dask worker thread) when it has at most this many chunks to
+#: compute per worker that a local cluster would start: each worker process would then compute one
+#: chunk at most, so the processes add their start-up (3-12 s: each imports torch and loads the
+#: model) and gain nothing, the chunks running one after another here with each worker's torch
+#: threads taking about as long as one chunk on a worker plus that start-up.
+IN_PROCESS_CHUNKS_PER_WORKER = 1
+
+#: How a run computes, as run.json's ``cluster`` records it.
+CLIENT, SCHEDULER, CLUSTER_SPEC, LOCAL, IN_PROCESS, NOTHING = (
+    "client", "scheduler", "cluster-spec", "local", "in-process", "none")
 
 
-def needs_cluster(plan: RunPlan, scheduler: str | None) -> bool:
-    """Whether the run uses a Dask cluster: chunks to compute, a running scheduler to reach (cheap),
+def current_client() -> Client | None:
+    """This process's current Dask client (a notebook's ``Client()``), if it has one."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def how_to_run(plan: RunPlan, client: Client | None, scheduler: str | None, cluster_spec: str | Path | None,
+               workers: int | None) -> str:
+    """Where the run computes: nothing to start for a complete output (or a resumed one whose small
+    products need no cluster); what was asked for; a running client; in this process for small
+    work; else a LocalCluster of processes."""
+    if not needs_cluster(plan, scheduler is not None or client is not None):
+        return NOTHING
+    if client is not None:
+        return CLIENT
+    if scheduler is not None:
+        return SCHEDULER
+    if cluster_spec is not None:
+        return CLUSTER_SPEC
+    if workers is None and len(plan.todo) <= IN_PROCESS_CHUNKS_PER_WORKER * local_worker_count(plan.options.device):
+        return IN_PROCESS
+    return LOCAL
+
+
+def local_worker_count(device: str) -> int:
+    """The workers a LocalCluster started for this run would have: one per GPU, else per core (at most 4)."""
+    return len(local_gpus(device)) or default_local_workers()
+
+
+@contextmanager
+def client_for(how: str, client: Client | None, scheduler: str | None, cluster_spec: str | Path | None,
+               workers: int | None, device: str) -> Iterator[Client | None]:
+    """The run's one Dask client for every stage (None: nothing to compute), closed afterwards when
+    the run started it. In this process, torch computes with the threads each worker process of a
+    local cluster gets (``torch_threads``), so the labels equal that cluster's bit for bit."""
+    if how == NOTHING:
+        yield None
+    elif how == CLIENT:
+        yield client
+    elif how == IN_PROCESS:
+        with in_process_client(torch_threads(local_worker_count(device))) as started:
+            yield started
+    else:
+        with dask_client(scheduler, cluster_spec, workers, device) as started:
+            yield started
+
+
+def needs_cluster(plan: RunPlan, running: bool) -> bool:
+    """Whether the run uses a Dask cluster: chunks to compute, a running cluster to use (cheap),
     or a store large enough that its products gain from the workers."""
     if plan.complete:
         return False
-    return bool(plan.todo) or scheduler is not None or plan.height * plan.width >= CLUSTER_FOR_PRODUCTS
+    return bool(plan.todo) or running or plan.height * plan.width >= CLUSTER_FOR_PRODUCTS
 
 
 def run_stages(
