@@ -306,7 +306,8 @@ def _as_data_arrays(frame: xr.DataArray, card: ModelCard, labels: np.ndarray,
     if probs is None:
         return out, None
     p = xr.DataArray(probs, dims=("class", y, x), coords={**coords, "class": list(card.class_names)},
-                     attrs={**attrs, "long_name": "class probability", "scale_factor": 1 / PROBABILITY_SCALE, **classes})
+                     attrs={**attrs, "long_name": "class probability", "scale_factor": 1 / PROBABILITY_SCALE,
+                            **classes})
     return out, _with_grid(p, frame).rio.write_nodata(NODATA, encoded=False)
 
 

@@ -25,7 +25,8 @@ from fcnseg.models.card import ModelCard, NodataPolicy, Normalization
 
 __all__ = [
     "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types",
-    "normalize", "open_raster", "read_model_input", "read_pixels", "read_window", "select_bands", "valid_mask",
+    "differs_from_nodata", "normalize", "open_raster", "read_model_input", "read_pixels", "read_window", "select_bands",
+    "valid_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def valid_mask(
         valid = np.zeros(pixels.shape[1:], dtype=bool)
         for i, (band, band_flags) in enumerate(zip(bands, flags, strict=True)):
             if MaskFlags.nodata in band_flags:
-                valid |= _differs_from_nodata(pixels[i], src.nodatavals[band - 1])
+                valid |= differs_from_nodata(pixels[i], src.nodatavals[band - 1])
             else:  # a mask of this band's own (rare): read it
                 valid |= _read(src, window, lambda b=band: src.read_masks(b, window=window)) > 0
     if pixels.dtype.kind in "fc":
@@ -155,7 +156,7 @@ def valid_mask(
     return valid
 
 
-def _differs_from_nodata(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
+def differs_from_nodata(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
     """True where one band's pixels are not its nodata value, compared as GDAL does (in the band's type)."""
     if nodata is None:
         return np.ones(pixels.shape, dtype=bool)

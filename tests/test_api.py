@@ -76,7 +76,8 @@ def test_option_fields_are_segment_options():
     from fcnseg.pipeline.segment.plan import SegmentOptions
 
     assert segment_options(None, {"tile": 512, "stitch": "blend"}) == SegmentOptions(tile=512, stitch="blend")
-    assert segment_options(SegmentOptions(tile=256), {"probabilities": True}) == SegmentOptions(tile=256, probabilities=True)
+    changed = segment_options(SegmentOptions(tile=256), {"probabilities": True})
+    assert changed == SegmentOptions(tile=256, probabilities=True)
     with pytest.raises(ValueError, match="--stitch"):
         segment_options(None, {"stitch": "mean"})
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fcnseg.errors import InputError
-from fcnseg.pipeline.io import _differs_from_nodata
+from fcnseg.pipeline.io import differs_from_nodata
 from fcnseg.pipeline.segment.staging import transferable
 from fcnseg.pipeline.segment.tile_source import TileInput
 from fcnseg.pipeline.tiles import Tile
@@ -45,7 +45,7 @@ def array_valid_mask(pixels: np.ndarray, nodata: Sequence[float | None]) -> np.n
     else:
         valid = np.zeros(pixels.shape[1:], dtype=bool)
         for band, value in zip(pixels, nodata, strict=True):
-            valid |= _differs_from_nodata(band, value)
+            valid |= differs_from_nodata(band, value)
     if pixels.dtype.kind in "fc":
         valid &= np.all(np.isfinite(pixels), axis=0)
     return valid
