@@ -1,10 +1,9 @@
 """Label sources for training and evaluation: a class raster, or vectors rasterised per window.
 
 Either way a label window is (h, w) uint8 class ids on the image's grid, 255 where nothing is labelled.
-Vector labels (anything OGR reads: GeoPackage, SpatiaLite, FlatGeobuf, GML, KML, Shapefile,
-GeoJSON; GeoParquet through pyarrow) are loaded once, reprojected to the image's CRS and indexed;
-each window burns only the shapes that touch it, so memory follows the vector data, never the
-raster's size. A file is vector labels when ``--label-field`` is given or OGR opens it as vectors.
+This module reads class rasters and opens either kind (``open_labels``); vector labels (anything
+OGR reads, burnt per window) are ``vector_labels.py``, and how a value becomes a class id is
+``label_values.py``. A file is vector labels when ``--label-field`` is given or OGR opens it as vectors.
 
 Label values become class ids one way, recorded in the model card (``LabelMapping``) so that
 evaluation maps its reference labels exactly as training did: integer values (raster pixels,
@@ -18,27 +17,30 @@ footprints) or unlabelled (``--outside unlabelled``, the default with a class fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-from rasterio.crs import CRS
-from rasterio.features import rasterize
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
-from rasterio.windows import transform as window_transform
 
-from fcnseg.models.checkpoint import MAX_CLASSES, OUTSIDE_POLICIES, LabelMapping, ModelCard
+from fcnseg.models.card import MAX_CLASSES, OUTSIDE_POLICIES, LabelMapping, ModelCard
 from fcnseg.pipeline.classes import raster_classes
 from fcnseg.pipeline.io import InputError, bounded_gdal_cache, open_raster, read_pixels
+from fcnseg.pipeline.training.label_values import (
+    BACKGROUND,
+    UNLABELLED,
+    crs_name,
+    identity_values,
+    is_whole,
+    natural_order,
+    value_key,
+)
+from fcnseg.pipeline.training.vector_labels import VectorLabels, is_vector
 
 log = logging.getLogger(__name__)
 
-UNLABELLED = 255
-BACKGROUND = 0  #: the class id of pixels outside every feature under ``--outside background``
-FOOTPRINT = 1  #: the class id of every feature of a layer without a class field
 #: Pixels per window when a label raster is scanned for its class ids (bounded memory).
 SCAN_PIXELS = 4 * 1024 * 1024
 #: Distinct unknown ids a scan keeps (a raster of reflectances passed as labels would hold millions).
@@ -54,42 +56,6 @@ class LabelSource(Protocol):
     def unknown_ids(self, num_classes: int) -> list[int]: ...
 
     def close(self) -> None: ...
-
-
-def value_key(value: Any) -> str | None:
-    """A label value as the text the card records: whole numbers as their digits (``1``, ``1.0``,
-    ``"1"`` and ``"01"`` are all ``"1"``), anything else as stripped text; None when missing."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    text = str(value).strip()
-    try:
-        return str(int(text))
-    except ValueError:
-        return text
-
-
-def _is_whole(key: str | None) -> bool:
-    try:
-        int(key)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def natural_order(keys: Iterable[str]) -> list[str]:
-    """Whole numbers first in numeric order (``"2"`` before ``"10"``), then text in text order."""
-    return sorted(set(keys), key=lambda k: (0, int(k), "") if _is_whole(k) else (1, 0, k))
-
-
-def identity_values(num_classes: int) -> list[str | None]:
-    """The card's values of a model whose label values are its class ids."""
-    return [str(i) for i in range(num_classes)]
 
 
 def check_outside(outside: str | None) -> None:
@@ -190,183 +156,8 @@ class RasterLabels:
         self.src.close()
 
 
-class VectorLabels:
-    """Polygons burnt into each window on the fly (later shapes win), their class from ``field``
-    through ``lookup`` (builds value -> class id from the values; integer fields are the ids
-    themselves with ``ints_are_ids``), or, without a field, every feature class 1; pixels outside
-    every feature are ``outside_id`` (0 or 255)."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        image: DatasetReader,
-        field: str | None,
-        lookup: Callable[[list[str | None]], tuple[list[str | None], dict[str, int] | None]] | None = None,
-        *,
-        outside: str = "unlabelled",
-        ints_are_ids: bool = True,
-        layer: str | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.ints_are_ids = ints_are_ids
-        frame, self.layer = read_vectors(path, layer)
-        if frame.crs is None:
-            raise InputError(f"{path}: vector labels have no CRS")
-        if field is not None and field not in frame.columns:
-            fields = ", ".join(c for c in frame.columns if c != frame.geometry.name) or "none"
-            raise InputError(f"{path}: no field {field!r} (--label-field; fields: {fields})")
-        frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
-        if len(frame) == 0:
-            raise InputError(f"{path}: holds no feature with a geometry")
-        frame = frame.to_crs(image.crs)
-        self.image_box = _box(image.bounds)
-        inside = frame.sindex.query(self.image_box, predicate="intersects")
-        if len(inside) == 0:
-            raise InputError(
-                f"{path}: no feature lies within the image {Path(image.name).name}"
-                f" (features in {crs_name(frame.crs)} reprojected; wrong file or wrong CRS?)"
-            )
-        self.field, self.outside = field, outside
-        self.outside_id = BACKGROUND if outside == "background" else UNLABELLED
-        self.class_names: list[str] | None = None
-        self.class_colors: list[tuple[int, int, int]] | None = None
-        self.lut: dict[str, int] | None = None
-        if field is None:
-            self.values: list[str | None] = ["0", "1"]
-            ids = np.full(len(frame), FOOTPRINT, dtype=np.int64)
-        else:
-            keys = [value_key(v) for v in frame[field].tolist()]
-            ids = self._ids(keys, frame[field], lookup)
-        labelling = ids != UNLABELLED
-        if not labelling.all():  # features without a value label nothing
-            frame, ids = frame[labelling], ids[labelling]
-        self.geometries = frame.geometry.to_numpy()
-        self.ids = ids.astype(np.uint8)
-        self.index = frame.sindex  # built once above for the check, unless features were dropped
-        self.image_transform = image.transform
-
-    def _ids(self, keys: list[str | None], column, lookup) -> np.ndarray:
-        """Class ids of the features (255 for a missing value: that feature labels nothing)."""
-        if any(k is None for k in keys):
-            log.warning("%s: %d features have no %s value; they label nothing", self.path,
-                        sum(k is None for k in keys), self.field)
-        whole = all(_is_whole(k) for k in keys if k is not None) and column.dtype.kind in "iuf"
-        if (lookup is None or self.ints_are_ids) and whole:
-            self.values = []  # integer values are the class ids
-            bad = sorted({int(k) for k in keys if k is not None and not 0 <= int(k) < UNLABELLED})
-            if bad:
-                raise InputError(f"{self.path}: {self.field} values {bad[:5]} are not class ids (0..{MAX_CLASSES - 1})")
-            return np.array([int(k) if k is not None else UNLABELLED for k in keys], dtype=np.int64)
-        if lookup is None:
-            raise InputError(f"{self.path}: {self.field} holds text; it needs a class list")  # never: see open_labels
-        self.values, self.lut = lookup([k for k in keys if k is not None])
-        unknown = natural_order(k for k in keys if k is not None and k not in self.lut)
-        if unknown:
-            shown = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
-            known = ", ".join(str(v) for v in self.values[:8] if v is not None)
-            raise InputError(f"{self.path}: {self.field} values [{shown}] are none of the classes' values ({known})")
-        return np.array([self.lut[k] if k is not None else UNLABELLED for k in keys], dtype=np.int64)
-
-    def unknown_ids(self, num_classes: int) -> list[int]:
-        """Class ids at or above ``num_classes`` among the shapes that reach the image."""
-        ids = self.ids[self.index.query(self.image_box)]
-        return sorted(int(i) for i in np.unique(ids[ids >= num_classes]))
-
-    def present_ids(self) -> list[int]:
-        """The class ids that reach the image, background included under ``--outside background``."""
-        ids = {int(i) for i in np.unique(self.ids[self.index.query(self.image_box)])}
-        return sorted(ids | ({BACKGROUND} if self.outside_id == BACKGROUND else set()))
-
-    def mapping(self, num_classes: int) -> LabelMapping:
-        """What training records in the card: the value of each class id, the field, the outside policy."""
-        values = self.values or identity_values(num_classes)
-        values = values + [None] * (num_classes - len(values))
-        return LabelMapping(values=values[:num_classes], field=self.field, outside=self.outside, kind="vector")
-
-    def read(self, window: Window) -> np.ndarray:
-        shape = (int(window.height), int(window.width))
-        hits = np.sort(self.index.query(_box(window_bounds(window, self.image_transform))))
-        if len(hits) == 0:
-            return np.full(shape, self.outside_id, np.uint8)
-        shapes = zip(self.geometries[hits], self.ids[hits], strict=True)
-        return rasterize(
-            shapes, out_shape=shape, transform=window_transform(window, self.image_transform),
-            fill=self.outside_id, dtype="uint8",
-        )
-
-    def close(self) -> None:
-        pass
-
-
-def is_parquet(path: str | Path) -> bool:
-    """GeoParquet (which this GDAL build cannot read): by its magic bytes, whatever the suffix."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PAR1"
-    except OSError:
-        return False
-
-
-def is_vector(path: str | Path) -> bool:
-    """Whether OGR opens ``path`` as vectors (or it is GeoParquet): rasters are not."""
-    import pyogrio
-
-    if is_parquet(path):
-        return True
-    try:
-        info = pyogrio.list_layers(path)
-    except Exception:  # noqa: BLE001 - "not a vector file" comes in many shapes
-        return False
-    return len(info) > 0
-
-
-def vector_layer(path: str | Path, layer: str | None) -> str:
-    """The layer to read: ``layer`` (``--label-layer``) when given, else the file's only layer with
-    geometries (a GeoPackage's style or attribute tables do not count); a file of several such
-    layers names them in the error rather than training on whichever comes first."""
-    import pyogrio
-
-    layers = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
-    if layer is not None:
-        if layer not in [name for name, _ in layers]:
-            raise InputError(f"{path}: no layer {layer!r} (--label-layer; layers: {', '.join(n for n, _ in layers)})")
-        return layer
-    spatial = [name for name, kind in layers if kind is not None]
-    if len(spatial) > 1:
-        shown = ", ".join(spatial[:8]) + (", ..." if len(spatial) > 8 else "")
-        raise InputError(f"{path}: holds {len(spatial)} layers with geometries ({shown}); name one with --label-layer")
-    return spatial[0] if spatial else (layers[0][0] if layers else Path(path).stem)
-
-
-def read_vectors(path: str | Path, layer: str | None = None):
-    """One layer of a vector file (see ``vector_layer``) as a GeoDataFrame, and the layer's name."""
-    import geopandas as gpd  # imported here: raster-only runs need not load it
-
-    try:
-        if is_parquet(path):
-            return gpd.read_parquet(path), Path(path).stem
-        name = vector_layer(path, layer)
-        return gpd.read_file(path, layer=name, engine="pyogrio"), name
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is one clear error
-        raise InputError(f"{path}: cannot read as vector labels ({' '.join(str(exc).split())})") from None
-
-
-def _box(bounds: tuple[float, float, float, float]):
-    from shapely.geometry import box
-
-    return box(*bounds)
-
-
 def _as_id(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
-
-
-def crs_name(crs: CRS) -> str:
-    """``EPSG:32633`` where the CRS has an EPSG code, else its shortest description."""
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()
 
 
 def scan_windows(src: DatasetReader) -> Iterator[Window]:
@@ -420,7 +211,7 @@ def card_lookup(card: ModelCard):
             lut = {v: i for i, v in enumerate(values) if v is not None}
         else:
             values = identity_values(card.num_classes)
-            lut = {k: int(k) for k in keys if _is_whole(k)}
+            lut = {k: int(k) for k in keys if is_whole(k)}
         for i, name in enumerate(card.class_names):
             lut.setdefault(value_key(name), i)
         return values, lut
@@ -435,7 +226,7 @@ def raster_lut(card: ModelCard | None) -> dict[int, int] | None:
     if mapping is None:
         return None
     known = [v for v in mapping.values if v is not None]
-    if not all(_is_whole(v) for v in known) or mapping.values == identity_values(card.num_classes):
+    if not all(is_whole(v) for v in known) or mapping.values == identity_values(card.num_classes):
         return None
     lut = {int(v): i for i, v in enumerate(mapping.values) if v is not None}
     if mapping.outside == "background" and mapping.values[BACKGROUND] is None:
