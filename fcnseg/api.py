@@ -9,7 +9,6 @@ command runs. Heavy imports (torch, Dask, rasterio) happen inside the functions,
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,14 +124,9 @@ def segment(
     """
     from fcnseg.pipeline.segment import segment as segment_run
 
-    chosen = segment_options(options, option_fields)
-    where: dict[str, Any] = {"scheduler": scheduler, "cluster_spec": cluster_spec, "workers": workers}
-    if client is not None:
-        if "client" in inspect.signature(segment_run).parameters:
-            where["client"] = client
-        elif scheduler is None:  # a pipeline without client=: reach the client's scheduler
-            where["scheduler"] = client.scheduler.address
-    return segment_run(input, model_path(model), out, chosen, overwrite=overwrite, progress=progress, **where)
+    return segment_run(input, model_path(model), out, segment_options(options, option_fields), client=client,
+                       scheduler=scheduler, cluster_spec=cluster_spec, workers=workers, overwrite=overwrite,
+                       progress=progress)
 
 
 @dataclass(frozen=True, eq=False)
