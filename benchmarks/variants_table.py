@@ -23,7 +23,7 @@ def main(out: Path, archs: list[str]) -> None:
         runs = sorted(out.glob(f"{arch}-test-*.json"))
         confusion = sum(np.array(json.loads(p.read_text())["confusion"]) for p in runs)
         m = metrics_from_confusion(confusion)
-        seconds = read_card(out / f"{arch}.safetensors").training["seconds"]
+        seconds = read_card(out / f"{arch}.safetensors").training.seconds
         print(f"| {arch} | {m['pixel_acc']:.4f} | {m['mean_acc']:.4f} | {m['mean_iou']:.4f} | {m['fw_iou']:.4f} | {seconds:.0f} |")
 
 

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from fcnseg.models.card import TrainingProvenance
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
 from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
@@ -28,15 +29,15 @@ from fcnseg.pipeline.training.train import TrainRequest, train_model
 TRAINING_SCENE = "training scene (not an unseen score)"
 
 
-def chosen_on(training: dict[str, Any], holdout: float) -> str:
+def chosen_on(training: TrainingProvenance, holdout: float) -> str:
     """What picked the checkpoint, from its card's ``training`` record (as ``train_model`` writes it):
     the best mean IU on a validation scene or on held-out blocks, or the last weights where there was
     no validation (holdout 0, or held-out blocks dropped because a class had too few labels)."""
-    best = training.get("best_step")
-    if training.get("val_image"):
-        return f"validation scene {training['val_image']} (best mean IU, step {best})"
-    if training.get("holdout"):
-        blocks = training["holdout"]
+    best = training.best_step
+    if training.val_image:
+        return f"validation scene {training.val_image} (best mean IU, step {best})"
+    if training.holdout:
+        blocks = training.holdout
         return (f"held-out blocks of the training scene ({blocks['blocks']} blocks of {blocks['block']} px, "
                 f"{100 * blocks['fraction']:.0f} % of each class; best mean IU, step {best})")
     if holdout > 0:

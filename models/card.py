@@ -10,13 +10,13 @@ Reading and writing it inside a checkpoint file is ``fcnseg.models.checkpoint``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
     "ARCHS", "MAX_CLASSES", "OUTSIDE_POLICIES", "Arch", "ClassInfo", "LabelMapping", "ModelCard", "NodataPolicy",
-    "Normalization", "check_color", "class_count_problem", "class_names_problem",
+    "Normalization", "TrainingProvenance", "check_color", "class_count_problem", "class_names_problem",
 ]
 
 #: The architectures a card may name (``fcnseg.models.fcn`` builds them).
@@ -109,6 +109,86 @@ class LabelMapping:
             raise ValueError("labels.values holds a value twice")
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainingProvenance:
+    """Where a checkpoint's weights came from: the command, its inputs and settings, the history.
+
+    A card records what its writer knew: ``fcnseg train`` every field (built directly), ``init-model``
+    only ``init`` ("random"), ``seed`` and ``vgg16_weights`` (built with ``of``), cards of other
+    versions more or fewer. A field the card does not hold is named in ``unrecorded`` (its value
+    here is None), keys of another version are kept in ``extra``: ``to_json()`` gives back exactly
+    the card's JSON (an absent key stays absent, a null stays null), so shipped cards load and
+    describe unchanged.
+    """
+
+    command: str | None = None  # the command line, when run as ``fcnseg``
+    image: str | None = None
+    labels: str | None = None
+    val_image: str | None = None
+    val_labels: str | None = None
+    init: str | Mapping[str, str] | None = None  # "random" (init-model), {"path", "sha256"} (train --init)
+    vgg16_weights: str | None = None
+    steps: int | None = None
+    best_step: int | None = None
+    chip: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    optimizer: str | None = None
+    device: str | None = None
+    started: str | None = None  # ISO 8601
+    seconds: float | None = None
+    torch: str | None = None
+    python: str | None = None
+    history: tuple[Mapping[str, float], ...] = ()  # per logged step: loss, and the metrics where it validated
+    sampling: str | None = None
+    class_weights: Mapping[str, Any] | None = None  # {"method": ..., "weights": [...] or None}
+    class_pixels: tuple[int, ...] | None = None
+    holdout: Mapping[str, Any] | None = None  # {"fraction", "block", "blocks"}; None: no held-out blocks
+    read_threads: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys of another version, kept as they are
+    unrecorded: frozenset[str] = frozenset()  # the fields the card does not hold
+
+    def __post_init__(self) -> None:
+        """Sequences as tuples however given, so a record equals the one read back from its JSON."""
+        for name in ("history", "class_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    @classmethod
+    def of(cls, **recorded: Any) -> TrainingProvenance:
+        """A record of just these fields (``init-model``'s three; none: a card without provenance)."""
+        return cls(**recorded, unrecorded=PROVENANCE_KEYS - set(recorded))
+
+    def recorded(self, name: str) -> bool:
+        """Whether the card holds ``name`` (a None value may be a recorded null or no record at all)."""
+        return (name in PROVENANCE_KEYS and name not in self.unrecorded) or name in self.extra
+
+    def to_json(self) -> dict[str, Any]:
+        """The card's ``training`` as written (the keys it records, lists as lists)."""
+        names = [f.name for f in fields(self) if f.name in PROVENANCE_KEYS and f.name not in self.unrecorded]
+        return {**{name: _json_value(getattr(self, name)) for name in names}, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrainingProvenance:
+        """A card's ``training``, whatever version wrote it."""
+        return cls(**{k: v for k, v in data.items() if k in PROVENANCE_KEYS},
+                   extra={k: v for k, v in data.items() if k not in PROVENANCE_KEYS},
+                   unrecorded=PROVENANCE_KEYS - set(data))
+
+
+#: The fields of TrainingProvenance that are keys of a card's ``training`` (not ``extra`` or ``unrecorded``).
+PROVENANCE_KEYS = frozenset(f.name for f in fields(TrainingProvenance)) - {"extra", "unrecorded"}
+
+
+def _json_value(value: Any) -> Any:
+    """A field as JSON holds it: tuples as lists, mappings as dicts (copies: the record stays as it is)."""
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 @dataclass
 class ModelCard:
     """Everything about a checkpoint except its tensors."""
@@ -122,7 +202,7 @@ class ModelCard:
     band_names: list[str] | None = None
     #: The label values -> class ids mapping of training; None in checkpoints from before it was recorded (identity).
     labels: LabelMapping | None = None
-    training: dict[str, Any] = field(default_factory=dict)
+    training: TrainingProvenance = field(default_factory=TrainingProvenance.of)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,7 +214,7 @@ class ModelCard:
         return [c.name for c in self.classes]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "training": self.training.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelCard:
@@ -147,7 +227,7 @@ class ModelCard:
             nodata=NodataPolicy(**data.get("nodata", {})),
             band_names=data.get("band_names"),
             labels=LabelMapping(**data["labels"]) if data.get("labels") else None,
-            training=data.get("training", {}),
+            training=TrainingProvenance.from_json(data.get("training") or {}),
             metrics=data.get("metrics", {}),
         )
 

@@ -33,6 +33,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from fcnseg.pipeline.classes import store_classes
 from fcnseg.pipeline.io import InputError, open_raster
 from fcnseg.pipeline.pyramid import (
     MODE,
@@ -248,7 +249,7 @@ def write_chunk_levels(group: zarr.Group, array: zarr.Array, window: Window, lab
     if not levels:
         return
     _check_block_aligned(array.shape, window, levels[-1].factor)
-    modes = block_modes(labels, [lv.factor for lv in levels], len(array.attrs.get("class_names", [])))
+    modes = block_modes(labels, [lv.factor for lv in levels], len(store_classes(array.attrs).names))
     for level in levels:
         r0, c0 = int(window.row_off) // level.factor, int(window.col_off) // level.factor
         block = modes[level.factor]
@@ -324,7 +325,7 @@ def finish_pyramid(store: zarr.Group | str | Path) -> None:
         source = source_level(levels)
         src = array if source.factor == 1 else group[level_path(source)]
         targets = {lv.factor // source.factor: create_level(group, lv, (LEVEL_CHUNK, LEVEL_CHUNK)) for lv in later}
-        _fill_levels(src, targets, len(array.attrs.get("class_names", [])))
+        _fill_levels(src, targets, len(store_classes(array.attrs).names))
     set_layout(group, levels)
 
 

@@ -19,6 +19,7 @@ from fcnseg.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
+from fcnseg.models.card import TrainingProvenance
 from fcnseg.models.fcn import build_model
 
 
@@ -28,7 +29,7 @@ def make_card(arch: str = "fcn8s", bands: int = 4) -> ModelCard:
         classes=[ClassInfo("water", (0, 0, 255)), ClassInfo("land", (0, 255, 0)), ClassInfo("road", (9, 9, 9))],
         normalization=Normalization(mean=[1.0] * bands, std=[2.0] * bands),
         band_names=[f"b{i}" for i in range(bands)],
-        training={"steps": 3, "seed": 1},
+        training=TrainingProvenance.of(steps=3, seed=1),
         metrics={"mean_iou": 0.5},
     )
 

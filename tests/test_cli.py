@@ -45,8 +45,8 @@ def test_train_writes_a_checkpoint_with_card_and_provenance(trained, scene):
     assert card.band_names == ["blue", "green", "red", "nir"]
     assert card.nodata.input == 0 and card.nodata.label == 255
     assert all(s > 0 for s in card.normalization.std)
-    assert card.training["steps"] == 40 and card.training["image"] == str(scene[0])
-    assert [h["step"] for h in card.training["history"] if "mean_iou" in h] == [20, 40]
+    assert card.training.steps == 40 and card.training.image == str(scene[0])
+    assert [h["step"] for h in card.training.history if "mean_iou" in h] == [20, 40]
     assert 0 < card.metrics["mean_iou"] <= 1
 
 
@@ -80,7 +80,7 @@ def test_staged_training_carries_weights_from_fcn32s_to_fcn16s(tmp_path, scene):
     fcnseg("train", *common, "--arch", "fcn16s", "--init", s32, "--out", s16, "--steps", 1, "--lr", 1e-9)
     m32, _ = load_checkpoint(s32)
     m16, card16 = load_checkpoint(s16)
-    assert card16.arch == "fcn16s" and card16.training["init"]["path"] == str(s32)
+    assert card16.arch == "fcn16s" and card16.training.init["path"] == str(s32)
     assert np.allclose(m16.backbone.convs()[0].weight.detach(), m32.backbone.convs()[0].weight.detach(), atol=1e-6)
     assert not m16.score_pool4.weight.detach().abs().gt(1e-3).any()  # new skip starts near zero
 

@@ -17,7 +17,7 @@ def test_demo_model_is_small_and_describes_itself():
     assert card.class_names == [c.name for c in synth.CLASSES]
     assert [tuple(c.color) for c in card.classes] == [c.color for c in synth.CLASSES]
     assert card.band_names == list(synth.BAND_NAMES)
-    assert card.training["steps"] > 0 and card.metrics["mean_iou"] >= 0.85
+    assert card.training.steps > 0 and card.metrics["mean_iou"] >= 0.85
 
 
 def test_demo_model_segments_an_unseen_scene(tmp_path):

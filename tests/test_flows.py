@@ -399,9 +399,9 @@ def test_retrain_deployment_trains_and_evaluates(prefect_env, tmp_path):
     from fcnseg.models.checkpoint import read_card
 
     card = read_card(out)
-    assert card.arch == "fcn8s" and card.class_names[0] == "water" and card.training["steps"] == 3
-    assert card.training["sampling"] == "uniform" and card.training["class_weights"]["method"] == "sqrt"
-    assert card.training["holdout"] is None  # the deployment's parameters reach the trainer
+    assert card.arch == "fcn8s" and card.class_names[0] == "water" and card.training.steps == 3
+    assert card.training.sampling == "uniform" and card.training.class_weights["method"] == "sqrt"
+    assert card.training.holdout is None  # the deployment's parameters reach the trainer
     report = latest_report(prefect_env, "train-fcn-report")  # no eval scene, no validation: said so
     assert "- **Scored on:** training scene (not an unseen score)" in report, report
     assert "- **Checkpoint chosen on:** last weights (step 3): holdout 0, no validation" in report, report
@@ -421,23 +421,24 @@ def test_retrain_scores_on_the_eval_scene_and_chooses_on_the_validation_scene(pr
     from fcnseg.models.checkpoint import read_card
 
     training = read_card(out).training
-    assert training["val_image"] == str(val_image) and training["holdout"] is None
+    assert training.val_image == str(val_image) and training.holdout is None
     report = latest_report(prefect_env, "train-fcn-report")
     assert f"- **Scored on:** eval scene {eval_image}" in report, report
-    assert f"- **Checkpoint chosen on:** validation scene {val_image} (best mean IU, step {training['best_step']})" in report
+    assert f"- **Checkpoint chosen on:** validation scene {val_image} (best mean IU, step {training.best_step})" in report
 
 
 def test_train_fcn_says_what_chose_the_checkpoint():
     from fcnseg.flows.train_fcn import chosen_on
+    from fcnseg.models.card import TrainingProvenance as Record
 
-    assert chosen_on({"val_image": "/v.tif", "holdout": None, "best_step": 250}, 0.2) == \
+    assert chosen_on(Record(val_image="/v.tif", holdout=None, best_step=250), 0.2) == \
         "validation scene /v.tif (best mean IU, step 250)"
-    blocks = {"val_image": None, "best_step": 500, "holdout": {"fraction": 0.2, "block": 512, "blocks": 7}}
+    blocks = Record(val_image=None, best_step=500, holdout={"fraction": 0.2, "block": 512, "blocks": 7})
     assert chosen_on(blocks, 0.2) == \
         "held-out blocks of the training scene (7 blocks of 512 px, 20 % of each class; best mean IU, step 500)"
-    dropped = chosen_on({"val_image": None, "holdout": None, "best_step": 2000}, 0.2)  # usable_holdout said no
+    dropped = chosen_on(Record(val_image=None, holdout=None, best_step=2000), 0.2)  # usable_holdout said no
     assert dropped.startswith("last weights (step 2000): the held-out blocks were dropped")
-    assert chosen_on({"val_image": None, "holdout": None, "best_step": 2000}, 0) == \
+    assert chosen_on(Record(val_image=None, holdout=None, best_step=2000), 0) == \
         "last weights (step 2000): holdout 0, no validation"
 
 

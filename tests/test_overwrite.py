@@ -118,7 +118,7 @@ def test_train_replaces_its_own_checkpoint(source, checkpoint, tmp_path):
     out = shutil.copy(checkpoint, tmp_path / "nightly.safetensors")
     before = sha256(out)
     trained(source, out, seed=5)
-    assert sha256(out) != before and read_card(out).training["seed"] == 5
+    assert sha256(out) != before and read_card(out).training.seed == 5
 
 
 def test_train_replaces_a_file_of_the_user_only_with_overwrite(source, tmp_path):
@@ -138,7 +138,7 @@ def test_a_read_only_checkpoint_is_replaced_only_with_overwrite(source, checkpoi
         train_model(request(source, out, seed=3))
     assert sha256(out) == before
     trained(source, out, seed=3, overwrite=True)
-    assert read_card(out).training["seed"] == 3
+    assert read_card(out).training.seed == 3
 
 
 @pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
@@ -177,7 +177,7 @@ def test_init_model_replaces_a_text_file_only_with_overwrite(tmp_path):
     before = sha256(out)
     made = fcnseg(*args, "--seed", 1)  # its own checkpoint: replaced without --overwrite
     assert made.returncode == 0, made.stderr
-    assert sha256(out) != before and read_card(out).training["seed"] == 1
+    assert sha256(out) != before and read_card(out).training.seed == 1
 
 
 def test_init_model_never_writes_over_its_vgg16_weights(tmp_path):

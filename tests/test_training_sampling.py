@@ -258,11 +258,11 @@ def test_training_on_sparse_labels_validates_on_held_out_blocks_and_records_it(t
                            progress=False, read_threads=2)
     _, result, card = train_model(request)
     assert [h["step"] for h in result.history if "mean_iou" in h] == [2, 4]  # validated without --val-image
-    assert card.training["holdout"]["blocks"] >= 1
-    assert card.training["sampling"] == "labelled"
-    assert card.training["class_pixels"] == [32 * 256, 32 * 256, 256]
-    weights = card.training["class_weights"]["weights"]
-    assert card.training["class_weights"]["method"] == "median" and weights[2] > weights[0]
+    assert card.training.holdout["blocks"] >= 1
+    assert card.training.sampling == "labelled"
+    assert card.training.class_pixels == (32 * 256, 32 * 256, 256)
+    weights = card.training.class_weights["weights"]
+    assert card.training.class_weights["method"] == "median" and weights[2] > weights[0]
 
 
 def test_a_seed_trains_the_same_model_whatever_the_read_threads(tmp_path, image, label_raster):
@@ -294,7 +294,7 @@ def test_sqrt_weights_are_the_square_roots_of_the_median_frequency_weights(tmp_p
                                width=0.0625, steps=1, chip=CHIP, batch_size=2, classes=["a", "b", "c"], progress=False,
                                holdout=0.0, class_weights=method)
         _, _, card = train_model(request)
-        assert card.training["class_weights"]["method"] == method
-        weights[method] = card.training["class_weights"]["weights"]
+        assert card.training.class_weights["method"] == method
+        weights[method] = card.training.class_weights["weights"]
     assert weights["none"] is None and weights["median"][2] > 1
     assert weights["sqrt"] == [float(np.sqrt(w)) for w in weights["median"]]

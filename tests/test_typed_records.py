@@ -59,3 +59,77 @@ def test_run_json_read_back_gives_the_same_records(run):
     assert all(isinstance(c, ClassArea) for c in again.class_areas) and isinstance(again.chunks, ChunkCounts)
     with pytest.raises(TypeError):  # the report is built by keyword only
         RunReport(out, report.chunks, {}, 0.0, 0.0)
+
+
+def card_text(path: Path) -> str:
+    """The model card exactly as the checkpoint's header holds it (``save_checkpoint``'s JSON)."""
+    from safetensors import safe_open
+
+    from fcnseg.models.checkpoint import METADATA_KEY
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()[METADATA_KEY]
+
+
+def card_json(path: Path) -> dict:
+    return json.loads(card_text(path))
+
+
+def test_the_shipped_demo_cards_training_is_a_record_whose_json_is_the_cards():
+    from fcnseg.models.card import TrainingProvenance
+    from fcnseg.models.checkpoint import load_checkpoint, read_card
+
+    shipped = card_json(DEMO_MODEL)
+    _, card = load_checkpoint(DEMO_MODEL)  # every byte checked against its content hash: loads unchanged
+    assert isinstance(card.training, TrainingProvenance) and card.training == read_card(DEMO_MODEL).training
+    assert card.training.to_json() == shipped["training"]
+    assert json.dumps(card.to_json(), sort_keys=True) == card_text(DEMO_MODEL)  # saved again: the same bytes
+    assert card.training.steps == shipped["training"]["steps"] and card.training.extra == {}
+    assert TrainingProvenance.from_json(card.training.to_json()) == card.training
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        card.training.steps = 0
+
+
+@pytest.mark.parametrize("training", [
+    {},  # a card without provenance
+    {"init": "random", "seed": 0, "vgg16_weights": None},  # init-model's: a null stays a null
+    {"steps": 3, "image": "a.tif", "history": [{"step": 1, "loss": 0.5}], "class_pixels": [1, 2]},  # an older card
+    {"steps": 3, "tiles_per_second": 4.5},  # a key of another version: kept as it is
+])
+def test_training_provenance_gives_back_the_json_it_was_read_from(training):
+    from fcnseg.models.card import TrainingProvenance
+
+    record = TrainingProvenance.from_json(training)
+    assert record.to_json() == training
+    assert TrainingProvenance.from_json(record.to_json()) == record
+    assert record.recorded("vgg16_weights") == ("vgg16_weights" in training)
+
+
+def test_init_model_records_three_fields(tmp_path):
+    from fcnseg.models.checkpoint import read_card
+    from typer.testing import CliRunner
+
+    from fcnseg.cli import app
+
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(app, ["init-model", str(out), "--bands", "3", "--classes", "2", "--width", "0.125"])
+    assert result.exit_code == 0, result.output
+    assert card_json(out)["training"] == {"init": "random", "seed": 0, "vgg16_weights": None}
+    assert read_card(out).training.to_json() == card_json(out)["training"]
+
+
+@pytest.mark.parametrize(("recorded", "described"), [
+    ({}, {}),  # no provenance: nothing said about pretraining
+    ({"init": "random", "seed": 0, "vgg16_weights": None}, {"mlm:pretrained": False, "mlm:pretrained_source": None}),
+    ({"init": None, "vgg16_weights": "/w/vgg16.pth"},
+     {"mlm:pretrained": True, "mlm:pretrained_source": "ImageNet VGG16 backbone (vgg16.pth)"}),
+    ({"init": {"path": "/m/s32.safetensors", "sha256": "ab12"}, "vgg16_weights": "/w/vgg16.pth"},
+     {"mlm:pretrained": True, "mlm:pretrained_source": "fine-tuned from checkpoint s32.safetensors (sha256 ab12)"}),
+])
+def test_the_stac_model_describes_pretraining_from_the_record(recorded, described):
+    from fcnseg.models.card import TrainingProvenance
+    from fcnseg.models.checkpoint import read_card
+    from fcnseg.pipeline.products.stac_model import _pretraining
+
+    card = dataclasses.replace(read_card(DEMO_MODEL), training=TrainingProvenance.from_json(recorded))
+    assert _pretraining(card) == described

@@ -10,7 +10,9 @@ import typer
 
 from fcnseg.cli.base import BATCH_HELP, LAYER_HELP, OUTSIDE_HELP, OVERWRITE_HELP, TILE_HELP, app, csv_ints, csv_list, log
 from fcnseg.cli.errors import clear_errors
-from fcnseg.models.card import ClassInfo, ModelCard, Normalization, class_count_problem, class_names_problem
+from fcnseg.models.card import (
+    ClassInfo, ModelCard, Normalization, TrainingProvenance, class_count_problem, class_names_problem,
+)
 from fcnseg.tables import console, print_metrics
 
 
@@ -131,7 +133,8 @@ def init_model(
             arch=arch, width=width, bands=bands,
             classes=[ClassInfo(n, c) for n, c in zip(names, default_colors(len(names)), strict=True)],
             normalization=Normalization(mean=[0.0] * bands, std=[1.0] * bands),
-            training={"init": "random", "seed": seed, "vgg16_weights": str(vgg16_weights) if vgg16_weights else None},
+            training=TrainingProvenance.of(init="random", seed=seed,
+                                           vgg16_weights=str(vgg16_weights) if vgg16_weights else None),
         )
         save_checkpoint(out, model, card)
     typer.echo(str(out))

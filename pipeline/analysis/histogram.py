@@ -18,6 +18,7 @@ import zarr
 from rasterio.windows import Window
 
 from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
+from fcnseg.pipeline.classes import store_classes
 from fcnseg.pipeline.store import LABELS, store_geometry
 
 
@@ -31,7 +32,7 @@ class ClassHistogram:
 
 def chunk_histogram(group: zarr.Group, window: Window, labels: np.ndarray | None) -> ClassHistogram:
     """The histogram of one chunk of the store ``group`` (``labels`` None: a chunk without data)."""
-    num_classes = len(group[LABELS].attrs["class_names"])
+    num_classes = len(store_classes(group[LABELS].attrs).names)
     crs, transform = store_geometry(group)  # well under a millisecond: not worth a cache
     geographic = crs is not None and crs.is_geographic
     if labels is None:

@@ -33,6 +33,7 @@ from rasterio.windows import Window
 from shapely.affinity import affine_transform
 
 from fcnseg.pipeline.analysis.areas import geometries_area_m2, row_pixel_areas_m2
+from fcnseg.pipeline.classes import store_classes
 from fcnseg.pipeline.products.polygon_writer import BBOX, bbox_column
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 from fcnseg.pipeline.tiles import chunk_windows
@@ -94,7 +95,7 @@ def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResu
     group = open_store(job.store_path, mode="r")
     crs, transform = store_geometry(group)
     labels = group[LABELS]
-    names = list(labels.attrs["class_names"])
+    names = store_classes(labels.attrs).names
     height, width = labels.shape
     r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
     block = np.asarray(labels[r0 : r0 + h, c0 : c0 + w])

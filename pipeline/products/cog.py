@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -32,6 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetWriter
 
 from fcnseg.atomic import partial_path
+from fcnseg.pipeline.classes import store_classes
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, bounded_gdal_cache
 from fcnseg.pipeline.products.styles import labels_pam, labels_qml
 from fcnseg.pipeline.pyramid import Level, overview_factors
@@ -64,7 +65,8 @@ def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
     require_complete(group, store_path)  # never a product of an interrupted run
     labels = group[LABELS]
     levels = store_levels(group)
-    describe = class_description(labels.attrs["class_names"], labels.attrs["class_colors"])
+    table = store_classes(labels.attrs)
+    describe = class_description(table.names, table.colors)
     if levels is None:  # a store from before pyramids: GDAL makes the overviews, as it did then
         def write_bands(dst) -> None:
             _copy_windows(labels, dst)
@@ -73,11 +75,11 @@ def export_labels_cog(store_path: str | Path, out_path: str | Path) -> Path:
         _write_cog(group, out_path, 1, "uint8", write_bands)
     else:
         _assemble_cog(group, levels, out_path, describe)
-    write_label_styles(out_path, labels.attrs["class_names"], labels.attrs["class_colors"])
+    write_label_styles(out_path, table.names, table.colors)
     return Path(out_path)
 
 
-def write_label_styles(cog_path: str | Path, names: list[str], colors: list[list[int]]) -> list[Path]:
+def write_label_styles(cog_path: str | Path, names: list[str], colors: Sequence[Sequence[int]]) -> list[Path]:
     """The sidecars that name labels.tif's classes for GDAL and QGIS (``styles``), beside it:
     ``labels.tif.aux.xml`` and ``labels.qml``; each appears whole."""
     cog_path = Path(cog_path)
@@ -88,7 +90,7 @@ def write_label_styles(cog_path: str | Path, names: list[str], colors: list[list
     return list(sidecars)
 
 
-def class_description(names: list[str], colors: list[list[int]]) -> Callable[[DatasetWriter], None]:
+def class_description(names: list[str], colors: Sequence[Sequence[int]]) -> Callable[[DatasetWriter], None]:
     """What labels.tif says about its classes: colour table (255 transparent), band description
     "class", class names and colours as dataset tags and per-band ``CLASS_<id>`` tags."""
     colormap = {i: (*map(int, c), 255) for i, c in enumerate(colors)}
@@ -108,7 +110,7 @@ def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Pa
     group = open_store(store_path, mode="r")
     require_complete(group, store_path)  # never a product of an interrupted run
     probs = group[PROBABILITIES]
-    names = probs.attrs["class_names"]
+    names = store_classes(probs.attrs).names
 
     def write_bands(dst) -> None:
         for window in chunk_windows(*probs.shape[1:], probs.chunks[1:]):

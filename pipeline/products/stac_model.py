@@ -193,9 +193,10 @@ def total_parameters(model_path: str) -> int | None:
 
 def _pretraining(card: ModelCard) -> dict[str, Any]:
     """mlm:pretrained(_source) from the card's training record: an ImageNet VGG16 or an init checkpoint."""
-    if not card.training or not ({"vgg16_weights", "init"} & set(card.training)):
+    training = card.training
+    if not (training.recorded("vgg16_weights") or training.recorded("init")):
         return {}
-    vgg, init = card.training.get("vgg16_weights"), card.training.get("init")
+    vgg, init = training.vgg16_weights, training.init
     if isinstance(init, Mapping) and init.get("path"):
         source = f"fine-tuned from checkpoint {Path(str(init['path'])).name} (sha256 {init.get('sha256', '?')})"
     elif vgg:

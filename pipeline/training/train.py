@@ -32,6 +32,7 @@ from fcnseg.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
+from fcnseg.models.card import TrainingProvenance
 from fcnseg.models.fcn import ARCHS, STRIDE, FCNBase, build_model
 from fcnseg.models.inference import autocast_for, resolve_device
 from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confusion
@@ -390,23 +391,23 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
             labels.close()
 
     card.metrics = dict(result.best_metrics) if result.best_metrics else {}
-    card.training = {
-        "command": " ".join(["fcnseg", *sys.argv[1:]]) if Path(sys.argv[0]).name == "fcnseg" else None,
-        "image": str(request.image),
-        "labels": str(request.labels),
-        "val_image": str(request.val_image) if request.val_image else None,
-        "val_labels": str(request.val_labels) if request.val_labels else None,
-        "init": {"path": str(request.init), "sha256": file_sha256(request.init)} if request.init else None,
-        "vgg16_weights": str(request.vgg16_weights) if request.vgg16_weights else None,
-        "steps": request.steps, "best_step": result.best_step, "chip": request.chip,
-        "batch_size": request.batch_size, "lr": request.lr, "seed": request.seed,
-        "optimizer": "AdamW, warm-up + cosine", "device": str(device),
-        "started": started.isoformat(timespec="seconds"), "seconds": round(result.seconds, 1),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "history": result.history,
-        **plan.info,
-        "read_threads": request.read_threads,
-    }
+    card.training = TrainingProvenance(
+        command=" ".join(["fcnseg", *sys.argv[1:]]) if Path(sys.argv[0]).name == "fcnseg" else None,
+        image=str(request.image),
+        labels=str(request.labels),
+        val_image=str(request.val_image) if request.val_image else None,
+        val_labels=str(request.val_labels) if request.val_labels else None,
+        init={"path": str(request.init), "sha256": file_sha256(request.init)} if request.init else None,
+        vgg16_weights=str(request.vgg16_weights) if request.vgg16_weights else None,
+        steps=request.steps, best_step=result.best_step, chip=request.chip,
+        batch_size=request.batch_size, lr=request.lr, seed=request.seed,
+        optimizer="AdamW, warm-up + cosine", device=str(device),
+        started=started.isoformat(timespec="seconds"), seconds=round(result.seconds, 1),
+        torch=torch.__version__, python=platform.python_version(),
+        history=tuple(result.history),
+        **plan.info,  # sampling, class_weights, class_pixels, holdout
+        read_threads=request.read_threads,
+    )
     check_out(request)  # again: a file may have appeared at --out while training
     path = save_checkpoint(request.out, model.cpu(), card)
     return path, result, card
