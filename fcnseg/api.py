@@ -205,8 +205,9 @@ def predict_array(
     """Segment an array in memory: numpy (bands, rows, cols) or (rows, cols), or an xarray DataArray.
 
     The same tiles, halo, nodata rule, normalisation and stitching as ``segment``, so the labels
-    equal what ``segment`` writes to labels.zarr for the same pixels. Memory follows the tile and
-    batch size: tiles are cut from ``array`` as they are needed (a dask-backed DataArray computes
+    equal what ``segment`` writes to labels.zarr for the same pixels (on the CPU it computes with
+    the torch threads a local segment run's workers get). Memory follows the tile and batch size:
+    tiles are cut from ``array`` as they are needed (a lazily read or dask-backed DataArray reads
     only those windows).
 
     Parameters

@@ -14,7 +14,8 @@ tiles); the float input is never copied beyond a batch of tiles.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from fcnseg.errors import InputError
 from fcnseg.models.card import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
+from fcnseg.pipeline.cluster_specs import torch_threads
 from fcnseg.pipeline.segment.blend import BlendGrid, blend_core, ring_contribution, ramp_width
 from fcnseg.pipeline.segment.memory_source import ArraySource
 from fcnseg.pipeline.segment.predict import core_result, predict_cores, predict_tiles
@@ -92,11 +94,31 @@ def predict_pixels(
     probs = np.full((card.num_classes, tiling.height, tiling.width), NODATA, dtype=np.uint8) if probabilities else None
     log.debug("array %dx%d px: tile %d, halo %d, batch %d, %s", tiling.width, tiling.height, tiling.tile,
               tiling.halo, tiling.batch_size, stitch)
-    if stitch == "crop":
-        _crop(model, device, source, tiling, labels, probs)
-    else:
-        _blend(model, device, source, tiling, labels, probs)
+    with segment_threads(device):
+        if stitch == "crop":
+            _crop(model, device, source, tiling, labels, probs)
+        else:
+            _blend(model, device, source, tiling, labels, probs)
     return labels, probs
+
+
+@contextmanager
+def segment_threads(device: torch.device) -> Iterator[None]:
+    """On the CPU, torch's threads as a segment run's workers on this machine have them (in this
+    process or a local cluster: ``torch_threads`` of ``local_worker_count``), put back afterwards.
+    A convolution's sums depend on how its work is split between threads (the last bits of a logit
+    differ), so another count could turn a near tie into another label."""
+    if device.type != "cpu":
+        yield
+        return
+    from fcnseg.pipeline.segment import local_worker_count
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(torch_threads(local_worker_count("cpu")))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _crop(model: FCNBase, device: torch.device, source: ArraySource, tiling: ArrayTiling,
