@@ -4,8 +4,8 @@
 The same contract as ``TileSource`` (``card``, ``stream(tiles, depth)`` yielding
 ``(tile, pixels, valid)`` in order), so ``predict.predict_cores`` and ``predict.predict_tiles``
 run on it unchanged: the tiling, batching, normalisation on the device and stitching are
-``segment``'s own. A tile's pixels are a slice of the caller's array (a dask- or lazily-backed
-array computes only that window), so memory follows the tile and the read-ahead depth, never
+``segment``'s own. A tile's pixels are a slice of the caller's array (a lazily read or
+dask-backed DataArray reads only that window), so memory follows the tile and the batch, never
 the scene. The nodata rule is GDAL's dataset-mask convention as ``io.valid_mask`` applies it to
 per-band nodata values: a pixel is nodata when *all* its bands are; non-finite floats are never valid.
 """
@@ -54,7 +54,8 @@ def array_valid_mask(pixels: np.ndarray, nodata: Sequence[float | None]) -> np.n
 class ArraySource:
     """``ArraySource(array, card, nodata)``: tiles of a (bands, rows, cols) array as model input.
 
-    ``array`` is anything sliceable to numpy (numpy, dask, a zarr array ...); it is never copied whole.
+    ``array`` is anything that slices to numpy (numpy, an xarray DataArray, dask, zarr ...); it is
+    never copied whole.
     """
 
     def __init__(self, array: Any, card: ModelCard, nodata: Sequence[float | None]) -> None:
