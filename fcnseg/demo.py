@@ -22,7 +22,7 @@ from fcnseg.flows.segment_scene import segment_scene
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
-from fcnseg.pipeline.segment import read_run_report
+from fcnseg.pipeline.segment import SegmentOptions, read_run_report
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training.evaluate import evaluate_raster
 from fcnseg.tables import console, print_metrics, print_report
@@ -52,7 +52,7 @@ def main() -> None:
     # the segment-scene flow, as a deployment would run it: an ephemeral Prefect server, a LocalCluster
     output_root = args.out / "flow"
     shutil.rmtree(output_root, ignore_errors=True)  # a fresh run each time, not a skipped one
-    result = segment_scene(inputs=str(image), output_root=str(output_root), tile=512)
+    result = segment_scene(inputs=str(image), output_root=str(output_root), options=SegmentOptions(tile=512))
     for scene, outcome in result.items():
         console.print(f"segment-scene flow: {scene} {outcome['status']} into {outcome['out']}:")
         print_report(read_run_report(outcome["out"]))

@@ -3,7 +3,8 @@
 Thin on purpose: each stage is one call into ``fcnseg.pipeline.segment`` wrapped as a Prefect
 task, so a run's page shows where the time went. Tiles never become Prefect task runs: they
 move on Dask inside the ``infer`` task, so Prefect's overhead is a handful of task runs per
-scene whatever the scene's size. One Dask cluster serves all scenes of a run, and scenes overlap:
+scene whatever the scene's size. One Dask cluster serves all scenes of a run (started at the first
+scene with something to compute: a run with nothing new starts none), and scenes overlap:
 a scene's ``finish`` task (export, vectorize, publish) runs in the background while the next
 scene's tiles infer.
 """
@@ -15,7 +16,7 @@ import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -32,9 +33,12 @@ from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from fcnseg.errors import CheckpointError, InputError, ScenesFailed
+from fcnseg.flows.parameters import described
 from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.cluster import dask_client
+from fcnseg.pipeline.cluster_specs import load_cluster_spec
+from fcnseg.pipeline.option_texts import RUN_HELP
 from fcnseg.pipeline.output.layout import ITEM_JSON
 from fcnseg.pipeline.output.object_store import is_object_store
 from fcnseg.pipeline.products.scene_id import full_name, scene_id
@@ -103,9 +107,12 @@ def find_scenes(inputs: str | list[str]) -> list[str]:
 
 
 @stage(name="validate")
-def validate(inputs: str | list[str], model: str) -> list[str]:
-    """The scenes to process, after checking the model once (a damaged checkpoint stops the run)."""
+def validate(inputs: str | list[str], model: str, cluster_spec: str | None = None) -> list[str]:
+    """The scenes to process, after checking the model and the cluster spec once (a damaged
+    checkpoint or a bad spec stops the run before any scene's folder is touched)."""
     checked_model(model)  # each scene's plan reuses this check
+    if cluster_spec is not None:
+        load_cluster_spec(cluster_spec)
     return find_scenes(inputs)
 
 
@@ -177,11 +184,37 @@ def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], starte
                              vectorize=lambda p: vectorize(p, scheduler_address), publish=publish_outputs)
 
 
-def start_scene(scene: str, model: str, output_root: str, options: SegmentOptions, address: str, *,
+class SceneCluster:
+    """The flow's one Dask client, started when the first scene needs it (chunks to compute or
+    products to make) and kept for every scene after: a nightly run with nothing new starts no
+    cluster. A cluster that fails to start is tried once; each scene after fails with its error."""
+
+    def __init__(self, stack: ExitStack, logger, scheduler_address: str | None, cluster_spec: str | None,
+                 workers: int | None, device: str) -> None:
+        self.stack, self.logger = stack, logger
+        self.source = (scheduler_address, cluster_spec, workers, device)
+        self.client = None
+        self.error: Exception | None = None
+
+    def address(self) -> str:
+        """The scheduler's address, the cluster started (or reached) on the first call."""
+        if self.error is not None:
+            raise self.error
+        if self.client is None:
+            try:
+                self.client = self.stack.enter_context(dask_client(*self.source))
+            except Exception as exc:
+                self.error = exc
+                raise
+            self.logger.info("Dask at %s (dashboard %s)", self.client.scheduler.address, self.client.dashboard_link)
+        return self.client.scheduler.address
+
+
+def start_scene(scene: str, model: str, output_root: str, options: SegmentOptions, cluster: SceneCluster, *,
                 overwrite: bool, local: bool) -> RunReport | PrefectFuture[RunReport]:
     """Plan and infer one scene holding its folder, then hand the folder to its ``finish`` task and
-    return that task's future. A complete output is skipped (its report); an interrupted one resumes;
-    a folder held by another run fails this scene."""
+    return that task's future. A complete output is skipped (its report, no cluster needed); an
+    interrupted one resumes; a folder held by another run fails this scene."""
     started = time.perf_counter()
     out = scene_folder(output_root, scene)
     held = ExitStack()
@@ -192,6 +225,7 @@ def start_scene(scene: str, model: str, output_root: str, options: SegmentOption
             held.close()
             return read_run_report(run_plan.target, skipped=True)
         seconds = {"plan": time.perf_counter() - started}
+        address = cluster.address()
         chunk_run = infer(run_plan, address)
         return finish.submit(run_plan, chunk_run, seconds, started, address, held)
     except BaseException:
@@ -225,52 +259,45 @@ def failure(logger, scene: str, exc: Exception) -> SceneOutcome:
 
 
 @flow(name="segment-scene", log_prints=False)
+@described
 def segment_scene(
-    inputs: str | list[str],
-    output_root: str,
-    model: str | None = None,
-    tile: Annotated[int | None, Field(ge=32, multiple_of=32)] = None,
-    halo: Annotated[int | None, Field(ge=0, multiple_of=32)] = None,
-    stitch: Literal["crop", "blend"] = "crop",
-    batch_size: Annotated[int | None, Field(ge=1)] = None,
-    device: str = "auto",
-    probabilities: bool = False,
-    vectorize: bool = True,
-    simplify: Annotated[float, Field(ge=0)] = 0.0,
-    min_area: Annotated[float, Field(ge=0)] = 0.0,
-    polygon_cell: Annotated[int | None, Field(ge=1)] = None,
-    scheduler_address: str | None = None,
-    cluster_spec: str | None = None,
-    workers: Annotated[int | None, Field(ge=1)] = None,
-    overwrite: bool = False,
+    inputs: Annotated[str | list[str], Field(description=(
+        "Scenes to segment: paths, folders (their .tif, .tiff, .vrt, .jp2 and .img files), globs or URIs."))],
+    output_root: Annotated[str, Field(description=(
+        "Folder (or object-store URI) under which each scene gets its own output folder, named as its STAC item."))],
+    model: Annotated[str | None, Field(description=RUN_HELP["model"])] = None,
+    options: Annotated[SegmentOptions | None, Field(description=(
+        "How each scene is segmented and what is made from it: fcnseg segment's options (default: its defaults)."
+        " Given, it replaces the deployment's options as a whole."))] = None,
+    scheduler_address: Annotated[str | None, Field(description=RUN_HELP["scheduler"])] = None,
+    cluster_spec: Annotated[str | None, Field(description=RUN_HELP["cluster_spec"])] = None,
+    workers: Annotated[int | None, Field(ge=1, description=RUN_HELP["workers"])] = None,
+    overwrite: Annotated[bool, Field(description=RUN_HELP["overwrite"])] = False,
 ) -> dict[str, Any]:
     """Segment every scene in ``inputs`` (paths, folders, globs, URIs) into ``output_root/<scene>/``.
 
-    The Dask cluster is ``scheduler_address``, one started from ``cluster_spec``
-    (deploy/clusters/NAME.yaml), or ``workers`` local processes. A scene whose output is
-    complete for this model and these parameters is skipped; a bad scene fails alone, and the
-    run ends Failed naming it after the others are done. ``overwrite`` replaces what a scene's
-    folder holds from a run with another model or other parameters (without it that scene fails).
-    ``polygon_cell`` is the side in pixels of the cells polygonised apart (default 2048): a region
-    crossing cells is one polygon per cell, all with one ``region_id``.
+    ``options`` are ``fcnseg segment``'s (``SegmentOptions``: tile, halo, stitch, batch_size, device,
+    probabilities, bands, cog, polygons, simplify, min_area, polygon_cell, quicklook, stac), with the
+    same defaults and the same one-line errors. The Dask cluster is ``scheduler_address``, one started
+    from ``cluster_spec`` (deploy/clusters/NAME.yaml), or ``workers`` local processes; it is started
+    at the first scene with something to compute, so a run with nothing new starts none. A scene
+    whose output is complete for this model and these parameters is skipped; a bad scene fails
+    alone, and the run ends Failed naming it after the others are done. ``overwrite`` replaces what a
+    scene's folder holds from a run with another model or other parameters (without it that scene fails).
     """
     logger = get_run_logger()
     route_library_logs()
     model = str(model or DEMO_MODEL)
-    options = SegmentOptions(
-        tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device, probabilities=probabilities,
-        polygons=vectorize, simplify=simplify, min_area=min_area,
-        polygon_cell=SegmentOptions.polygon_cell if polygon_cell is None else polygon_cell,
-    )
-    scenes = validate(inputs, model)
+    options = options or SegmentOptions()
+    scenes = validate(inputs, model, cluster_spec)
     outcomes: list[SceneOutcome] = []
-    with dask_client(scheduler_address, cluster_spec, workers) as client:
-        address = client.scheduler.address
-        logger.info("%d scene(s) on Dask at %s (dashboard %s)", len(scenes), address, client.dashboard_link)
+    with ExitStack() as stack:
+        cluster = SceneCluster(stack, logger, scheduler_address, cluster_spec, workers, options.device)
+        logger.info("%d scene(s)", len(scenes))
         tails: list[tuple[int, PrefectFuture[RunReport]]] = []
         for scene in scenes:
             try:
-                started = start_scene(scene, model, output_root, options, address, overwrite=overwrite,
+                started = start_scene(scene, model, output_root, options, cluster, overwrite=overwrite,
                                       local=scheduler_address is None and cluster_spec is None)
             except Exception as exc:  # one bad scene must not stop the others
                 outcomes.append(failure(logger, scene, exc))

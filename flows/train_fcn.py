@@ -11,13 +11,14 @@ score comes from and what picked the checkpoint (a score on the training scene i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from fcnseg.flows.parameters import described
 from fcnseg.models.card import TrainingProvenance
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
@@ -55,12 +56,15 @@ def train(request: TrainRequest) -> dict[str, Any]:
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)
 def evaluate(
-    checkpoint: str, image: str, labels: str, label_field: str | None, label_layer: str | None, device: str
+    checkpoint: str, image: str, labels: str, label_field: str | None, label_layer: str | None, device: str,
+    bands: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
+    """The new checkpoint's scores, fed the bands it was trained on."""
     device_ = resolve_device(device)
     model, card = load_checkpoint(checkpoint, device_)
     metrics = evaluate_raster(
-        model, card, image, labels, label_field=label_field, label_layer=label_layer, device=device_, progress=False
+        model, card, image, labels, label_field=label_field, label_layer=label_layer, device=device_, bands=bands,
+        progress=False,
     )
     return {"class_names": card.class_names, **metrics}
 
@@ -77,34 +81,20 @@ def paired(name: str, image: str | None, labels: str | None) -> None:
 
 
 @flow(name="train-fcn", log_prints=False)
+@described
 def train_fcn(
-    image: str,
-    labels: str,
-    out: str,
-    eval_image: str | None = None,
-    eval_labels: str | None = None,
-    val_image: str | None = None,
-    val_labels: str | None = None,
-    arch: Literal["fcn32s", "fcn16s", "fcn8s"] = "fcn8s",
-    width: Annotated[float, Field(gt=0, le=1)] = 0.125,
-    init: str | None = None,
-    steps: Annotated[int, Field(ge=1)] = 2000,
-    chip: Annotated[int, Field(ge=32, multiple_of=32)] = 256,
-    batch_size: Annotated[int, Field(ge=1)] = 8,
-    lr: Annotated[float, Field(gt=0)] = 1e-3,
-    seed: int = 0,
-    device: str = "auto",
-    label_field: str | None = None,
-    label_layer: str | None = None,
-    outside: Literal["background", "unlabelled"] | None = None,
-    class_name: str | None = None,
-    sampling: Literal["labelled", "uniform"] = "labelled",
-    class_weights: Literal["median", "sqrt", "none"] = "median",
-    holdout: Annotated[float, Field(ge=0, lt=1)] = 0.2,
-    overwrite: bool = False,
+    request: Annotated[TrainRequest, Field(description=(
+        "The training, as fcnseg train's options: image, labels and out at least (TrainRequest)."))],
+    eval_image: Annotated[str | None, Field(description=(
+        "Scene to score the new checkpoint on (never one it was chosen on); default: the training scene."))] = None,
+    eval_labels: Annotated[str | None, Field(description="Labels of eval_image.")] = None,
 ) -> dict[str, Any]:
-    """Train a checkpoint to ``out`` and score it on ``eval_image``/``eval_labels``.
+    """Train a checkpoint to ``request.out`` and score it on ``eval_image``/``eval_labels``.
 
+    ``request`` holds ``fcnseg train``'s options (``TrainRequest``: image, labels, out, val_image,
+    val_labels, arch, width, init, vgg16_weights, steps, chip, batch_size, lr, seed, device,
+    label_field, label_layer, classes, outside, class_name, bands, val_every, sampling,
+    class_weights, holdout, read_threads, overwrite), with the same defaults and one-line errors.
     The checkpoint is chosen on ``val_image``/``val_labels`` when given, else on ``holdout`` blocks
     of the training scene, else it is the last weights; the evaluation scene is never used to choose
     it (nor may it be the validation scene). Without an evaluation scene the score is on the training
@@ -113,30 +103,25 @@ def train_fcn(
     any other file there only with ``overwrite``, an input of the training never.
     """
     paired("eval", eval_image, eval_labels)
-    paired("val", val_image, val_labels)
-    if eval_image and val_image and Path(eval_image).resolve() == Path(val_image).resolve():
+    paired("val", request.val_image, request.val_labels)
+    if eval_image and request.val_image and Path(eval_image).resolve() == request.val_image.resolve():
         raise ValueError(f"val_image is the evaluation scene {eval_image}: a checkpoint chosen on the pixels it is "
                          "scored on has no unseen score; give another validation scene or leave it to holdout")
     # the evaluation scene is an input too, one train_model does not know of (the rule: pipeline.overwrite)
-    check_checkpoint_out(out, option="out", inputs={"eval_image": eval_image, "eval_labels": eval_labels},
-                         overwrite=overwrite, override=OVERWRITE)
-    request = TrainRequest(
-        image=Path(image), labels=Path(labels), out=Path(out),
-        val_image=Path(val_image) if val_image else None, val_labels=Path(val_labels) if val_labels else None,
-        arch=arch, width=width, init=Path(init) if init else None, steps=steps, chip=chip, batch_size=batch_size,
-        lr=lr, seed=seed, device=device, label_field=label_field, label_layer=label_layer, outside=outside,
-        class_name=class_name, sampling=sampling, class_weights=class_weights, holdout=holdout, progress=False,
-        overwrite=overwrite,
-    )
+    check_checkpoint_out(request.out, option="out", inputs={"eval_image": eval_image, "eval_labels": eval_labels},
+                         overwrite=request.overwrite, override=OVERWRITE)
+    request = request.replace(progress=False)
+    image, labels = str(request.image), str(request.labels)
     trained = train(request)
     scored_on = f"eval scene {eval_image}" if eval_image else TRAINING_SCENE
-    metrics = evaluate(trained["checkpoint"], eval_image or image, eval_labels or labels, label_field, label_layer, device)
+    metrics = evaluate(trained["checkpoint"], eval_image or image, eval_labels or labels, request.label_field,
+                       request.label_layer, request.device, request.bands)
     rows = iou_rows(metrics["class_names"], metrics["per_class_iou"])
     create_markdown_artifact(
         key="train-fcn-report",
         markdown="\n".join([
-            "# fcnseg train-fcn", "", f"Checkpoint `{trained['checkpoint']}` ({arch}, width {width}, {steps} steps, "
-            f"{trained['seconds']:.0f} s), trained on `{image}`.", "",
+            "# fcnseg train-fcn", "", f"Checkpoint `{trained['checkpoint']}` ({request.arch}, width {request.width}, "
+            f"{request.steps} steps, {trained['seconds']:.0f} s), trained on `{image}`.", "",
             f"- **Scored on:** {scored_on}", f"- **Checkpoint chosen on:** {trained['chosen_on']}", "",
             f"pixel acc {metrics['pixel_acc']:.4f} · mean acc {metrics['mean_acc']:.4f} · "
             f"mean IU {metrics['mean_iou']:.4f} · fw IU {metrics['fw_iou']:.4f}", "",

@@ -203,6 +203,7 @@ def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_
     record = latest_run_record(prefect_env)  # what the run's page shows while and after it works
     for scene in inputs:
         assert any(m.startswith(f"{scene}: ") and " chunks (0 done before)" in m for m in record["logs"]), record["logs"]
+    assert sum(m.startswith("Dask at ") for m in record["logs"]) == 1  # one cluster for both scenes
     assert sum(m.startswith("segment: ") and m.endswith("(100 %)") for m in record["logs"]) == 2
     assert sum(m.startswith("vectorised ") for m in record["logs"]) == 2  # logged in the finish task's thread
     progress = [a for a in record["artifacts"] if a[0] == "progress"]
@@ -218,6 +219,8 @@ def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_
     again = run_deployment(prefect_env, "segment-scene/on-demand", inputs=inputs, output_root=str(root))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 processed, 2 skipped" in latest_report(prefect_env)
+    logs = latest_run_record(prefect_env)["logs"]
+    assert not any("Dask at " in m for m in logs), logs  # nothing new: no cluster started
     for scene in inputs:
         assert json.loads((scene_folder(str(root), scene) / "run.json").read_text()) == runs[scene]  # untouched
 
@@ -232,7 +235,8 @@ def test_a_bad_scene_fails_alone_on_an_external_scheduler(prefect_env, scenes, t
                                "--name", "external", "--dashboard-address", ":0"], stderr=subprocess.DEVNULL)
     try:
         result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=[str(scenes / "broken.tif"),
-                                str(scenes / "scene5.tif")], output_root=str(root), scheduler_address=address, tile=64)
+                                str(scenes / "scene5.tif")], output_root=str(root), scheduler_address=address,
+                                options={"tile": 64})
         assert worker.poll() is None and scheduler.poll() is None  # the flow left the external cluster running
     finally:
         for process in (worker, scheduler):
@@ -300,7 +304,7 @@ def test_scenes_without_crs_collared_and_all_nodata_complete_in_one_run(prefect_
     folder, inside = brought
     root = tmp_path_factory.mktemp("outputs")
     result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=str(folder), output_root=str(root),
-                            tile=64, polygon_cell=SMALL_CELL)
+                            options={"tile": 64, "polygon_cell": SMALL_CELL})
     assert result.returncode == 0, result.stdout + result.stderr
     record = latest_run_record(prefect_env)
     assert record["state"] == "Completed"
@@ -392,9 +396,9 @@ def test_markdown_report_lists_failures():
 def test_retrain_deployment_trains_and_evaluates(prefect_env, tmp_path):
     image, labels = write_scene(tmp_path / "train", 256, seed=21)
     out = tmp_path / "retrained.safetensors"
-    result = run_deployment(prefect_env, "train-fcn/retrain", image=str(image), labels=str(labels), out=str(out),
-                            steps=3, chip=64, batch_size=2, width=0.0625, sampling="uniform", class_weights="sqrt",
-                            holdout=0)
+    result = run_deployment(prefect_env, "train-fcn/retrain", request={
+        "image": str(image), "labels": str(labels), "out": str(out), "steps": 3, "chip": 64, "batch_size": 2,
+        "width": 0.0625, "sampling": "uniform", "class_weights": "sqrt", "holdout": 0})
     assert result.returncode == 0, result.stdout + result.stderr
     from fcnseg.models.checkpoint import read_card
 
@@ -414,9 +418,10 @@ def test_retrain_scores_on_the_eval_scene_and_chooses_on_the_validation_scene(pr
     val_image, val_labels = write_scene(tmp_path / "val", 128, seed=23)
     eval_image, eval_labels = write_scene(tmp_path / "eval", 128, seed=24)
     out = tmp_path / "retrained.safetensors"
-    result = run_deployment(prefect_env, "train-fcn/retrain", image=str(image), labels=str(labels), out=str(out),
-                            val_image=str(val_image), val_labels=str(val_labels), eval_image=str(eval_image),
-                            eval_labels=str(eval_labels), steps=2, chip=64, batch_size=2, width=0.0625)
+    result = run_deployment(prefect_env, "train-fcn/retrain", request={
+        "image": str(image), "labels": str(labels), "out": str(out), "val_image": str(val_image),
+        "val_labels": str(val_labels), "steps": 2, "chip": 64, "batch_size": 2, "width": 0.0625},
+        eval_image=str(eval_image), eval_labels=str(eval_labels))
     assert result.returncode == 0, result.stdout + result.stderr
     from fcnseg.models.checkpoint import read_card
 
@@ -450,13 +455,14 @@ def test_train_fcn_report_shows_a_class_without_iou_as_a_dash():
 
 def test_train_fcn_never_validates_on_the_evaluation_scene(tmp_path):
     from fcnseg.flows.train_fcn import train_fcn
+    from fcnseg.pipeline.training.train import TrainRequest
 
     scene = str(tmp_path / "eval.tif")
+    request = TrainRequest(image="i.tif", labels="l.tif", out=tmp_path / "m.safetensors")
     with pytest.raises(ValueError, match="val_image is the evaluation scene"):
-        train_fcn.fn("i.tif", "l.tif", str(tmp_path / "m.safetensors"), eval_image=scene, eval_labels="e.tif",
-                     val_image=scene, val_labels="e.tif")
+        train_fcn.fn(request.replace(val_image=scene, val_labels="e.tif"), eval_image=scene, eval_labels="e.tif")
     with pytest.raises(ValueError, match="eval_image and eval_labels go together"):
-        train_fcn.fn("i.tif", "l.tif", str(tmp_path / "m.safetensors"), eval_image=scene)
+        train_fcn.fn(request, eval_image=scene)
 
 
 def test_only_transient_io_errors_are_retried():

@@ -130,9 +130,9 @@ def test_files_fcnseg_did_not_write_are_never_overwritten(cluster, tmp_path):
 
 
 def test_invalid_options_leave_no_output(scenes, cluster, tmp_path):
-    for options in (SegmentOptions(tile=128, batch_size=-3), SegmentOptions(tile=100), SegmentOptions(device="tpu")):
-        with pytest.raises(ValueError):
-            segment(scenes[41], DEMO_MODEL, tmp_path / "out", options, scheduler=cluster, progress=False)
+    for options in (dict(tile=128, batch_size=-3), dict(tile=100), dict(device="tpu")):
+        with pytest.raises(ValueError):  # refused when the options are made (SegmentOptions checks its values)
+            segment(scenes[41], DEMO_MODEL, tmp_path / "out", SegmentOptions(**options), scheduler=cluster, progress=False)
         assert not (tmp_path / "out").exists()
 
 

@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from fcnseg.cli.errors import (
     TERMINATED_LINE, TERMINATED_STATUS, _terminated, error_line, is_usage_error, sigterm_as_interrupt, usage_failure,
 )
+from fcnseg.pipeline.option_texts import CHECKPOINT_OVERWRITE_HELP, LAYER_HELP, OUTSIDE_HELP, SEGMENT_HELP
 from fcnseg.tables import console
 
 
@@ -48,13 +49,10 @@ app = FcnsegApp(
 )
 log = logging.getLogger("fcnseg")
 
-TILE_HELP = "Core chunk size in pixels (multiple of 32); default: 2048 where the device's memory holds it."
-OUTSIDE_HELP = ("Vector labels' pixels outside every feature: 'background' (class 0) or 'unlabelled' (not trained"
-                " on or scored). Default: background for a layer without --label-field, unlabelled with one.")
-LAYER_HELP = "Layer of vector labels, where the file holds several layers with geometries."
-BATCH_HELP = "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8)."
-OVERWRITE_HELP = ("Replace a file at the checkpoint's path that is not an fcnseg checkpoint, or a read-only one. An"
-                  " fcnseg checkpoint is replaced without it; an input of this command never, not even with it.")
+# The option texts that several commands share, from the one place the option models take them.
+TILE_HELP = SEGMENT_HELP["tile"]
+BATCH_HELP = SEGMENT_HELP["batch_size"]
+OVERWRITE_HELP = CHECKPOINT_OVERWRITE_HELP
 
 
 def setup_logging(verbose: bool = False) -> None:

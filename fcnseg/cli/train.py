@@ -8,43 +8,44 @@ from typing import Annotated, Optional
 
 import typer
 
-from fcnseg.cli.base import BATCH_HELP, LAYER_HELP, OUTSIDE_HELP, OVERWRITE_HELP, TILE_HELP, app, csv_ints, csv_list, log
+from fcnseg.cli.base import BATCH_HELP, LAYER_HELP, OVERWRITE_HELP, TILE_HELP, app, csv_ints, csv_list, log
 from fcnseg.cli.errors import clear_errors
 from fcnseg.models.card import (
     ClassInfo, ModelCard, Normalization, TrainingProvenance, class_count_problem, class_names_problem,
 )
+from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
 from fcnseg.tables import console, print_metrics
 
 
 @app.command()
 def train(
-    image: Annotated[Path, typer.Option(help="Training image (any raster rasterio opens).")],
-    labels: Annotated[Path, typer.Option(help="Class raster on the image's grid, or vector labels (any format OGR reads: GeoPackage, SpatiaLite, FlatGeobuf, GML, KML, Shapefile, GeoJSON; or GeoParquet).")],
-    out: Annotated[Path, typer.Option(help="Checkpoint to write (.safetensors); an fcnseg checkpoint there is replaced (retraining to the same --out), anything else only with --overwrite, an input of this command never.")],
-    val_image: Annotated[Optional[Path], typer.Option(help="Validation image.")] = None,
-    val_labels: Annotated[Optional[Path], typer.Option(help="Validation labels.")] = None,
-    arch: Annotated[str, typer.Option(help="fcn32s, fcn16s or fcn8s.")] = "fcn8s",
-    width: Annotated[float, typer.Option(help="Channel width multiplier (1.0 = the paper's VGG16).")] = 0.125,
-    init: Annotated[Optional[Path], typer.Option(help="Start from this checkpoint (staged training); label values map to classes as in its training unless --classes is given.")] = None,
-    vgg16_weights: Annotated[Optional[Path], typer.Option(help="ImageNet VGG16 state dict (torchvision layout), width 1.0 only.")] = None,
-    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 2000,
-    chip: Annotated[int, typer.Option(help="Chip side in pixels.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Chips per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    label_field: Annotated[Optional[str], typer.Option(help="Class field of vector labels (integers: the class ids; text: classes in --classes order, else sorted). Without it a vector layer is footprints: every feature one class.")] = None,
-    label_layer: Annotated[Optional[str], typer.Option(help=LAYER_HELP)] = None,
-    classes: Annotated[Optional[str], typer.Option(help="Class names, comma separated, in id order.")] = None,
-    outside: Annotated[Optional[str], typer.Option(help=OUTSIDE_HELP)] = None,
-    class_name: Annotated[Optional[str], typer.Option(help="Class name of a footprint layer (no --label-field); default: the layer's name.")] = None,
-    bands: Annotated[Optional[str], typer.Option(help="1-based bands to use, comma separated (default: all).")] = None,
-    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
-    sampling: Annotated[str, typer.Option(help="Where chips are centred: on labelled pixels, each class with equal chance (labelled), or anywhere with at least 5 % labelled pixels (uniform, the old sampler).")] = "labelled",
-    class_weights: Annotated[str, typer.Option(help="Class weights in the loss: median frequency balancing of the pixels training sees (median), its square root (sqrt), or equal (none).")] = "median",
-    holdout: Annotated[float, typer.Option(help="Without --val-image: share of each class's labelled pixels held out in blocks of the scene to validate on and keep the best mean IU (dropped, with a warning, where a class has too few labels to split); 0 turns it off.")] = 0.2,
-    read_threads: Annotated[int, typer.Option(help="Threads reading the next batch's chips while the model trains (0: in the training thread).")] = 4,
-    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
+    image: Annotated[Path, typer.Option(help=HELP["image"])],
+    labels: Annotated[Path, typer.Option(help=HELP["labels"])],
+    out: Annotated[Path, typer.Option(help=HELP["out"])],
+    val_image: Annotated[Optional[Path], typer.Option(help=HELP["val_image"])] = None,
+    val_labels: Annotated[Optional[Path], typer.Option(help=HELP["val_labels"])] = None,
+    arch: Annotated[str, typer.Option(help=HELP["arch"])] = "fcn8s",
+    width: Annotated[float, typer.Option(help=HELP["width"])] = 0.125,
+    init: Annotated[Optional[Path], typer.Option(help=HELP["init"])] = None,
+    vgg16_weights: Annotated[Optional[Path], typer.Option(help=HELP["vgg16_weights"])] = None,
+    steps: Annotated[int, typer.Option(help=HELP["steps"])] = 2000,
+    chip: Annotated[int, typer.Option(help=HELP["chip"])] = 256,
+    batch_size: Annotated[int, typer.Option(help=HELP["batch_size"])] = 8,
+    lr: Annotated[float, typer.Option(help=HELP["lr"])] = 1e-3,
+    seed: Annotated[int, typer.Option(help=HELP["seed"])] = 0,
+    device: Annotated[str, typer.Option(help=HELP["device"])] = "auto",
+    label_field: Annotated[Optional[str], typer.Option(help=HELP["label_field"])] = None,
+    label_layer: Annotated[Optional[str], typer.Option(help=HELP["label_layer"])] = None,
+    classes: Annotated[Optional[str], typer.Option(help=HELP["classes"])] = None,
+    outside: Annotated[Optional[str], typer.Option(help=HELP["outside"])] = None,
+    class_name: Annotated[Optional[str], typer.Option(help=HELP["class_name"])] = None,
+    bands: Annotated[Optional[str], typer.Option(help=HELP["bands"])] = None,
+    val_every: Annotated[int, typer.Option(help=HELP["val_every"])] = 250,
+    sampling: Annotated[str, typer.Option(help=HELP["sampling"])] = "labelled",
+    class_weights: Annotated[str, typer.Option(help=HELP["class_weights"])] = "median",
+    holdout: Annotated[float, typer.Option(help=HELP["holdout"])] = 0.2,
+    read_threads: Annotated[int, typer.Option(help=HELP["read_threads"])] = 4,
+    overwrite: Annotated[bool, typer.Option(help=HELP["overwrite"])] = False,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
     from fcnseg.pipeline.training.train import TrainRequest, train_model

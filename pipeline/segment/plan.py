@@ -22,18 +22,23 @@ import math
 import os
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
 
 from fcnseg.models.checkpoint import CheckpointError, ModelCard, content_sha256, file_sha256, verify_checkpoint
+from fcnseg.models.fcn import STRIDE
 from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.atomic import remove_path
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, check_north_up, open_raster, select_bands
 from fcnseg.pipeline.products.cell_polygons import CELL
 from fcnseg.pipeline.output.layout import CHUNK_STATE, PARAMETERS_JSON, RUN_JSON, STATE_DIR, STORE_NAME, ledger_folder
 from fcnseg.pipeline.faults import crash_point
+from fcnseg.pipeline.option_texts import SEGMENT_HELP as HELP
+from fcnseg.pipeline.options import OptionModel, check_band_numbers, option_name, real_number, whole_number
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput
 from fcnseg.pipeline.products.stac_model import ModelSource, total_parameters
 from fcnseg.pipeline.output.complete import is_complete
@@ -49,48 +54,76 @@ log = logging.getLogger(__name__)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-@dataclass(frozen=True)
-class SegmentOptions:
-    tile: int | None = None  # None: the largest the device holds (``models.sizing``)
-    halo: int | None = None  # None: from the model's receptive field
-    stitch: Literal["crop", "blend"] = "crop"
-    batch_size: int | None = None  # None: as many tiles as the device holds
-    device: str = "auto"
-    probabilities: bool = False
-    bands: tuple[int, ...] | None = None
+#: The side (pixels) of the cells polygonised apart by default (``SegmentOptions.polygon_cell``).
+POLYGON_CELL = CELL
+
+
+class SegmentOptions(OptionModel):
+    """How a raster is segmented and what is made from it: the one definition that ``fcnseg
+    segment`` builds its options from (help texts, defaults), the ``segment-scene`` flow takes as
+    its ``options`` parameter and ``segment()`` validates. The descriptions are the help texts
+    (``option_texts``); a bad value fails in one line naming the option (``options.OptionModel``)."""
+
+    tile: Annotated[int | None, Field(ge=STRIDE, multiple_of=STRIDE, description=HELP["tile"])] = None
+    halo: Annotated[int | None, Field(ge=0, multiple_of=STRIDE, description=HELP["halo"])] = None
+    stitch: Annotated[Literal["crop", "blend"], Field(description=HELP["stitch"])] = "crop"
+    batch_size: Annotated[int | None, Field(ge=1, description=HELP["batch_size"])] = None
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN.pattern, description=HELP["device"])] = "auto"
+    probabilities: Annotated[bool, Field(description=HELP["probabilities"])] = False
+    bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...] | None, Field(min_length=1, description=HELP["bands"])] = None
     # what is made from the finished store (changing these never recomputes a chunk)
-    cog: bool = True  # labels.tif (and probabilities.tif)
-    polygons: bool = True  # polygons.parquet and polygons.gpkg
-    simplify: float = 0.0  # polygon simplification tolerance, CRS units; 0 = exact pixel edges
-    min_area: float = 0.0  # drop polygons smaller than this (m²)
-    polygon_cell: int = CELL  # side (pixels) of the cells polygonised apart: the largest polygon written
-    quicklook: bool = True  # quicklook.png
-    stac: bool = True  # item.json
+    cog: Annotated[bool, Field(description=HELP["cog"])] = True
+    polygons: Annotated[bool, Field(description=HELP["polygons"])] = True
+    simplify: Annotated[float, Field(ge=0, allow_inf_nan=False, description=HELP["simplify"])] = 0.0
+    min_area: Annotated[float, Field(ge=0, allow_inf_nan=False, description=HELP["min_area"])] = 0.0
+    #: None (the command line's and the flow's default) is taken as POLYGON_CELL when the options are made.
+    polygon_cell: Annotated[int | None, Field(ge=1, description=HELP["polygon_cell"])] = None
+    quicklook: Annotated[bool, Field(description=HELP["quicklook"])] = True
+    stac: Annotated[bool, Field(description=HELP["stac"])] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_line_errors(cls, data: Any) -> Any:
+        """Today's messages, naming the option, before pydantic's constraints (which name none)."""
+        if isinstance(data, dict):
+            check_options(data)
+            if data.get("polygon_cell") is None:
+                data = {**data, "polygon_cell": POLYGON_CELL}
+        return data
 
     def validate(self) -> None:
-        """Every option checked before anything is read or written; ValueError names the option."""
-        check_tiling(self.tile, self.halo, self.batch_size)
-        if self.stitch not in ("crop", "blend"):
-            raise ValueError(f"--stitch must be crop or blend, got {self.stitch!r}")
-        if not DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.bands is not None and (not self.bands or any(b < 1 for b in self.bands)):
-            raise ValueError(f"--bands must be 1-based band numbers, got {list(self.bands)}")
-        for name, value in (("--simplify", self.simplify), ("--min-area", self.min_area)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value}")
-        if self.polygon_cell < 1:
-            raise ValueError(f"--polygon-cell must be at least 1 pixel, got {self.polygon_cell}")
+        """Every option checked (as constructing the model did): for callers that check before
+        anything is read or written; ValueError names the option."""
+        check_options({name: getattr(self, name) for name in type(self).model_fields})
 
     def sized(self, width: float, halo: int) -> SegmentOptions:
         """These options with the tile and batch size that were left to the device chosen for it."""
         tile, batch_size = default_tiling(width, halo, sizing_device(self.device), self.tile, self.batch_size)
-        return replace(self, tile=tile, batch_size=batch_size)
+        return self.replace(tile=tile, batch_size=batch_size)
 
     def outputs(self) -> dict[str, Any]:
         """The options that shape the files made from the store, as recorded in run.json."""
         return {"cog": self.cog, "polygons": self.polygons, "simplify": self.simplify, "min_area": self.min_area,
                 "polygon_cell": self.polygon_cell, "quicklook": self.quicklook, "stac": self.stac}
+
+
+def check_options(data: dict[str, Any]) -> None:
+    """The segment options' values as the command line names them; ValueError in one line. Values
+    of another type are left to pydantic (``--tile: input should be a valid integer``)."""
+    check_tiling(whole_number(data.get("tile")), whole_number(data.get("halo")), whole_number(data.get("batch_size")))
+    stitch, device = data.get("stitch", "crop"), data.get("device", "auto")
+    if isinstance(stitch, str) and stitch not in ("crop", "blend"):
+        raise ValueError(f"--stitch must be crop or blend, got {stitch!r}")
+    if isinstance(device, str) and not DEVICE_PATTERN.match(device):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    check_band_numbers(data.get("bands"))
+    for name in ("simplify", "min_area"):
+        value = real_number(data.get(name))
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{option_name(name)} must be a non-negative number, got {value}")
+    cell = whole_number(data.get("polygon_cell"))
+    if cell is not None and cell < 1:
+        raise ValueError(f"--polygon-cell must be at least 1 pixel, got {cell}")
 
 
 @dataclass

@@ -16,9 +16,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import (
@@ -32,13 +35,15 @@ from fcnseg.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
-from fcnseg.models.card import TrainingProvenance
+from fcnseg.models.card import Arch, TrainingProvenance
 from fcnseg.models.fcn import ARCHS, STRIDE, FCNBase, build_model
 from fcnseg.models.inference import autocast_for, resolve_device
 from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
+from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
+from fcnseg.pipeline.options import OptionModel, check_band_numbers, option_name, real_number, whole_number
 from fcnseg.pipeline.io import InputError, check_pixel_types, open_raster, read_model_input, select_bands
 from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
 from fcnseg.pipeline.training.chips import (
@@ -61,6 +66,7 @@ from fcnseg.pipeline.training.labels import (
     LabelSource,
     check_class_ids,
     default_class_names,
+    check_outside,
     open_labels,
 )
 
@@ -70,70 +76,86 @@ log = logging.getLogger(__name__)
 #: equal weights, in ratio), or none.
 CLASS_WEIGHTS = ("median", "sqrt", "none")
 
-@dataclass
-class TrainRequest:
-    image: Path
-    labels: Path
-    out: Path
-    val_image: Path | None = None
-    val_labels: Path | None = None
-    arch: str = "fcn8s"
-    width: float = 0.125
-    init: Path | None = None
-    vgg16_weights: Path | None = None
-    steps: int = 2000
-    chip: int = 256
-    batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    label_field: str | None = None
-    #: The layer of vector labels (needed where a file holds several layers with geometries).
-    label_layer: str | None = None
-    classes: Sequence[str] | None = None
-    #: Vector labels' pixels outside every feature: background (class 0) or unlabelled; None: background
-    #: for a layer without --label-field, unlabelled with one.
-    outside: str | None = None
-    #: The class of a layer without --label-field (default: the layer's name).
-    class_name: str | None = None
-    bands: Sequence[int] | None = None
-    val_every: int = 250
-    progress: bool = True
-    #: Chip centres: "labelled" (on labelled pixels, each class with equal chance) or "uniform" (anywhere).
-    sampling: str = "labelled"
-    #: Loss weights: "median" (median frequency balancing of the pixels training sees), "sqrt" (its square root) or "none".
-    class_weights: str = "median"
-    #: Without a validation raster: the share of each class's labelled pixels held out in blocks to validate on.
-    holdout: float = 0.2
-    #: Threads reading the next batch's chips while the model trains (0: read in the training thread).
-    read_threads: int = 4
-    #: Replace a file at ``out`` that is not an fcnseg checkpoint, or a read-only one (an fcnseg
-    #: checkpoint is replaced without it; an input of this training never is).
-    overwrite: bool = False
+class TrainRequest(OptionModel):
+    """A training as ``fcnseg train`` asks for it: the one definition that the command builds its
+    options from, the ``train-fcn`` flow takes as its ``request`` parameter and ``train_model`` runs.
+    The descriptions are the help texts (``option_texts``); a bad value fails in one line naming the
+    option, before any file is opened (``options.OptionModel``)."""
 
-    def __post_init__(self) -> None:
-        """Refuse options that cannot train, before any file is opened (named as on the command line)."""
-        if self.arch not in ARCHS:
-            raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        checks = [
-            ("--steps", self.steps, self.steps >= 1, "at least 1"),
-            ("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
-            ("--chip", self.chip, self.chip >= STRIDE, f"at least {STRIDE} (the model's stride)"),
-            ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "a positive number"),
-            ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
-            ("--width", self.width, 0 < self.width <= 1, "above 0 and at most 1 (the paper's VGG16)"),
-            ("--sampling", self.sampling, self.sampling in SAMPLING, f"one of {', '.join(SAMPLING)}"),
-            ("--class-weights", self.class_weights, self.class_weights in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
-            ("--holdout", self.holdout, 0 <= self.holdout < 1, "at least 0 and below 1"),
-            ("--read-threads", self.read_threads, self.read_threads >= 0, "at least 0"),
-        ]
-        for option, value, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{option} must be {rule}, got {value}")
-        if self.classes is not None:
-            problem = class_count_problem(len(self.classes)) or class_names_problem(self.classes)
-            if problem:
-                raise ValueError(f"--classes: {problem}")
+    image: Annotated[Path, Field(description=HELP["image"])]
+    labels: Annotated[Path, Field(description=HELP["labels"])]
+    out: Annotated[Path, Field(description=HELP["out"])]
+    val_image: Annotated[Path | None, Field(description=HELP["val_image"])] = None
+    val_labels: Annotated[Path | None, Field(description=HELP["val_labels"])] = None
+    arch: Annotated[Arch, Field(description=HELP["arch"])] = "fcn8s"
+    width: Annotated[float, Field(gt=0, le=1, description=HELP["width"])] = 0.125
+    init: Annotated[Path | None, Field(description=HELP["init"])] = None
+    vgg16_weights: Annotated[Path | None, Field(description=HELP["vgg16_weights"])] = None
+    steps: Annotated[int, Field(ge=1, description=HELP["steps"])] = 2000
+    chip: Annotated[int, Field(ge=STRIDE, description=HELP["chip"])] = 256
+    batch_size: Annotated[int, Field(ge=1, description=HELP["batch_size"])] = 8
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False, description=HELP["lr"])] = 1e-3
+    seed: Annotated[int, Field(description=HELP["seed"])] = 0
+    device: Annotated[str, Field(description=HELP["device"])] = "auto"
+    label_field: Annotated[str | None, Field(description=HELP["label_field"])] = None
+    label_layer: Annotated[str | None, Field(description=HELP["label_layer"])] = None
+    classes: Annotated[tuple[str, ...] | None, Field(description=HELP["classes"])] = None
+    outside: Annotated[Literal["background", "unlabelled"] | None, Field(description=HELP["outside"])] = None
+    class_name: Annotated[str | None, Field(description=HELP["class_name"])] = None
+    bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...] | None, Field(description=HELP["bands"])] = None
+    val_every: Annotated[int, Field(ge=1, description=HELP["val_every"])] = 250
+    #: A progress bar on a terminal (the command line's choice; a flow trains without one).
+    progress: Annotated[bool, SkipJsonSchema()] = True
+    sampling: Annotated[Literal["labelled", "uniform"], Field(description=HELP["sampling"])] = "labelled"
+    class_weights: Annotated[Literal["median", "sqrt", "none"], Field(description=HELP["class_weights"])] = "median"
+    holdout: Annotated[float, Field(ge=0, lt=1, description=HELP["holdout"])] = 0.2
+    read_threads: Annotated[int, Field(ge=0, description=HELP["read_threads"])] = 4
+    overwrite: Annotated[bool, Field(description=HELP["overwrite"])] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_line_errors(cls, data: Any) -> Any:
+        """Refuse options that cannot train, before any file is opened, named as on the command line
+        (before pydantic's constraints, which name no option)."""
+        if isinstance(data, dict):
+            check_request(data)
+        return data
+
+
+def check_request(data: dict[str, Any]) -> None:
+    """The training options' values as the command line names them; ValueError in one line. Values
+    of another type are left to pydantic (``--steps: input should be a valid integer``)."""
+    arch = data.get("arch", "fcn8s")
+    if isinstance(arch, str) and arch not in ARCHS:
+        raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    checks = [
+        ("steps", whole_number, lambda v: v >= 1, "at least 1"),
+        ("batch_size", whole_number, lambda v: v >= 1, "at least 1"),
+        ("chip", whole_number, lambda v: v >= STRIDE, f"at least {STRIDE} (the model's stride)"),
+        ("lr", real_number, lambda v: v > 0 and math.isfinite(v), "a positive number"),
+        ("val_every", whole_number, lambda v: v >= 1, "at least 1"),
+        ("width", real_number, lambda v: 0 < v <= 1, "above 0 and at most 1 (the paper's VGG16)"),
+        ("sampling", text, lambda v: v in SAMPLING, f"one of {', '.join(SAMPLING)}"),
+        ("class_weights", text, lambda v: v in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
+        ("holdout", real_number, lambda v: 0 <= v < 1, "at least 0 and below 1"),
+        ("read_threads", whole_number, lambda v: v >= 0, "at least 0"),
+    ]
+    for name, typed, ok, rule in checks:
+        value = typed(data.get(name))
+        if value is not None and not ok(value):
+            raise ValueError(f"{option_name(name)} must be {rule}, got {value}")
+    check_outside(text(data.get("outside")))
+    check_band_numbers(data.get("bands"))
+    classes = data.get("classes")
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        problem = class_count_problem(len(classes)) or class_names_problem(classes)
+        if problem:
+            raise ValueError(f"--classes: {problem}")
+
+
+def text(value: Any) -> str | None:
+    """``value`` where it is a str, else None (``options.whole_number``)."""
+    return value if isinstance(value, str) else None
 
 
 def check_out(request: TrainRequest) -> None:
