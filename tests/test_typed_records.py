@@ -133,3 +133,34 @@ def test_the_stac_model_describes_pretraining_from_the_record(recorded, describe
 
     card = dataclasses.replace(read_card(DEMO_MODEL), training=TrainingProvenance.from_json(recorded))
     assert _pretraining(card) == described
+
+
+def test_a_worker_answers_its_execution_check_with_a_record():
+    import pickle
+
+    import torch
+
+    from fcnseg.pipeline.segment.identity import WorkerExecution, worker_execution
+
+    assert worker_execution("cpu") == WorkerExecution(execution="cpu fp32")
+    answer = worker_execution("cuda")
+    assert pickle.loads(pickle.dumps(answer)) == answer  # it travels back from a Dask worker
+    if not torch.cuda.is_available():
+        assert answer == WorkerExecution(refusal="--device cuda: CUDA is not available on this machine")
+
+
+def test_a_workers_refusal_reaches_the_user_in_the_same_one_line(tmp_path, cluster):
+    import re
+
+    import torch
+
+    from fcnseg.errors import InputError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: its workers compute with --device cuda")
+    image, _ = write_scene(tmp_path, 128, seed=3)
+    with pytest.raises(InputError) as refused:  # a scheduler: the workers, not this process, are asked
+        options = SegmentOptions(tile=128, cog=False, polygons=False, quicklook=False, stac=False, device="cuda")
+        segment(image, DEMO_MODEL, tmp_path / "out", options, scheduler=cluster, progress=False)
+    assert re.fullmatch(r"--device cuda: CUDA is not available on this machine \(worker tcp://[\d.]+:\d+\)",
+                        str(refused.value)), refused.value

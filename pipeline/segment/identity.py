@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,18 +90,27 @@ def sample_windows(height: int, width: int) -> list[Window]:
     return [Window(int(c), int(r), w, h) for r in dict.fromkeys(rows) for c in dict.fromkeys(cols)]
 
 
-def worker_execution(device: str) -> str:
-    """On a worker: the execution its tasks will use for ``device`` (``cuda bf16`` ...); a
-    one-line error message instead when it cannot (``--device cuda`` without CUDA)."""
+@dataclass(frozen=True, kw_only=True)
+class WorkerExecution:
+    """A worker's answer to "how would you compute for ``--device``?": the execution (``cpu fp32``,
+    ``cuda bf16`` ...), or the one-line reason it cannot (``--device cuda`` without CUDA). An
+    answer rather than an exception raised on the worker, so the driver can say which worker refused."""
+
+    execution: str | None = None
+    refusal: str | None = None
+
+
+def worker_execution(device: str) -> WorkerExecution:
+    """On a worker: the execution its tasks will use for ``device``, or why it has none."""
     from fcnseg.models.inference import execution_of
     from fcnseg.pipeline.faults import crash_point
     from fcnseg.pipeline.segment.worker import worker_device
 
     crash_point("handshake")
     try:
-        return execution_of(worker_device(device))
+        return WorkerExecution(execution=execution_of(worker_device(device)))
     except ValueError as exc:
-        return f"error: {exc}"
+        return WorkerExecution(refusal=str(exc))
 
 
 def worker_device_name(device: str) -> str:

@@ -121,10 +121,10 @@ def agree_execution(client: Client, plan: RunPlan) -> str:
     found = run_on_workers(client, worker_execution, plan.options.device)
     if not found:
         raise InputError(f"the Dask cluster at {client.scheduler.address} has no workers")
-    for address, execution in found.items():
-        if execution.startswith("error: "):
-            raise InputError(f"{execution[7:]} (worker {address})")
-    kinds = sorted(set(found.values()))
+    for address, answer in found.items():
+        if answer.refusal is not None:
+            raise InputError(f"{answer.refusal} (worker {address})")
+    kinds = sorted({answer.execution for answer in found.values()})
     if len(kinds) > 1:
         raise InputError(f"the workers compute differently ({', '.join(kinds)}); choose one with --device")
     execution = kinds[0]
