@@ -66,9 +66,9 @@ class ChunkCounts:
 
 @dataclass(kw_only=True)
 class RunReport:
-    out: Path | str  # the folder, or the object-store URI the output was uploaded to
     """What a run did and made: returned by ``segment()``, written as run.json, read back from it."""
 
+    out: Path | str  # the folder, or the object-store URI the output was uploaded to
     chunks: ChunkCounts
     seconds: dict[str, float]
     megapixels_per_second: float
