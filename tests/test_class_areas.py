@@ -71,7 +71,7 @@ def assert_same_table(got: tuple[ClassArea, ...], expected: tuple[ClassArea, ...
 ])
 def test_areas_from_the_markers_equal_a_full_count(tmp_path, scenes, cluster, kind, stitch):
     out = tmp_path / "out"
-    report = segment(scenes[kind], DEMO_MODEL, out, replace(OPTIONS, stitch=stitch), scheduler=cluster, progress=False)
+    report = segment(scenes[kind], DEMO_MODEL, out, OPTIONS.replace(stitch=stitch), scheduler=cluster, progress=False)
     recorded = markers(out)
     assert len(recorded) == report.chunks.total == 9 and report.chunks.skipped_nodata >= 1
     assert all(len(m["class_pixels"]) == 6 for m in recorded)  # one count per class of the model
