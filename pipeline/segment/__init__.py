@@ -11,25 +11,39 @@ The stages, each a plain function (the Prefect flow runs each as a task):
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fcnseg.pipeline.cluster import dask_client, in_process_client, local_gpus
 from fcnseg.pipeline.cluster_specs import default_local_workers, load_cluster_spec, torch_threads
-from fcnseg.pipeline.products.vectorize import VectorizeReport
-from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
 from fcnseg.errors import OutputBusy, OutputConflict
 from fcnseg.pipeline.output.hold import held_output, output_lock
 from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
 from fcnseg.pipeline.output.record import ChunkRun, RunReport, Stopwatch, read_run_report
-from fcnseg.pipeline.segment.run import compute_chunks
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from fcnseg.pipeline.products.vectorize import VectorizeReport
+    from fcnseg.pipeline.segment.finish import export_polygons, export_rasters, publish
+    from fcnseg.pipeline.segment.run import compute_chunks
+
+#: The stages' functions this package offers, imported on first use (``__getattr__``): a run with
+#: nothing to do, and a command that only reads an output's records, import neither Dask's
+#: distributed nor the products' geopandas (about 2 s of a rerun's start here).
+LAZY = {"compute_chunks": "fcnseg.pipeline.segment.run", "export_polygons": "fcnseg.pipeline.segment.finish",
+        "export_rasters": "fcnseg.pipeline.segment.finish", "publish": "fcnseg.pipeline.segment.finish"}
+
+
+def __getattr__(name: str) -> object:
+    if name in LAZY:
+        return getattr(importlib.import_module(LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ChunkRun", "OutputBusy", "OutputConflict", "held_output", "output_lock", "RunPlan", "RunReport", "SegmentOptions", "checked_model", "compute_chunks",
@@ -79,6 +93,11 @@ def segment(
     with held_output(out) as (folder, destination), ExitStack() as stack:
         plan = plan_run(input_path, model_path, folder, options, overwrite=overwrite,
                         local=running is None and not (scheduler or cluster_spec), destination=destination)
+        if plan.complete:
+            return run_stages(plan, started, infer=lambda p: None)  # nothing to start, nothing to import
+        from fcnseg.pipeline.segment.finish import export_polygons, export_rasters
+        from fcnseg.pipeline.segment.run import compute_chunks
+
         how = how_to_run(plan, running, scheduler, cluster_spec, workers)
         startup = time.perf_counter()
         run_client = stack.enter_context(client_for(how, running, scheduler, cluster_spec, workers, options.device))
@@ -113,7 +132,10 @@ CLIENT, SCHEDULER, CLUSTER_SPEC, LOCAL, IN_PROCESS, NOTHING = (
 
 
 def current_client() -> Client | None:
-    """This process's current Dask client (a notebook's ``Client()``), if it has one."""
+    """This process's current Dask client (a notebook's ``Client()``), if it has one (none without
+    distributed imported: importing it only to ask would cost a second)."""
+    if "distributed" not in sys.modules:
+        return None
     from distributed import default_client
 
     try:
@@ -142,6 +164,8 @@ def how_to_run(plan: RunPlan, client: Client | None, scheduler: str | None, clus
 
 def local_worker_count(device: str) -> int:
     """The workers a LocalCluster started for this run would have: one per GPU, else per core (at most 4)."""
+    from fcnseg.pipeline.cluster import local_gpus
+
     return len(local_gpus(device)) or default_local_workers()
 
 
@@ -151,6 +175,8 @@ def client_for(how: str, client: Client | None, scheduler: str | None, cluster_s
     """The run's one Dask client for every stage (None: nothing to compute), closed afterwards when
     the run started it. In this process, torch computes with the threads each worker process of a
     local cluster gets (``torch_threads``), so the labels equal that cluster's bit for bit."""
+    from fcnseg.pipeline.cluster import dask_client, in_process_client
+
     if how == NOTHING:
         yield None
     elif how == CLIENT:
@@ -176,12 +202,12 @@ def run_stages(
     started: float,
     *,
     infer: Callable[[RunPlan], ChunkRun],
-    export: Callable[[RunPlan], list[str]] = export_rasters,
-    vectorize: Callable[[RunPlan], VectorizeReport | None] = export_polygons,
-    publish: Callable[..., RunReport] = publish,
+    export: Callable[[RunPlan], list[str]] | None = None,
+    vectorize: Callable[[RunPlan], VectorizeReport | None] | None = None,
+    publish: Callable[..., RunReport] | None = None,
 ) -> RunReport:
-    """Infer, export, vectorise, publish (each stage a callable: the flow passes its tasks); a plan
-    whose output is already complete is a no-op."""
+    """Infer, export, vectorise, publish (each stage a callable: the flow passes its tasks; None:
+    ``finish``'s function); a plan whose output is already complete is a no-op."""
     if plan.complete:
         log.info("%s: complete for this model and these parameters; nothing to do", plan.target)
         return read_run_report(plan.target, skipped=True)
@@ -196,12 +222,15 @@ def finish_stages(
     seconds: dict[str, float],
     started: float,
     *,
-    export: Callable[[RunPlan], list[str]] = export_rasters,
-    vectorize: Callable[[RunPlan], VectorizeReport | None] = export_polygons,
-    publish: Callable[..., RunReport] = publish,
+    export: Callable[[RunPlan], list[str]] | None = None,
+    vectorize: Callable[[RunPlan], VectorizeReport | None] | None = None,
+    publish: Callable[..., RunReport] | None = None,
 ) -> RunReport:
     """The stages after inference: export, vectorise, publish. Apart from ``run_stages`` so that the
     flow can run them while the next scene infers."""
+    from fcnseg.pipeline.segment import finish
+
+    export, vectorize, publish = export or finish.export_rasters, vectorize or finish.export_polygons, publish or finish.publish
     seconds = {**seconds, **chunk_run.seconds}
     timed = Stopwatch(seconds)
     with timed("export"):
