@@ -2,8 +2,8 @@
 
 Synthesises a scene of a fresh seed, evaluates the shipped demo FCN-8s on it tile by tile and
 prints the paper's four metrics, then runs the ``segment-scene`` flow on it (an ephemeral Prefect
-server, a local Dask cluster: labels.zarr, labels.tif, polygons, quicklook, item.json) and prints
-where the outputs are and how much of each class the scene holds.
+server, a Dask cluster inside this process: labels.zarr, labels.tif, polygons, quicklook,
+item.json) and prints where the outputs are and how much of each class the scene holds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from fcnseg.flows.segment_scene import segment_scene
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
+from fcnseg.pipeline.cluster import in_process_client
+from fcnseg.pipeline.cluster_specs import torch_threads
 from fcnseg.pipeline.segment import SegmentOptions, read_run_report
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training.evaluate import evaluate_raster
@@ -49,10 +51,14 @@ def main() -> None:
     metrics = evaluate_raster(model, card, image, labels, device=device, progress=True)
     print_metrics(metrics, card.class_names)
 
-    # the segment-scene flow, as a deployment would run it: an ephemeral Prefect server, a LocalCluster
+    # the segment-scene flow, as a deployment would run it (an ephemeral Prefect server), on a Dask
+    # cluster inside this process: worker processes would each import torch and hold a model (about
+    # 0.5 GB apiece) for a scene of four chunks
     output_root = args.out / "flow"
     shutil.rmtree(output_root, ignore_errors=True)  # a fresh run each time, not a skipped one
-    result = segment_scene(inputs=str(image), output_root=str(output_root), options=SegmentOptions(tile=512))
+    with in_process_client(torch_threads(1)) as client:
+        result = segment_scene(inputs=str(image), output_root=str(output_root), options=SegmentOptions(tile=512),
+                               scheduler_address=client.scheduler.address)
     for scene, outcome in result.items():
         console.print(f"segment-scene flow: {scene} {outcome['status']} into {outcome['out']}:")
         print_report(read_run_report(outcome["out"]))
