@@ -20,8 +20,8 @@ from fcnseg.pipeline import cluster
 from fcnseg.pipeline.io import InputError, open_raster, read_model_input
 from fcnseg.pipeline.segment import worker
 from fcnseg.pipeline.output.ledger import ChunkLedger
-from fcnseg.pipeline.segment.predict import predict_cores
-from fcnseg.pipeline.segment.tile_source import TileSource
+from fcnseg.pipeline.engine.predict import predict_cores
+from fcnseg.pipeline.engine.tile_source import TileSource
 from fcnseg.pipeline.segment.worker import TileJob, predict_chunks, tiles_per_task
 from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, create_store
 from fcnseg.pipeline.synth import write_scene
@@ -195,7 +195,7 @@ def test_normalising_on_the_device_equals_the_host_bit_for_bit(dtype):
     from fcnseg.models.checkpoint import NodataPolicy, Normalization
     from fcnseg.models.inference import normalize_on_device
     from fcnseg.pipeline.io import normalize
-    from fcnseg.pipeline.segment.staging import staging_for, transferable
+    from fcnseg.pipeline.engine.staging import staging_for, transferable
 
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
@@ -247,7 +247,7 @@ def test_the_cpu_computes_in_channels_last_format_with_the_same_labels(scene):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu.sh runs it)")
 def test_pinned_buffers_are_reused_only_after_their_copy(scene):
-    from fcnseg.pipeline.segment.staging import DeviceStaging
+    from fcnseg.pipeline.engine.staging import DeviceStaging
 
     staging = DeviceStaging(torch.device("cuda"))
     batches = [[np.full((4, 512, 512), k * 10 + i, dtype=np.uint16) for i in range(2)] for k in range(5)]
@@ -273,7 +273,7 @@ def test_the_gpu_loop_labels_as_the_cpu_loop(scene):
 def test_a_batch_too_large_for_the_device_runs_in_halves(monkeypatch, scene, caplog):
     """Out of memory (simulated: batches over 1 tile) halves the batch; the labels do not change;
     one tile too large is one clear error."""
-    from fcnseg.pipeline.segment import predict
+    from fcnseg.pipeline.engine import predict
 
     model, card = load_checkpoint(DEMO_MODEL)
     tiles = list(iter_tiles(320, 320, 160, 64))

@@ -21,8 +21,8 @@ import torch
 from fcnseg.errors import DeviceMemoryError
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import forward_logits, normalize_on_device
-from fcnseg.pipeline.segment.staging import staging_for
-from fcnseg.pipeline.segment.tile_source import TileInput, TileSource
+from fcnseg.pipeline.engine.staging import staging_for
+from fcnseg.pipeline.engine.tile_source import TileInput, TileSource
 from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, quantize_probabilities
 from fcnseg.pipeline.tiles import Tile
 

@@ -19,7 +19,7 @@ import numpy as np
 from rasterio.io import DatasetReader
 
 from fcnseg.pipeline.io import bounded_gdal_cache, open_raster, read_pixels
-from fcnseg.pipeline.segment.staging import transferable
+from fcnseg.pipeline.engine.staging import transferable
 from fcnseg.pipeline.tiles import Tile
 
 if TYPE_CHECKING:

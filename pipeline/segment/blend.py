@@ -29,11 +29,11 @@ import zarr
 from rasterio.windows import Window, intersect
 
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
+from fcnseg.pipeline.engine.predict import core_result, predict_tiles
 from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.output.layout import PASS1_LEDGER, SCRATCH_STORE
 from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
-from fcnseg.pipeline.segment.predict import core_result, predict_tiles
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups, task_key
 from fcnseg.pipeline.store import (
     LABELS, NODATA, PROBABILITIES, RUN_TOKEN, open_run_store, open_store, quantize_probabilities, write_chunk,

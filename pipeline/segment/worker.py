@@ -30,10 +30,10 @@ from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
+from fcnseg.pipeline.engine.predict import CorePrediction, predict_cores
+from fcnseg.pipeline.engine.tile_source import TileSource
 from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
-from fcnseg.pipeline.segment.predict import CorePrediction, predict_cores
-from fcnseg.pipeline.segment.tile_source import TileSource
 from fcnseg.pipeline.store import open_run_store, write_chunk
 from fcnseg.pipeline.tiles import Tile
 

@@ -13,10 +13,10 @@ from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
+from fcnseg.pipeline.engine.predict import predict_tiles
+from fcnseg.pipeline.engine.tile_source import TileSource
 from fcnseg.pipeline.io import open_raster, select_bands
 from fcnseg.pipeline.progress import stage_progress
-from fcnseg.pipeline.segment.predict import predict_tiles
-from fcnseg.pipeline.segment.tile_source import TileSource
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 from fcnseg.pipeline.training.labels import check_class_ids, open_labels
 

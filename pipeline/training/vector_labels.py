@@ -22,6 +22,7 @@ from rasterio.windows import transform as window_transform
 
 from fcnseg.errors import InputError
 from fcnseg.models.card import MAX_CLASSES, LabelMapping
+from fcnseg.pipeline.io import open_raster
 from fcnseg.pipeline.training.label_values import (
     BACKGROUND,
     FOOTPRINT,
@@ -153,12 +154,30 @@ def is_parquet(path: str | Path) -> bool:
         return False
 
 
+#: GDAL raster drivers whose files hold no vectors (OGR opens none of them): a file GDAL opens as
+#: a raster of one of these is not vector labels, and ``is_vector`` says so without asking OGR.
+RASTER_ONLY_DRIVERS = frozenset({"GTiff", "PNG", "JPEG", "VRT", "HFA", "ENVI", "EHdr", "AAIGrid"})
+
+
+def is_raster_only(path: str | Path) -> bool:
+    """Whether GDAL opens ``path`` as a raster of a RASTER_ONLY_DRIVERS format: the common case
+    (a labels GeoTIFF) answered without pyogrio, which imports geopandas, shapely and pyarrow
+    (``fcnseg evaluate`` on a class raster loads none of them)."""
+    try:
+        with open_raster(path) as src:
+            return src.driver in RASTER_ONLY_DRIVERS
+    except InputError:
+        return False
+
+
 def is_vector(path: str | Path) -> bool:
     """Whether OGR opens ``path`` as vectors (or it is GeoParquet): rasters are not."""
-    import pyogrio
-
     if is_parquet(path):
         return True
+    if is_raster_only(path):
+        return False
+    import pyogrio  # here: it imports geopandas, shapely and pyarrow
+
     try:
         info = pyogrio.list_layers(path)
     except Exception:  # noqa: BLE001 - "not a vector file" comes in many shapes

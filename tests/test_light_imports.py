@@ -1,0 +1,70 @@
+"""Light commands stay light (issue 23): ``fcnseg evaluate`` ran segment's tile loop by importing
+``pipeline.segment``, whose ``__init__`` drives every product, so it loaded Dask, pyarrow, PIL and
+jsonschema; and it asked OGR (pyogrio, which imports geopandas, shapely and pyarrow) whether a
+labels GeoTIFF was vectors. Each check runs in a fresh interpreter: what a module imports is only
+seen from an empty ``sys.modules``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fcnseg.models import DEMO_MODEL
+from fcnseg.pipeline.synth import write_scene
+
+#: Packages a light command must not load: the cluster, the products' writers, vector I/O.
+HEAVY = ("distributed", "dask", "pyarrow", "PIL", "jsonschema", "geopandas", "shapely")
+
+#: Prints the heavy packages loaded after each step, as JSON.
+PROBE = """
+import json, sys
+HEAVY = {heavy!r}
+
+def loaded():
+    return sorted({{m.split('.')[0] for m in sys.modules}} & set(HEAVY))
+
+import fcnseg.pipeline.training.evaluate
+steps = {{"import": loaded()}}
+import torch
+from fcnseg.models.inference import load_for_inference
+from fcnseg.pipeline.training.evaluate import evaluate_raster
+model, card = load_for_inference({model!r}, torch.device("cpu"))
+metrics = evaluate_raster(model, card, {image!r}, {labels!r}, device=torch.device("cpu"))
+steps["evaluate"] = loaded()
+steps["pixels"] = int(sum(map(sum, metrics["confusion"])))
+print(json.dumps(steps))
+"""
+
+
+def loaded_after(code: str) -> dict:
+    """The JSON that ``code`` prints, run in a fresh interpreter."""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory) -> dict:
+    """One evaluation of the demo model on a small synthetic scene (labels: a class GeoTIFF)."""
+    image, labels = write_scene(tmp_path_factory.mktemp("scene"), 128)
+    return loaded_after(PROBE.format(heavy=HEAVY, model=str(DEMO_MODEL), image=str(image), labels=str(labels)))
+
+
+def test_importing_evaluate_loads_neither_dask_nor_the_products(evaluation):
+    assert evaluation["import"] == []
+
+
+def test_evaluating_on_a_class_raster_loads_no_vector_library(evaluation):
+    assert evaluation["pixels"] == 128 * 128  # it scored the whole scene: every pixel labelled and valid
+    assert evaluation["evaluate"] == []
+
+
+def test_query_loads_only_the_geometry_library_it_computes_with():
+    """``fcnseg query`` selects by points, boxes and polygons with shapely; the rest stays out."""
+    code = ("import json, sys, fcnseg.pipeline.analysis.query; "
+            f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
+    assert loaded_after(code) == ["shapely"]
