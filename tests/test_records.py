@@ -1,4 +1,4 @@
-"""The typed records of a run (``pipeline.segment.records``): each writes exactly the JSON the
+"""The typed records of a run (``pipeline.output.run_identity``): each writes exactly the JSON the
 string-keyed dicts wrote before them, reads it back, and a refused rerun says what differs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, output_lock, plan_run
 from fcnseg.pipeline.output.guard import judge_previous
 from fcnseg.pipeline.output.layout import PARAMETERS_JSON as PARAMETERS_FILE, STATE_DIR
-from fcnseg.pipeline.segment.records import RunIdentity
+from fcnseg.pipeline.output.run_identity import RunIdentity
 
 #: parameters.json as fcnseg wrote it before the records were typed (run_parameters' dict, indent 2).
 PARAMETERS_JSON = """{

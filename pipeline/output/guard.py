@@ -18,7 +18,7 @@ from typing import Any
 from fcnseg.atomic import remove_path, stale_partials
 from fcnseg.errors import OutputConflict  # one refusal for every output, folder or file
 from fcnseg.pipeline.output.layout import OUTPUT_FILES, PARAMETERS_JSON, STATE_DIR, STORE_NAME, ledger_folder
-from fcnseg.pipeline.segment.records import FINGERPRINT, RunIdentity
+from fcnseg.pipeline.output.run_identity import FINGERPRINT, RunIdentity
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from fcnseg.pipeline.io import atomic_write_text
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_store
 from fcnseg.pipeline.output.layout import RUN_JSON
 from fcnseg.pipeline.output.ledger import ChunkResult
-from fcnseg.pipeline.segment.records import RunIdentity
+from fcnseg.pipeline.output.run_identity import RunIdentity
 from fcnseg.pipeline.versions import software_versions
 
 if TYPE_CHECKING:

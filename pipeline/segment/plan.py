@@ -45,7 +45,7 @@ from fcnseg.pipeline.output.complete import is_complete
 from fcnseg.pipeline.output.guard import judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.output.ledger import ChunkLedger
-from fcnseg.pipeline.segment.records import RunIdentity
+from fcnseg.pipeline.output.run_identity import RunIdentity
 from fcnseg.pipeline.store import COMPLETE, RUN_TOKEN, create_store, label_chunk_file, open_store
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 
