@@ -52,8 +52,8 @@ def main() -> None:
     print_metrics(metrics, card.class_names)
 
     # the segment-scene flow, as a deployment would run it (an ephemeral Prefect server), on a Dask
-    # cluster inside this process: worker processes would each import torch and hold a model (about
-    # 0.5 GB apiece) for a scene of four chunks
+    # cluster inside this process: worker processes would each import torch and hold a model (each
+    # its own memory; measured: docs/benchmarks.md#figures-quoted-in-code-comments) for a scene of four chunks
     output_root = args.out / "flow"
     shutil.rmtree(output_root, ignore_errors=True)  # a fresh run each time, not a skipped one
     with in_process_client(torch_threads(1)) as client:

@@ -58,9 +58,9 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=DTYPES[precision])
 
 
-#: Where the channels-last memory format is the default. On the CPU (oneDNN) it measured twice as
-#: fast as the contiguous format with the same labels (demo model, 1536² window, one thread: 3.0-3.3
-#: against 1.5 MP/s, ``benchmarks/forward_speed.py``) and needs less memory; on a GPU it is measured by
+#: Where the channels-last memory format is the default. On the CPU (oneDNN) it is faster than the
+#: contiguous format with the same labels (``benchmarks/forward_speed.py``; measured:
+#: docs/benchmarks.md#channels-last-on-the-cpu) and needs less memory; on a GPU it is measured by
 #: ``benchmarks/gpu.sh`` and stays off until a run there shows it faster.
 CHANNELS_LAST_BY_DEFAULT = frozenset({"cpu"})
 

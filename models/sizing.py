@@ -1,15 +1,15 @@
 """Default tile and batch for a device: the largest that its memory holds comfortably.
 
-Larger tiles cut the halo's share of the computation (on a 4096² scene the model computes 1.89x
-the output pixels at tile 1024, 1.27x at 2048), so the default is 2048 wherever the forward pass
-of one read window fits; a GPU then takes as many tiles per batch as half its memory holds (at
-most ``MAX_BATCH``). A CPU gains nothing from batches: it takes one tile at a time, and its memory
-is shared by a worker per core.
+Larger tiles cut the halo's share of the computation (on a 4096² scene, tile 1024 computes far
+more pixels per output pixel than 2048: docs/benchmarks.md#figures-quoted-in-code-comments), so
+the default is 2048 wherever the forward pass of one read window fits; a GPU then takes as many
+tiles per batch as half its memory holds (at most ``MAX_BATCH``). A CPU gains nothing from
+batches: it takes one tile at a time, and its memory is shared by a worker per core.
 
 The memory of a forward pass is estimated per input pixel from the model's width, as measured on
-the CPU (``benchmarks/forward_memory.py``: fp32, torch 2.13: 135 B/px at width 0.125, 424 at 0.5,
-1876 at 1.0); on a GPU the activations are bf16/fp16 and cuDNN picks leaner kernels, so the CPU
-figure is an upper bound there.
+the CPU in fp32 (``benchmarks/forward_memory.py``; measured: docs/benchmarks.md#forward-pass-memory;
+``forward_bytes_per_pixel`` is a fit to those figures); on a GPU the activations are bf16/fp16
+and cuDNN picks leaner kernels, so the CPU figure is an upper bound there.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 so that they hand memory back to
 #: the OS sooner; setting it also switches off glibc's adaptive mmap threshold, so every large array
-#: (a convolution's activations) is a fresh mmap with fresh page faults: inference ran 15 % slower
-#: (1.78 against 2.10 megapixels per second on a 1536² tile, measured on this project's CPU). Workers
+#: (a convolution's activations) is a fresh mmap with fresh page faults: inference ran measurably
+#: slower (measured: docs/benchmarks.md#figures-quoted-in-code-comments). Workers
 #: fcnseg starts run without it; their memory stays bounded by tile, batch and workers.
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: How long to try reaching a scheduler given by address (it should be running already);
@@ -278,9 +278,10 @@ def dask_client(
             cluster.close()
 
 
-#: The in-process cluster: one worker thread inside this process. It starts in about 0.07 s (worker
-#: processes: 3-12 s, each importing torch and loading the model), and runs the same tasks, ledger
-#: and guarantees, one task at a time.
+#: The in-process cluster: one worker thread inside this process. It starts at once (worker
+#: processes take seconds, each importing torch and loading the model; measured:
+#: docs/benchmarks.md#figures-quoted-in-code-comments), and runs the same tasks, ledger and
+#: guarantees, one task at a time.
 IN_PROCESS_OPTIONS: dict[str, object] = {"processes": False, "n_workers": 1, "threads_per_worker": 1,
                                          "dashboard_address": ":0"}
 

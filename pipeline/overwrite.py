@@ -1,6 +1,6 @@
 """What a command may write over: one rule for every file fcnseg writes in place of another.
 
-The same idea as ``segment``'s guard of its output folder (``segment.guard``), for the single
+The same idea as ``segment``'s guard of its output folder (``pipeline/output/guard.py``), for the single
 files of ``train``, ``init-model`` and ``synth``: fcnseg replaces what it recognises as its own
 earlier output, and nothing else unless told to.
 

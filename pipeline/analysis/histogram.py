@@ -4,9 +4,9 @@ They travel in the chunk's ledger marker, so the run's class-area table is their
 (``query.summed_classes``) and the finished store is never read again to count it. Projected and
 pixel-coordinate stores need only the counts (one pixel area everywhere, applied once to the
 sums, exactly as ``fcnseg query`` does); a geographic store's pixel area changes with latitude,
-so its chunks also sum their pixels' true areas, row by row. A pass per class over the chunk
-(a 2048² chunk of 6 classes: 4 ms projected, 11 ms geographic) is faster than ``np.bincount``,
-which widens every uint8 to 8 bytes first (22 ms).
+so its chunks also sum their pixels' true areas, row by row. A pass per class over the chunk is
+faster than ``np.bincount``, which widens every uint8 to 8 bytes first (measured:
+docs/benchmarks.md#figures-quoted-in-code-comments).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ClassHistogram:
 def chunk_histogram(group: zarr.Group, window: Window, labels: np.ndarray | None) -> ClassHistogram:
     """The histogram of one chunk of the store ``group`` (``labels`` None: a chunk without data)."""
     num_classes = len(store_classes(group[LABELS].attrs).names)
-    crs, transform = store_geometry(group)  # well under a millisecond: not worth a cache
+    crs, transform = store_geometry(group)  # cheap next to the counts (benchmarks.md): not worth a cache
     geographic = crs is not None and crs.is_geographic
     if labels is None:
         return ClassHistogram([0] * num_classes, [0.0] * num_classes if geographic else None)

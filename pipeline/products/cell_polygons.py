@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 #: Side of a cell in pixels: the largest polygon fcnseg writes (a region beyond it is split in parts
 #: sharing a region_id). 2048² pixels hold the most complex background with room to spare
-#: (measured in the README's memory figures).
+#: (measured: docs/benchmarks.md#polygon-memory).
 CELL = 2048
 
 #: Columns of a part file, in order: the part's number in its cell, then the output's columns.

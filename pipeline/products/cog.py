@@ -51,8 +51,8 @@ from fcnseg.pipeline.tiles import chunk_windows
 
 BLOCK = 512
 #: The staged GeoTIFFs are read once, by the COG driver. PACKBITS (run lengths) writes and reads as
-#: fast as no compression (DEFLATE, ZSTD, LZW: 2x slower to stage) and takes a label map's 64 MB at
-#: 8192² to 2 MB of disk.
+#: fast as no compression (DEFLATE, ZSTD, LZW: slower to stage) and takes a label map to a small
+#: part of its size on disk (measured: docs/benchmarks.md#figures-quoted-in-code-comments).
 STAGING_COMPRESS = "packbits"
 #: Side (pixels) of the windows copied from the store at once: whole chunks, about this many.
 STAGE_WINDOW = 2048

@@ -47,10 +47,11 @@ GPKG_VERSION = "1.2"
 #: GeoParquet 1.1's bbox covering column: each row's bounds (the names the spec and geopandas use).
 BBOX = pa.struct([pa.field(name, pa.float64()) for name in ("xmin", "ymin", "xmax", "ymax")])
 
-#: Arrow bytes of polygons gathered into one Parquet row group at most (some 13 000 pixel-edge
-#: polygons, about 4 MB on disk after zstd); the end of a row of cells ends one too. Row groups are
+#: Arrow bytes of polygons gathered into one Parquet row group at most (thousands of pixel-edge
+#: polygons, a few MB on disk after zstd); the end of a row of cells ends one too. Row groups are
 #: what a bbox read skips: larger ones skip less, and the driver holds one in memory to write it.
-#: (The 268 MP benchmark mosaic: 8 row groups, one per row of cells, of 4 000 to 6 400 polygons.)
+#: (The benchmark mosaic's row groups and what one holds, measured:
+#: docs/benchmarks.md#figures-quoted-in-code-comments.)
 ROW_GROUP_BYTES = 32 * 2**20
 
 

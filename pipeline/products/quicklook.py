@@ -213,8 +213,9 @@ def read_image(image_path: str | Path, out_shape: tuple[int, int], grid_shape: t
     return values, valid
 
 
-#: Quicklook rows read at a time. In bands, GDAL's decimation keeps to its block cache: a
-#: 16384² 4-band input read whole at 2048² took 12.4 s, in bands of 128 rows 5 s (2.7 s on 2 workers).
+#: Quicklook rows read at a time. In bands, GDAL's decimation keeps to its block cache (a large input
+#: read whole took more than twice as long) and the bands spread over the workers (measured:
+#: docs/benchmarks.md#figures-quoted-in-code-comments).
 ROWS_PER_BAND = 128
 
 
@@ -248,7 +249,7 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: floa
     outlined in BOUNDARY_RGB; nodata (255) and unknown values stay the image as it is, in colour.
 
     ``rgb`` is uint8, so every blend is looked up in a table (class, channel, grey), computed once:
-    10x faster than blending the picture in floats."""
+    much faster than blending the picture in floats (measured: docs/benchmarks.md#figures-quoted-in-code-comments)."""
     n = min(len(colors), NODATA)
     if alpha == 0.0 or n == 0:
         return rgb
@@ -300,4 +301,6 @@ def _classes(src) -> tuple[list[str], np.ndarray]:
 def _save_png(img: Image.Image, out_png: Path) -> None:
     out_png.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_png) as tmp:
-        img.save(tmp, format="PNG", compress_level=1)  # level 6 (the default) took 2.3 s at 2048², level 1 0.2 s
+        # level 1: much faster than the default, level 6, at a quicklook's size
+        # (measured: docs/benchmarks.md#figures-quoted-in-code-comments)
+        img.save(tmp, format="PNG", compress_level=1)

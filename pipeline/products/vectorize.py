@@ -168,7 +168,7 @@ def vectorize_store(
     cells = cell_windows(height, width, options.cell)
     simplify_px = options.simplify / min(abs(transform.a), abs(transform.e))
     # the part files go to a hidden folder named like a partial output: what a killed run leaves,
-    # the next one's output cleanup removes (guard.remove_outputs)
+    # the next one's output cleanup removes (pipeline/output/guard.py's remove_outputs)
     parts_dir = partial_path(Path(parquet_path or gpkg_path or Path(store_path).with_suffix(".parquet")))
     parts_dir.mkdir()
     job = CellJob(str(store_path), str(parts_dir), simplify_px, options.min_area)
@@ -230,8 +230,8 @@ def write_parts(out: PolygonWriter, cells: list[CellResult], links: RegionLinks,
         if cell.part_file is None:
             continue
         # one thread: the table waits for its row group, and arrays decoded on Arrow's pool threads
-        # pin those threads' allocator pages meanwhile (the memory test's 8192² map: +14 MB with
-        # threads, +5 MB without, over one row group per cell)
+        # pin those threads' allocator pages meanwhile (the memory test's map grew more with threads
+        # than without; measured: docs/benchmarks.md#figures-quoted-in-code-comments)
         table = pq.read_table(cell.part_file, use_threads=False)
         ids, keep = np.zeros(table.num_rows, np.int64), np.ones(table.num_rows, bool)
         for i, part in enumerate(table["part"].to_numpy().tolist()):

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 #: The stages' functions this package offers, imported on first use (``__getattr__``): a run with
 #: nothing to do, and a command that only reads an output's records, import neither Dask's
-#: distributed nor the products' geopandas (about 2 s of a rerun's start here).
+#: distributed nor the products' geopandas (seconds of a rerun's start; measured:
+#: docs/benchmarks.md#figures-quoted-in-code-comments).
 LAZY = {"compute_chunks": "fcnseg.pipeline.segment.run", "export_polygons": "fcnseg.pipeline.segment.finish",
         "export_rasters": "fcnseg.pipeline.segment.finish", "publish": "fcnseg.pipeline.segment.finish"}
 
@@ -116,12 +117,13 @@ def segment(
 
 
 #: With every chunk computed before (a resumed run), the stages after inference start a cluster of
-#: their own only for a store of at least this many pixels: a LocalCluster takes about 3 s to start,
-#: one polygon cell (2048²) about 0.3 s to make here.
+#: their own only for a store of at least this many pixels: a LocalCluster takes longer to start
+#: than several polygon cells (2048²) take to make here (measured:
+#: docs/benchmarks.md#figures-quoted-in-code-comments).
 CLUSTER_FOR_PRODUCTS = 4 * 2048 * 2048
 #: A run computes in this process (one Dask worker thread) when it has at most this many chunks to
 #: compute per worker that a local cluster would start: each worker process would then compute one
-#: chunk at most, so the processes add their start-up (3-12 s: each imports torch and loads the
+#: chunk at most, so the processes add their start-up (seconds: each imports torch and loads the
 #: model) and gain nothing, the chunks running one after another here with each worker's torch
 #: threads taking about as long as one chunk on a worker plus that start-up.
 IN_PROCESS_CHUNKS_PER_WORKER = 1

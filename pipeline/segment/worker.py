@@ -48,7 +48,8 @@ Submitter = Callable[["Client", "dict[str, float] | None"], list["DaskFuture"]]
 
 #: Tasks per worker a run aims at, so that a worker finishing early finds more work.
 TASKS_PER_WORKER = 4
-#: More tasks than this cost Dask more than they balance (0.2-1 ms each on the scheduler).
+#: More tasks than this cost Dask more than they balance (each costs the scheduler time of its own;
+#: measured: docs/benchmarks.md#figures-quoted-in-code-comments).
 MAX_TASKS = 2000
 #: Chunks waiting for the writer thread; beyond it the loop waits (memory stays bounded).
 WRITE_DEPTH = 4

@@ -265,8 +265,9 @@ def log_class_pixels(index: LabelIndex, class_names: Sequence[str], held) -> Non
 
 #: A held-out split validates only when every labelled class has at least this part of the asked
 #: share in it (10 % of its pixels at --holdout 0.2): on fewer the mean IU that picks the checkpoint
-#: is noise, or blind to the class (seen: a split holding 0.5 % of one class and none of another
-#: picked a checkpoint of mean IU 0.13 on an unseen scene where the last weights scored 0.39).
+#: is noise, or blind to the class (seen: a split holding almost none of one class and none of another
+#: picked a checkpoint far worse on an unseen scene than the last weights; measured:
+#: docs/benchmarks.md#figures-quoted-in-code-comments).
 MIN_HELD_SHARE = 0.5
 
 
