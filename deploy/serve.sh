@@ -58,6 +58,8 @@ fcnseg serve: ready (server $PREFECT_API_URL, worker pid $worker_pid, logs in $P
     export PREFECT_API_URL=$PREFECT_API_URL
     .venv/bin/prefect deployment run segment-scene/nightly --watch
     .venv/bin/prefect deployment run segment-scene/on-demand --param inputs=PATH --param output_root=DIR --watch
+      (fcnseg segment's options: --param 'options={"tile": 1024, "stitch": "blend"}')
+    .venv/bin/prefect deployment run train-fcn/retrain --param 'request={"image": "I.tif", "labels": "L.tif", "out": "M.safetensors"}' --watch
   Ctrl-C stops the worker and the server.
 MSG
 wait "$worker_pid"

@@ -1,9 +1,10 @@
 """Options as one definition: a frozen pydantic model that the CLI builds, the Prefect flows take as
 a parameter and the library validates. Its fields' descriptions are the ``--help`` texts and the
-flows' parameter schema alike, so the two cannot drift apart.
+flows' parameter schema alike, so the two cannot drift apart (``tests/test_option_sets.py``).
 
-A bad value fails as every fcnseg error does, in one line naming the command-line option
-(``--tile must be a positive multiple of 32, got 100``): the models check their values in a
+The descriptions themselves are ``option_texts``' strings, which the command line reads without
+importing pydantic. A bad value fails as every fcnseg error does, in one line naming the
+command-line option (``--tile must be a positive multiple of 32, got 100``): the models check their values in a
 ``mode="before"`` validator that raises these lines before pydantic's own constraints (which name
 no option) are reached, and constructing a model turns pydantic's ``ValidationError`` (several
 lines, a link) into a ``ValueError`` of that one line. A flow validating its parameters gets the
@@ -15,7 +16,6 @@ from __future__ import annotations
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.fields import FieldInfo
 
 
 class OptionModel(BaseModel):
@@ -49,26 +49,6 @@ def option_error(exc: ValidationError) -> str:
     field = str(error["loc"][0]) if error["loc"] else ""  # the option, not the item of a list
     message = error["msg"][:1].lower() + error["msg"][1:]
     return f"{option_name(field)}: {message}, got {error['input']!r}"
-
-
-def model_field(model: type[BaseModel], name: str) -> FieldInfo:
-    try:
-        return model.model_fields[name]
-    except KeyError:
-        raise KeyError(f"{model.__name__} has no field {name!r}") from None
-
-
-def field_help(model: type[BaseModel], name: str) -> str:
-    """The help text of an option: its field's description (``--help`` and the flows' schema alike)."""
-    description = model_field(model, name).description
-    if not description:
-        raise ValueError(f"{model.__name__}.{name} has no description")
-    return description
-
-
-def field_default(model: type[BaseModel], name: str) -> Any:
-    """The default of an option: its field's."""
-    return model_field(model, name).get_default(call_default_factory=True)
 
 
 def whole_number(value: Any) -> int | None:

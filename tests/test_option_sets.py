@@ -168,3 +168,21 @@ def test_options_made_again_are_checked_and_travel_whole():
         options.replace(tile=96.5)
     request = TrainRequest(image="i.tif", labels="l.tif", out="m.safetensors", classes=["a", "b"])
     assert pickle.loads(pickle.dumps(request)) == request and request.classes == ("a", "b")
+
+
+def test_a_run_plan_with_its_options_pickles(tmp_path):
+    """A RunPlan travels to Dask workers and between Prefect tasks: its options come back equal."""
+    import pickle
+
+    import cloudpickle
+
+    from fcnseg.models import DEMO_MODEL
+    from fcnseg.pipeline.segment import output_lock, plan_run
+    from fcnseg.pipeline.synth import write_scene
+
+    image, _ = write_scene(tmp_path / "scene", 128, seed=3)
+    with output_lock(tmp_path / "out"):
+        plan = plan_run(image, DEMO_MODEL, tmp_path / "out", SegmentOptions(tile=64, device="cpu", bands=[1, 2, 3, 4]))
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        again = pickle.loads(dumps(plan))
+        assert again.options == plan.options and again.options.batch_size == 1 and again.parameters == plan.parameters
