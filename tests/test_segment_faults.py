@@ -26,7 +26,9 @@ ARGS = ["--tile", "64", "--batch-size", "1"]
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    return write_scene(tmp_path_factory.mktemp("faults"), 448, seed=17)[0]
+    """320 px in 64 px tiles: 25 chunks, each reading its whole 256 px halo (clipped to the scene), so
+    a run lasts long enough to be killed after a few chunks and still have most of them to do."""
+    return write_scene(tmp_path_factory.mktemp("faults"), 320, seed=17)[0]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def test_a_worker_killed_mid_run_does_not_change_the_output(tmp_path, scene, cle
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for_markers(out, 4, run)
         workers[0].send_signal(signal.SIGKILL)  # dies mid-run, with tasks in flight
-        assert len(markers(out / ".fcnseg-run" / "done")) < 7 * 7
+        assert len(markers(out / ".fcnseg-run" / "done")) < 5 * 5
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         assert workers[0].wait(timeout=10) == -signal.SIGKILL
