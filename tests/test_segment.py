@@ -41,16 +41,25 @@ def labels_of(out: Path) -> np.ndarray:
     return xr.open_zarr(out / "labels.zarr").labels.values
 
 
+@pytest.fixture(scope="module")
+def whole(odd_scene, cluster, tmp_path_factory) -> np.ndarray:
+    """The odd scene's labels from one whole-image run (one 736 px tile), the reference of the
+    tiled, halo-less and blended runs; made once, on the module's cluster."""
+    out = tmp_path_factory.mktemp("whole") / "out"
+    report = segment(odd_scene, DEMO_MODEL, out, SegmentOptions(tile=736), scheduler=cluster, progress=False)
+    assert report.chunks.total == 1
+    return labels_of(out)
+
+
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     valid = (a != 255) | (b != 255)
     return float((a[valid] == b[valid]).mean())
 
 
-def test_tiled_run_equals_whole_image_run(tmp_path, odd_scene, cluster):
-    whole = segment(odd_scene, DEMO_MODEL, tmp_path / "whole", SegmentOptions(tile=736), scheduler=cluster, progress=False)
+def test_tiled_run_equals_whole_image_run(tmp_path, odd_scene, cluster, whole):
     tiled = segment(odd_scene, DEMO_MODEL, tmp_path / "tiled", SegmentOptions(tile=128, batch_size=2), scheduler=cluster, progress=False)
-    assert whole.chunks.total == 1 and tiled.chunks.total == 6 * 5
-    a, b = labels_of(tmp_path / "whole"), labels_of(tmp_path / "tiled")
+    assert tiled.chunks.total == 6 * 5
+    a, b = whole, labels_of(tmp_path / "tiled")
     assert a.shape == (587, 701) and (a != 255).all()
     assert len(np.unique(a)) >= 4  # a real segmentation, not a constant map
     assert np.array_equal(a, b)  # crop stitching is exact on the CPU: the FCN's size independence
@@ -63,11 +72,10 @@ def test_tiled_run_equals_whole_image_run(tmp_path, odd_scene, cluster):
     assert sum(info.hits + info.misses for info in caches.values()) == 1 + 15
 
 
-def test_a_halo_smaller_than_the_receptive_field_shows_seams(tmp_path, odd_scene, cluster):
+def test_a_halo_smaller_than_the_receptive_field_shows_seams(tmp_path, odd_scene, cluster, whole):
     """The seam metric can fail: without context, tile borders disagree with the whole image."""
-    segment(odd_scene, DEMO_MODEL, tmp_path / "whole", SegmentOptions(tile=736), scheduler=cluster, progress=False)
     segment(odd_scene, DEMO_MODEL, tmp_path / "nohalo", SegmentOptions(tile=128, halo=0), scheduler=cluster, progress=False)
-    assert agreement(labels_of(tmp_path / "whole"), labels_of(tmp_path / "nohalo")) < 0.9999
+    assert agreement(whole, labels_of(tmp_path / "nohalo")) < 0.9999
 
 
 def random_model(path: Path, bands: int) -> Path:
@@ -221,13 +229,12 @@ def test_blend_weights_sum_to_one_across_every_border():
     assert inside[: cores[2][0] - r].max() == 0 and inside[cores[2][1] + r :].max() == 0
 
 
-def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster):
-    segment(odd_scene, DEMO_MODEL, tmp_path / "whole", SegmentOptions(tile=736), scheduler=cluster, progress=False)
+def test_blend_equals_whole_image_run_and_resumes(tmp_path, odd_scene, cluster, whole):
     out = tmp_path / "blend"
     options = SegmentOptions(tile=128, stitch="blend", probabilities=True)
     segment(odd_scene, DEMO_MODEL, out, options, scheduler=cluster, progress=False)
     blended = labels_of(out)
-    assert agreement(labels_of(tmp_path / "whole"), blended) >= 0.9999
+    assert agreement(whole, blended) >= 0.9999
     probs = xr.open_zarr(out / "labels.zarr").probabilities.values
     assert np.allclose(probs.sum(axis=0), 1.0, atol=0.03)  # cross-faded probabilities stay probabilities
     assert sorted(p.name for p in (out / ".fcnseg-run").iterdir()) == ["done", "execution.json", "parameters.json"]  # scratch gone
