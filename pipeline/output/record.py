@@ -7,15 +7,13 @@ with the parameters: a rerun that finds it, its files and every chunk marked is 
 from __future__ import annotations
 
 import json
-import logging
-import resource
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fcnseg.pipeline.analysis.query import ClassArea
 from fcnseg.pipeline.io import atomic_write_text
@@ -24,12 +22,6 @@ from fcnseg.pipeline.output.layout import RUN_JSON
 from fcnseg.pipeline.output.ledger import ChunkResult
 from fcnseg.pipeline.output.run_identity import RunIdentity
 from fcnseg.pipeline.versions import software_versions
-
-if TYPE_CHECKING:
-    from fcnseg.pipeline.products.vectorize import VectorizeReport
-    from fcnseg.pipeline.segment.plan import RunPlan
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,47 +107,22 @@ class Stopwatch:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
-def run_report(
-    plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], areas: tuple[ClassArea, ...],
-    polygons: VectorizeReport | None,
-) -> RunReport:
-    results = chunk_run.results
-    chunks = ChunkCounts(
-        total=len(plan.tiles),
-        computed=sum(r.status == "computed" for r in results),
-        skipped_nodata=sum(r.status == "nodata" for r in results),
-        reused=len(plan.reused),
-    )
-    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    worker_peaks = chunk_run.worker_peaks_mb  # a process's peak only grows: the polygons' is the later one
-    if polygons is not None and polygons.worker_peaks_mb:
-        worker_peaks = polygons.worker_peaks_mb
-    log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in worker_peaks])
-    infer_seconds = max(seconds.get("infer", 0.0), 1e-9)
-    finished = datetime.now(UTC)
-    started = finished - timedelta(seconds=seconds.get("total", 0.0))
-    return RunReport(
-        out=plan.target, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
-        megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
-        peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
-        files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
-        execution=chunk_run.execution, started=iso_utc(started), finished=iso_utc(finished),
-        devices=chunk_run.devices, workers=chunk_run.workers, cluster=chunk_run.cluster,
-    )
-
-
 def iso_utc(moment: datetime) -> str:
+    """A moment as the record writes it: ISO 8601 in UTC, to the second (``2026-12-03T17:40:00Z``)."""
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def write_run_json(plan: RunPlan, report: RunReport) -> None:
-    """run.json, written once every output file exists: it records what the folder holds."""
+def write_run_json(out: Path, report: RunReport, *, input_path: str, model_path: str, model_sha256: str,
+                   outputs: Mapping[str, Any]) -> None:
+    """run.json in the folder ``out``, written once every output file exists: it records what the
+    folder holds (the run's identity is ``report.parameters``; ``outputs``: the options that made files)."""
+    identity = report.parameters.to_json()
     record = {
-        "input": plan.input,
-        "input_fingerprint": plan.parameters.to_json()["input_fingerprint"],
-        "model": plan.model_path,
-        "model_sha256": plan.model_sha256,
-        "parameters": plan.parameters.to_json(),
+        "input": input_path,
+        "input_fingerprint": identity["input_fingerprint"],
+        "model": model_path,
+        "model_sha256": model_sha256,
+        "parameters": identity,
         "started": report.started,
         "finished": report.finished,
         "execution": report.execution,
@@ -163,7 +130,7 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
         "workers": report.workers,
         "cluster": report.cluster,
         "versions": software_versions(),
-        "outputs": plan.options.outputs(),
+        "outputs": dict(outputs),
         "files": report.files,
         "chunks": report.chunks.to_json(),
         "seconds": report.seconds,
@@ -172,7 +139,7 @@ def write_run_json(plan: RunPlan, report: RunReport) -> None:
         "polygons": report.polygons,
         "class_areas": report.class_areas_json(),
     }
-    atomic_write_text(plan.out / RUN_JSON, json.dumps(record, indent=2), durable=True)
+    atomic_write_text(out / RUN_JSON, json.dumps(record, indent=2), durable=True)
 
 
 def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:

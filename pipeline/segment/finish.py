@@ -7,7 +7,10 @@ each as a task.
 
 from __future__ import annotations
 
+import logging
+import resource
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fcnseg.pipeline.output import layout as outputs
@@ -21,10 +24,12 @@ from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput
 from fcnseg.pipeline.output.guard import forget_run, remove_outputs
 from fcnseg.pipeline.segment.plan import RunPlan
-from fcnseg.pipeline.output.record import ChunkRun, RunReport, run_report, write_run_json
+from fcnseg.pipeline.output.record import ChunkCounts, ChunkRun, RunReport, iso_utc, write_run_json
 
 if TYPE_CHECKING:
     from distributed import Client
+
+log = logging.getLogger(__name__)
 
 
 def export_rasters(plan: RunPlan, *, client: Client | None = None, scheduler: str | None = None) -> list[str]:
@@ -94,10 +99,42 @@ def publish(
     seconds = {**seconds, "publish": published, "total": seconds.get("total", 0.0) + published}
     report = run_report(plan, chunk_run, seconds, files, areas, polygons)
     crash_point("publish")
-    write_run_json(plan, report)  # last: run.json says the folder is complete
+    write_run_json(plan.out, report, input_path=plan.input, model_path=plan.model_path,  # last: run.json
+                   model_sha256=plan.model_sha256, outputs=plan.options.outputs())  # says the folder is complete
     if plan.destination:
         upload(plan, [*files, outputs.RUN_JSON])
     return report
+
+
+def run_report(
+    plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str], areas: tuple[ClassArea, ...],
+    polygons: VectorizeReport | None,
+) -> RunReport:
+    """The run's report: what became of its chunks, seconds per stage, throughput, peak memory of
+    this process and the workers, its files and class areas, how and when it computed."""
+    results = chunk_run.results
+    chunks = ChunkCounts(
+        total=len(plan.tiles),
+        computed=sum(r.status == "computed" for r in results),
+        skipped_nodata=sum(r.status == "nodata" for r in results),
+        reused=len(plan.reused),
+    )
+    driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_peaks = chunk_run.worker_peaks_mb  # a process's peak only grows: the polygons' is the later one
+    if polygons is not None and polygons.worker_peaks_mb:
+        worker_peaks = polygons.worker_peaks_mb
+    log.debug("peak memory: driver %.0f MB, workers %s MB", driver_peak, [round(p) for p in worker_peaks])
+    infer_seconds = max(seconds.get("infer", 0.0), 1e-9)
+    finished = datetime.now(UTC)
+    started = finished - timedelta(seconds=seconds.get("total", 0.0))
+    return RunReport(
+        out=plan.target, chunks=chunks, seconds={k: round(v, 3) for k, v in seconds.items()},
+        megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
+        peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
+        files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
+        execution=chunk_run.execution, started=iso_utc(started), finished=iso_utc(finished),
+        devices=chunk_run.devices, workers=chunk_run.workers, cluster=chunk_run.cluster,
+    )
 
 
 def upload(plan: RunPlan, files: list[str]) -> None:
