@@ -20,8 +20,9 @@ def noise_raster(path: Path, side: int) -> Path:
     rng = np.random.default_rng(side)
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, side, 512):
-            block = rng.integers(300, 3000, (4, 512, side), dtype=np.uint16)
-            dst.write(block, window=Window(0, row, side, 512))
+            rows = min(512, side - row)
+            block = rng.integers(300, 3000, (4, rows, side), dtype=np.uint16)
+            dst.write(block, window=Window(0, row, side, rows))
     return path
 
 
@@ -41,9 +42,9 @@ def peak_memory_mb(tmp_path: Path, side: int) -> float:
 
 
 def test_a_16x_larger_scene_needs_about_the_same_memory(tmp_path):
-    small = peak_memory_mb(tmp_path, 1024)
-    large = peak_memory_mb(tmp_path, 4096)
-    # the large scene's probabilities alone are 100 MB as uint8 (400 MB as float32) and its
-    # 256 tiles pass through the workers: none of it may accumulate (measured: 1120 -> 1203 MB,
-    # GDAL's 16 MB block cache per worker filling up is most of the difference)
+    small = peak_memory_mb(tmp_path, 768)
+    large = peak_memory_mb(tmp_path, 3072)
+    # the large scene's probabilities alone are 57 MB as uint8 (226 MB as float32) and its
+    # 144 tiles pass through the workers: none of it may accumulate (measured: 1469 -> 1567 MB,
+    # at 1024 -> 4096 1494 -> 1616 MB; GDAL's 16 MB block cache per worker filling up is most of it)
     assert large < small * 1.10, (small, large)
