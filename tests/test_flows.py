@@ -190,8 +190,8 @@ def test_scenes_overlap_and_equal_direct_segment_runs_and_a_rerun_skips(prefect_
         run = runs[scene] = json.loads((out / "run.json").read_text())
         assert all((out / name).exists() for name in run["files"])
         assert {"labels.tif", "polygons.parquet", "polygons.gpkg", "quicklook.png", "item.json"} <= set(run["files"])
-        direct = segment(scene, DEMO_MODEL, tmp_path_factory.mktemp("direct"), SegmentOptions(tile=1024), workers=1,
-                         progress=False)
+        # one chunk: segment runs it in this process by default (no worker processes to start)
+        direct = segment(scene, DEMO_MODEL, tmp_path_factory.mktemp("direct"), SegmentOptions(tile=1024), progress=False)
         assert np.array_equal(labels_of(out), labels_of(direct.out))
         assert run["class_areas"] == direct.class_areas_json() and run["polygons"] == direct.polygons
         assert gpd.read_parquet(out / "polygons.parquet").equals(gpd.read_parquet(direct.out / "polygons.parquet"))
