@@ -281,9 +281,10 @@ def dask_client(
 #: The in-process cluster: one worker thread inside this process. It starts at once (worker
 #: processes take seconds, each importing torch and loading the model; measured:
 #: docs/benchmarks.md#figures-quoted-in-code-comments), and runs the same tasks, ledger and
-#: guarantees, one task at a time.
+#: guarantees, one task at a time. No memory limit: a worker's memory monitor would measure the
+#: whole process (the caller's data too) and pause or spill on its account, stalling the run.
 IN_PROCESS_OPTIONS: dict[str, object] = {"processes": False, "n_workers": 1, "threads_per_worker": 1,
-                                         "dashboard_address": ":0"}
+                                         "dashboard_address": ":0", "memory_limit": 0}
 
 
 @contextmanager

@@ -139,3 +139,11 @@ def test_a_script_without_a_main_guard(small, tmp_path):
                          ' put the call under `if __name__ == "__main__":` (or pass client= a running Dask client)')
     assert "OutputBusy" not in result.stderr and "Nanny" not in result.stderr
     assert not (tmp_path / "b" / "run.json").exists()  # planned, not complete: the guarded script resumes it
+
+
+def test_the_in_process_worker_has_no_memory_limit():
+    """Its memory monitor would measure the caller's whole process and pause the run on its account."""
+    from fcnseg.pipeline.cluster import in_process_client
+
+    with in_process_client(1) as client:
+        assert [w["memory_limit"] for w in client.scheduler_info()["workers"].values()] == [0]
