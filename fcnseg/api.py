@@ -8,7 +8,6 @@ command runs. Heavy imports (torch, Dask, rasterio) happen inside the functions,
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +43,9 @@ def model_path(model: Model | str | Path | None) -> Path:
     return DEMO_MODEL if model is None or str(model) == DEMO else Path(model)
 
 
-def field_names(record: type) -> list[str]:
-    """The fields of an options record, a dataclass or a pydantic model."""
-    if dataclasses.is_dataclass(record):
-        return [f.name for f in dataclasses.fields(record) if f.init]
-    return list(record.model_fields)
-
-
 def checked_fields(function: str, record: type, fields: Mapping[str, Any]) -> None:
     """TypeError naming a keyword that is no field of ``record``: a typo never passes unnoticed."""
-    known = field_names(record)
+    known = list(record.model_fields)
     unknown = [name for name in fields if name not in known]
     if unknown:
         raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r} "
@@ -65,14 +57,7 @@ def segment_options(options: SegmentOptions | None, fields: Mapping[str, Any]) -
     from fcnseg.pipeline.segment.plan import SegmentOptions
 
     checked_fields("segment", SegmentOptions, fields)
-    if options is None:
-        merged = SegmentOptions(**fields)
-    elif dataclasses.is_dataclass(options):
-        merged = dataclasses.replace(options, **fields)
-    else:  # the pydantic model: a copy validated as a new one is
-        merged = options.replace(**fields)
-    merged.validate()
-    return merged
+    return SegmentOptions(**fields) if options is None else options.replace(**fields)
 
 
 def segment(
@@ -236,84 +221,17 @@ def predict_array(
     >>> labels = fcnseg.predict_array(model, image, stitch="blend")
     """
     from fcnseg.pipeline.segment.array import predict_pixels
+    from fcnseg.pipeline.segment.array_frame import array_nodata, bands_first, on_input_grid
     from fcnseg.pipeline.segment.memory_source import nodata_values
 
     model = _loaded(model, device)
-    pixels, frame = _bands_first(array)
-    values = nodata_values(nodata if nodata is not None else _array_nodata(array), pixels.shape[0])
+    pixels, frame = bands_first(array)
+    values = nodata_values(nodata if nodata is not None else array_nodata(array), pixels.shape[0])
     labels, probs = predict_pixels(model.network, model.card, model.device, pixels, tile=tile, halo=halo,
                                    stitch=stitch, batch_size=batch_size, nodata=values, probabilities=probabilities)
     if frame is not None:
-        labels, probs = _as_data_arrays(frame, model.card, labels, probs)
+        labels, probs = on_input_grid(frame, model.card, labels, probs)
     return (labels, probs) if probabilities else labels
-
-
-def _bands_first(array: Any) -> tuple[Any, Any]:
-    """(the pixels as (bands, rows, cols), the DataArray they came from or None). A 2-D array is
-    one band; a DataArray is ordered band, y, x by its dimension names when it has them and stays
-    a DataArray, so a lazily opened or dask-backed one is read a tile's window at a time."""
-    import numpy as np
-
-    if _is_data_array(array):
-        if array.ndim == 3 and {"y", "x"} <= set(array.dims):
-            array = array.transpose(next(d for d in array.dims if d not in ("y", "x")), "y", "x")
-        return (array.expand_dims("band") if array.ndim == 2 else array), array
-    if not hasattr(array, "shape") or not hasattr(array, "__getitem__"):
-        array = np.asarray(array)
-    return (array[None] if array.ndim == 2 else array), None
-
-
-def _is_data_array(array: Any) -> bool:
-    return type(array).__name__ == "DataArray" and hasattr(array, "dims")
-
-
-def _array_nodata(array: Any) -> float | None:
-    """A DataArray's nodata: rioxarray's ``.rio.nodata`` (it reads ``_FillValue``), else ``_FillValue``."""
-    if not _is_data_array(array):
-        return None
-    try:
-        import rioxarray  # noqa: F401  (registers .rio)
-
-        found = array.rio.nodata
-    except Exception:  # an array rioxarray cannot read a grid from
-        found = None
-    if found is None:
-        found = array.attrs.get("_FillValue", array.encoding.get("_FillValue"))
-    return None if found is None else float(found)
-
-
-def _as_data_arrays(frame: xr.DataArray, card: ModelCard, labels: np.ndarray,
-                    probs: np.ndarray | None) -> tuple[xr.DataArray, xr.DataArray | None]:
-    """Labels (y, x) and probabilities (class, y, x) on the input's grid: its y/x coordinates (and
-    any coordinate on them, such as ``spatial_ref``), its attributes, its CRS and transform."""
-    import rioxarray  # noqa: F401
-    import xarray as xr
-
-    from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE
-
-    y, x = frame.dims[-2:]
-    coords = {name: c for name, c in frame.coords.items() if set(c.dims) <= {y, x}}
-    classes = {"class_names": list(card.class_names), "class_colors": [list(c.color) for c in card.classes]}
-    attrs = {k: v for k, v in frame.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset",
-                                                                  "long_name", "units", "nodata")}
-    out = xr.DataArray(labels, dims=(y, x), coords=coords, attrs={**attrs, "long_name": "class label", **classes})
-    out = _with_grid(out, frame).rio.write_nodata(NODATA, encoded=False)
-    if probs is None:
-        return out, None
-    p = xr.DataArray(probs, dims=("class", y, x), coords={**coords, "class": list(card.class_names)},
-                     attrs={**attrs, "long_name": "class probability", "scale_factor": 1 / PROBABILITY_SCALE,
-                            **classes})
-    return out, _with_grid(p, frame).rio.write_nodata(NODATA, encoded=False)
-
-
-def _with_grid(out: xr.DataArray, frame: xr.DataArray) -> xr.DataArray:
-    """``out`` with ``frame``'s CRS and transform, where rioxarray finds them."""
-    try:
-        crs, transform = frame.rio.crs, frame.rio.transform()
-    except Exception:  # no spatial dimensions rioxarray knows
-        return out
-    out = out.rio.write_transform(transform)
-    return out.rio.write_crs(crs) if crs is not None else out
 
 
 def open_labels(out: str | Path, *, partial: bool = False) -> xr.DataArray:
