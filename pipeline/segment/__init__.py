@@ -100,20 +100,21 @@ def segment(
         from fcnseg.pipeline.segment.run import compute_chunks
 
         how = how_to_run(plan, running, scheduler, cluster_spec, workers)
-        startup = time.perf_counter()
-        run_client = stack.enter_context(client_for(how, running, scheduler, cluster_spec, workers, options.device))
-        if run_client is not None:  # Dask's wait and as_completed ask for the current client: the run's
-            stack.enter_context(run_client.as_current())
-        startup = time.perf_counter() - startup
+        run_client: list[Client | None] = [None]  # started by infer: its seconds are the cluster's, not the plan's
 
         def infer(plan: RunPlan) -> ChunkRun:
-            chunk_run = compute_chunks(plan, client=run_client, cluster_spec=cluster_spec, progress=progress)
+            startup = time.perf_counter()
+            run_client[0] = stack.enter_context(client_for(how, running, scheduler, cluster_spec, workers, options.device))
+            if run_client[0] is not None:  # Dask's wait and as_completed ask for the current client: the run's
+                stack.enter_context(run_client[0].as_current())
+            startup = time.perf_counter() - startup
+            chunk_run = compute_chunks(plan, client=run_client[0], cluster_spec=cluster_spec, progress=progress)
             chunk_run.seconds["cluster"] = chunk_run.seconds.get("cluster", 0.0) + startup
             chunk_run.cluster = how
             return chunk_run
 
-        return run_stages(plan, started, infer=infer, export=lambda p: export_rasters(p, client=run_client),
-                          vectorize=lambda p: export_polygons(p, client=run_client, progress=progress))
+        return run_stages(plan, started, infer=infer, export=lambda p: export_rasters(p, client=run_client[0]),
+                          vectorize=lambda p: export_polygons(p, client=run_client[0], progress=progress))
 
 
 #: With every chunk computed before (a resumed run), the stages after inference start a cluster of
