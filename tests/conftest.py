@@ -19,9 +19,11 @@ def scene(tmp_path_factory) -> tuple[Path, Path]:
     return write_scene(tmp_path_factory.mktemp("scene"), 384, seed=7)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster():
-    """Real Dask worker processes (two, one thread each), shared by the tests of a module; its address."""
+    """Real Dask worker processes (two, one thread each), shared by every test that asks for them; its
+    address. One for the session: each start costs seconds (two processes importing torch, loading
+    the model), and a dozen modules ask for it."""
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:

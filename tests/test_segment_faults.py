@@ -32,9 +32,9 @@ def scene(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_labels(tmp_path_factory, scene) -> np.ndarray:
+def clean_labels(tmp_path_factory, scene, cluster) -> np.ndarray:
     out = tmp_path_factory.mktemp("clean")
-    segment(scene, DEMO_MODEL, out, SegmentOptions(tile=64, batch_size=1), workers=2, progress=False)
+    segment(scene, DEMO_MODEL, out, SegmentOptions(tile=64, batch_size=1), scheduler=cluster, progress=False)
     return labels_of(out)
 
 

@@ -165,13 +165,13 @@ def test_regions_cut_at_cells_dissolve_into_the_whole_regions(tmp_path, scene_la
         assert (maxx - minx) / 0.5 <= 70 - col % 70 and (maxy - miny) / 0.5 <= 70 - row % 70
 
 
-def test_same_rows_for_any_chunk_size_and_in_parallel(tmp_path, scene_labels):
-    from fcnseg.pipeline.cluster import dask_client
+def test_same_rows_for_any_chunk_size_and_in_parallel(tmp_path, scene_labels, cluster):
+    from distributed import Client
 
     cells = VectorizeOptions(cell=70)
     serial = rows(vectorize(tmp_path, scene_labels, 64, cells))
     assert rows(vectorize(tmp_path, scene_labels, 100, cells)) == serial
-    with dask_client(workers=2, device="cpu") as client:  # real worker processes
+    with Client(cluster) as client:  # real worker processes (the session's two)
         assert rows(vectorize(tmp_path, scene_labels, 48, cells, client=client)) == serial
 
 
