@@ -297,10 +297,10 @@ def scan(tmp_path_factory) -> Path:
     return without_georeferencing(image, folder / "scan.tif")
 
 
-def test_a_raster_without_crs_is_segmented_in_pixel_coordinates(scan, tmp_path):
+def test_a_raster_without_crs_is_segmented_in_pixel_coordinates(scan, tmp_path, cluster):
     out = tmp_path / "out"
     with strict():  # fcnseg's own reads and writes of a raster without CRS warn about nothing
-        report = segment(scan, DEMO_MODEL, out, SegmentOptions(tile=96), workers=1, progress=False)
+        report = segment(scan, DEMO_MODEL, out, SegmentOptions(tile=96), scheduler=cluster, progress=False)
     assert report.files == ["labels.zarr", "labels.tif", "labels.tif.aux.xml", "labels.qml", "quicklook.png", "polygons.parquet", "polygons.gpkg"]
     assert not (out / "item.json").exists()  # a STAC item needs a place on the Earth
     labels = xr.open_zarr(out / "labels.zarr", consolidated=False).labels
