@@ -161,8 +161,8 @@ def test_train_fcn_never_writes_over_its_evaluation_scene(scene, tmp_path):
     before = [sha256(path) for path in evaluation]
     for name, out in zip(("eval_image", "eval_labels"), evaluation, strict=True):
         with pytest.raises(OutputConflict, match=f"{name} .*never written over"):
-            train_fcn.fn(str(scene[0]), str(scene[1]), str(out), eval_image=str(evaluation[0]),
-                         eval_labels=str(evaluation[1]), steps=1, chip=64, batch_size=2, holdout=0, overwrite=True)
+            train_fcn.fn(request(scene, out, overwrite=True), eval_image=str(evaluation[0]),
+                         eval_labels=str(evaluation[1]))
     assert [sha256(path) for path in evaluation] == before
 
 
