@@ -29,7 +29,7 @@ from fcnseg.models.sizing import default_tiling
 from fcnseg.pipeline.cluster_specs import torch_threads
 from fcnseg.pipeline.segment.blend import BlendGrid, blend_core, ring_contribution, ramp_width
 from fcnseg.pipeline.segment.memory_source import ArraySource
-from fcnseg.pipeline.segment.predict import core_result, predict_cores, predict_tiles
+from fcnseg.pipeline.engine.predict import core_result, predict_cores, predict_tiles
 from fcnseg.pipeline.store import NODATA
 from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 

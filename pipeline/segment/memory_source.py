@@ -19,8 +19,8 @@ import numpy as np
 
 from fcnseg.errors import InputError
 from fcnseg.pipeline.io import differs_from_nodata
-from fcnseg.pipeline.segment.staging import transferable
-from fcnseg.pipeline.segment.tile_source import TileInput
+from fcnseg.pipeline.engine.staging import transferable
+from fcnseg.pipeline.engine.tile_source import TileInput
 from fcnseg.pipeline.tiles import Tile
 
 if TYPE_CHECKING:
