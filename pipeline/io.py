@@ -11,9 +11,11 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
@@ -24,7 +26,7 @@ from fcnseg.errors import InputError
 from fcnseg.models.card import ModelCard, NodataPolicy, Normalization
 
 __all__ = [
-    "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types",
+    "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types", "crs_name",
     "differs_from_nodata", "normalize", "open_raster", "read_model_input", "read_pixels", "read_window", "select_bands",
     "valid_mask",
 ]
@@ -73,6 +75,21 @@ def missing_vrt_source(src: DatasetReader) -> str | None:
         if "://" not in name and not name.startswith("/vsi") and not Path(name).exists():
             return name
     return None
+
+
+@overload
+def crs_name(crs: CRS) -> str: ...
+
+
+@overload
+def crs_name(crs: None) -> None: ...
+
+
+def crs_name(crs: CRS | None) -> str | None:
+    """How outputs and messages name a CRS, one rule for ``query``'s answers and training's errors:
+    its authority and code (``EPSG:32633``, ``EPSG:4326``, ``ESRI:54009``), else its WKT; None for
+    a raster in pixel coordinates (no CRS), which JSON writes as null."""
+    return None if crs is None else crs.to_string()
 
 
 def check_north_up(src: DatasetReader, path: str | Path) -> None:

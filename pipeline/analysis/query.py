@@ -42,7 +42,7 @@ from fcnseg.pipeline.analysis.selection import (
     reproject_geometry,
     selection_mask,
 )
-from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.io import InputError, crs_name
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +169,6 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
     log.debug("%s: read %d windows of %s", raster.path, windows, bounds)
     tally.uniform_areas(raster.crs, raster.transform)  # one pixel area everywhere (projected)
     return tally
-
-
-def crs_name(crs: CRS | None) -> str | None:
-    """``EPSG:32633`` (or the WKT of a CRS without a code); None for pixel coordinates."""
-    return None if crs is None else crs.to_string()
 
 
 def class_table(raster: LabelRaster, tally: Tally) -> list[ClassArea]:

@@ -26,7 +26,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from fcnseg.pipeline.analysis.label_raster import LabelRaster
-from fcnseg.pipeline.io import InputError
+from fcnseg.pipeline.io import InputError, crs_name
 
 #: Vertices added along each side of a box before it is reprojected.
 DENSIFY = 64
@@ -109,8 +109,7 @@ def read_aoi(path: str | Path, raster_crs: CRS | None) -> tuple[shapely.Geometry
         minx, miny, maxx, maxy = polygons.bounds
         polygons = shapely.segmentize(polygons, max(maxx - minx, maxy - miny) / (4 * DENSIFY))
     geom = _polygonal(shapely.make_valid(reproject_geometry(polygons, src_crs, raster_crs)))
-    crs_text = None if src_crs is None else src_crs.to_string()
-    return geom, {"type": "aoi", "path": str(path), "crs": crs_text, "features": len(frame)}
+    return geom, {"type": "aoi", "path": str(path), "crs": crs_name(src_crs), "features": len(frame)}
 
 
 def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:

@@ -3,7 +3,6 @@ the order of values that name no class id, and the ids training gives outside ev
 
 The bottom of the label sources (``labels.py`` reads class rasters, ``vector_labels.py`` burns
 vectors): both map values so, so that evaluation maps its reference labels exactly as training did.
-Also how their errors name a CRS (``crs_name``).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from rasterio.crs import CRS
 
 UNLABELLED = 255
 BACKGROUND = 0  #: the class id of pixels outside every feature under ``--outside background``
@@ -54,10 +52,3 @@ def natural_order(keys: Iterable[str]) -> list[str]:
 def identity_values(num_classes: int) -> list[str | None]:
     """The card's values of a model whose label values are its class ids."""
     return [str(i) for i in range(num_classes)]
-
-
-def crs_name(crs: CRS) -> str:
-    """``EPSG:32633`` where the CRS has an EPSG code, else its shortest description."""
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()
-

@@ -27,11 +27,10 @@ from rasterio.windows import Window
 
 from fcnseg.models.card import MAX_CLASSES, OUTSIDE_POLICIES, LabelMapping, ModelCard
 from fcnseg.pipeline.classes import raster_classes
-from fcnseg.pipeline.io import InputError, bounded_gdal_cache, open_raster, read_pixels
+from fcnseg.pipeline.io import InputError, bounded_gdal_cache, crs_name, open_raster, read_pixels
 from fcnseg.pipeline.training.label_values import (
     BACKGROUND,
     UNLABELLED,
-    crs_name,
     identity_values,
     is_whole,
     natural_order,

@@ -22,12 +22,11 @@ from rasterio.windows import transform as window_transform
 
 from fcnseg.errors import InputError
 from fcnseg.models.card import MAX_CLASSES, LabelMapping
-from fcnseg.pipeline.io import open_raster
+from fcnseg.pipeline.io import crs_name, open_raster
 from fcnseg.pipeline.training.label_values import (
     BACKGROUND,
     FOOTPRINT,
     UNLABELLED,
-    crs_name,
     identity_values,
     is_whole,
     natural_order,
