@@ -26,9 +26,9 @@ from fcnseg.errors import InputError
 from fcnseg.models.card import ModelCard, NodataPolicy, Normalization
 
 __all__ = [
-    "GDAL_CACHE_BYTES", "InputError", "atomic_write", "atomic_write_text", "bounded_gdal_cache", "check_pixel_types", "crs_name",
-    "differs_from_nodata", "normalize", "open_raster", "read_model_input", "read_pixels", "read_window", "select_bands",
-    "valid_mask",
+    "GDAL_CACHE_BYTES", "BandNodata", "InputError", "atomic_write", "atomic_write_text", "band_nodata", "bands_valid",
+    "bounded_gdal_cache", "check_pixel_types", "crs_name", "differs_from_nodata", "normalize", "open_raster",
+    "read_model_input", "read_pixels", "read_window", "select_bands", "valid_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,19 +155,39 @@ def valid_mask(
     """
     if pixels is None:
         pixels = _read(src, window, lambda: src.read(list(bands), window=window))
+    return bands_valid(pixels, band_nodata(src, bands, window))
+
+
+#: How one band says which of its pixels are nodata: its nodata value (None: it has none, every
+#: pixel holds data), or a boolean mask read from the file (True: data).
+BandNodata = float | np.ndarray | None
+
+
+def band_nodata(src: DatasetReader, bands: Sequence[int], window: Window) -> list[BandNodata]:
+    """Each selected band's nodata, as GDAL's mask flags say: a per-dataset mask (read once) for
+    every band, none where a band is all valid, else the band's nodata value or its own mask."""
     flags = [src.mask_flag_enums[b - 1] for b in bands]
     if any(MaskFlags.per_dataset in f for f in flags):
         band = bands[next(i for i, f in enumerate(flags) if MaskFlags.per_dataset in f)]
-        valid = _read(src, window, lambda: src.read_masks(band, window=window)) > 0
-    elif any(MaskFlags.all_valid in f for f in flags):
-        valid = np.ones(pixels.shape[1:], dtype=bool)
-    else:
-        valid = np.zeros(pixels.shape[1:], dtype=bool)
-        for i, (band, band_flags) in enumerate(zip(bands, flags, strict=True)):
-            if MaskFlags.nodata in band_flags:
-                valid |= differs_from_nodata(pixels[i], src.nodatavals[band - 1])
-            else:  # a mask of this band's own (rare): read it
-                valid |= _read(src, window, lambda b=band: src.read_masks(b, window=window)) > 0
+        return [_read(src, window, lambda: src.read_masks(band, window=window)) > 0] * len(bands)
+    if any(MaskFlags.all_valid in f for f in flags):
+        return [None] * len(bands)
+    return [src.nodatavals[band - 1] if MaskFlags.nodata in band_flags else own_mask(src, band, window)
+            for band, band_flags in zip(bands, flags, strict=True)]
+
+
+def own_mask(src: DatasetReader, band: int, window: Window) -> np.ndarray:
+    """A band's own mask (rare: neither a nodata value nor a per-dataset mask), read: True where data."""
+    return _read(src, window, lambda: src.read_masks(band, window=window)) > 0
+
+
+def bands_valid(pixels: np.ndarray, nodata: Sequence[BandNodata]) -> np.ndarray:
+    """(h, w) True where a (bands, h, w) window holds data: where any band does (differs from its
+    nodata value, or its mask says so), and every band is finite. The one nodata rule of a file's
+    window (``valid_mask``) and of an array in memory (``predict_array``), so both label alike."""
+    valid = np.zeros(pixels.shape[1:], dtype=bool)
+    for band, value in zip(pixels, nodata, strict=True):
+        valid |= value if isinstance(value, np.ndarray) else differs_from_nodata(band, value)
     if pixels.dtype.kind in "fc":
         valid &= np.all(np.isfinite(pixels), axis=0)
     return valid

@@ -6,7 +6,7 @@ The same contract as ``TileSource`` (``card``, ``stream(tiles, depth)`` yielding
 run on it unchanged: the tiling, batching, normalisation on the device and stitching are
 ``segment``'s own. A tile's pixels are a slice of the caller's array (a lazily read or
 dask-backed DataArray reads only that window), so memory follows the tile and the batch, never
-the scene. The nodata rule is GDAL's dataset-mask convention as ``io.valid_mask`` applies it to
+the scene. The nodata rule is ``io.bands_valid``, the one ``io.valid_mask`` applies to a file's
 per-band nodata values: a pixel is nodata when *all* its bands are; non-finite floats are never valid.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fcnseg.errors import InputError
-from fcnseg.pipeline.io import differs_from_nodata
+from fcnseg.pipeline.io import bands_valid
 from fcnseg.pipeline.engine.staging import transferable
 from fcnseg.pipeline.engine.tile_source import TileInput
 from fcnseg.pipeline.tiles import Tile
@@ -37,20 +37,6 @@ def nodata_values(nodata: float | Sequence[float | None] | None, bands: int) -> 
     return values
 
 
-def array_valid_mask(pixels: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
-    """(h, w) True where a (bands, h, w) window holds data: any band differs from its nodata value
-    (a band without one always holds data), and every band is finite."""
-    if all(value is None for value in nodata):
-        valid = np.ones(pixels.shape[1:], dtype=bool)
-    else:
-        valid = np.zeros(pixels.shape[1:], dtype=bool)
-        for band, value in zip(pixels, nodata, strict=True):
-            valid |= differs_from_nodata(band, value)
-    if pixels.dtype.kind in "fc":
-        valid &= np.all(np.isfinite(pixels), axis=0)
-    return valid
-
-
 class ArraySource:
     """``ArraySource(array, card, nodata)``: tiles of a (bands, rows, cols) array as model input.
 
@@ -65,7 +51,7 @@ class ArraySource:
         """One tile's read window: its pixels as stored and their validity."""
         rows, cols = tile.read_window.toslices()
         pixels = np.asarray(self.array[:, rows, cols])
-        return tile, transferable(pixels), array_valid_mask(pixels, self.nodata)
+        return tile, transferable(pixels), bands_valid(pixels, self.nodata)
 
     def stream(self, tiles: Iterable[Tile], depth: int) -> Iterator[TileInput]:
         """The tiles' inputs in order (read on demand: slicing memory needs no read-ahead threads)."""

@@ -51,7 +51,7 @@ def compute_chunks(
     ``progress``: a bar (on a terminal), else log lines; ``on_progress(done, total)`` as chunks finish."""
     if not plan.todo:  # every chunk finished before: no cluster needed
         finish_store(plan)
-        return ChunkRun([], [], {"infer": 0.0}, recorded_execution(plan))
+        return ChunkRun(results=[], worker_peaks_mb=[], seconds={"infer": 0.0}, execution=recorded_execution(plan))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -75,7 +75,8 @@ def compute_chunks(
         raise IncompleteRun(f"{plan.out}: {len(missing)} of {len(plan.tiles)} planned chunks did not report back; "
                             "rerun the same command to finish them")
     finish_store(plan)
-    return ChunkRun(results, peaks, seconds, execution, sorted(set(devices.values())), len(devices))
+    return ChunkRun(results=results, worker_peaks_mb=peaks, seconds=seconds, execution=execution,
+                    devices=sorted(set(devices.values())), workers=len(devices))
 
 
 def tile_job(plan: RunPlan, execution: str) -> TileJob:
