@@ -60,7 +60,8 @@ def main() -> None:
         result = segment_scene(inputs=str(image), output_root=str(output_root), options=SegmentOptions(tile=512),
                                scheduler_address=client.scheduler.address)
     for scene, outcome in result.items():
-        console.print(f"segment-scene flow: {scene} {outcome['status']} into {outcome['out']}:")
+        # one line however narrow the terminal: paths are not wrapped mid-sentence
+        console.print(f"segment-scene flow: {scene} {outcome['status']} into {outcome['out']}:", soft_wrap=True)
         print_report(read_run_report(outcome["out"]))
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ helpers the commands share (help texts, comma-separated values)."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from rich.logging import RichHandler
 from fcnseg.cli.errors import (
     TERMINATED_LINE, TERMINATED_STATUS, _terminated, error_line, is_usage_error, sigterm_as_interrupt, usage_failure,
 )
+from fcnseg.pipeline.dask_logs import quiet_dask_logs
 from fcnseg.pipeline.option_texts import CHECKPOINT_OVERWRITE_HELP, LAYER_HELP, OUTSIDE_HELP, SEGMENT_HELP
 from fcnseg.tables import console
 
@@ -61,14 +61,12 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
     )
     logging.getLogger("fcnseg").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # GDAL's errors reach us as exceptions; Dask's cluster start/stop messages are noise here.
-    # Dask sets its loggers up when imported (also in worker processes): tell it through its config.
-    # A task's error reaches the command as its exception (one line below), so the workers' own
-    # "Compute Failed" tracebacks are noise too.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+    # GDAL's errors reach us as exceptions; Dask's cluster start/stop messages are noise here, and
+    # a task's error reaches the command as its exception (one line), so the workers' own "Compute
+    # Failed" tracebacks are noise too: all of them back with --verbose.
+    quiet_dask_logs(verbose)
     for name in ("rasterio", "tornado", "pyogrio", "botocore", "aiobotocore", "s3fs"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @app.callback()

@@ -10,10 +10,12 @@ raster labels (and ``fcnseg evaluate`` on a class raster) never loads them.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -35,6 +37,15 @@ from fcnseg.pipeline.training.label_values import (
 
 log = logging.getLogger(__name__)
 
+def ignore_burn_georeference_warning() -> None:
+    """``rasterize`` burns into an in-memory raster georeferenced by the window's transform; called
+    from training's read threads, rasterio warns now and then that such a raster "has no
+    geotransform" (the labels burnt are right: tests/test_quiet_logs.py compares them with a
+    one-thread burn), which reads as if the labels had lost their georeference. Only that module's
+    warning is ignored; set when vector labels are opened (a filter set at import is undone by
+    whoever restores the filters later, as pytest does), once: an equal filter replaces itself."""
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
+
 
 class VectorLabels:
     """Polygons burnt into each window on the fly (later shapes win), their class from ``field``
@@ -55,6 +66,7 @@ class VectorLabels:
     ) -> None:
         self.path = Path(path)
         self.ints_are_ids = ints_are_ids
+        ignore_burn_georeference_warning()
         frame, self.layer = read_vectors(path, layer)
         if frame.crs is None:
             raise InputError(f"{path}: vector labels have no CRS")
