@@ -16,12 +16,15 @@ from typing import Any, Literal
 
 __all__ = [
     "ARCHS", "MAX_CLASSES", "OUTSIDE_POLICIES", "Arch", "ClassInfo", "LabelMapping", "ModelCard", "NodataPolicy",
-    "Normalization", "TrainingProvenance", "check_color", "class_count_problem", "class_names_problem",
+    "Normalization", "STRIDE", "TrainingProvenance", "check_color", "class_count_problem", "class_names_problem",
 ]
 
 #: The architectures a card may name (``fcnseg.models.fcn`` builds them).
 Arch = Literal["fcn32s", "fcn16s", "fcn8s"]
 ARCHS: tuple[Arch, ...] = ("fcn32s", "fcn16s", "fcn8s")
+#: The output stride of every architecture's backbone: tiles must start on multiples of it. Here,
+#: not in ``fcn.py``, so that tiling (``pipeline/tiles.py``) needs no torch.
+STRIDE = 32
 
 #: A model has at most this many classes, ids 0..254: 255 is nodata in every output (the uint8
 #: label store and everything made from it; ``NodataPolicy.label``). The one place the limit is named.

@@ -22,10 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fcnseg.models.card import ARCHS, Arch  # the names a model card may give; built here
-
-#: The output stride of the backbone: tiles must start on multiples of it.
-STRIDE = 32
+from fcnseg.models.card import ARCHS, STRIDE, Arch  # the names a model card may give, built here; their stride
 
 #: VGG16's conv blocks at full width: (number of convs, channels).
 VGG16_BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))

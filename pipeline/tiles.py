@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rasterio.windows import Window
 
-from fcnseg.models.fcn import STRIDE
+from fcnseg.models.card import STRIDE
 
 
 @dataclass(frozen=True)

@@ -68,3 +68,26 @@ def test_query_loads_only_the_geometry_library_it_computes_with():
     code = ("import json, sys, fcnseg.pipeline.analysis.query; "
             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
     assert loaded_after(code) == ["shapely"]
+
+
+@pytest.fixture(scope="module")
+def finished_output(tmp_path_factory) -> Path:
+    """A small complete output (one 128 px chunk, no polygons or quicklook), segmented in this process."""
+    import fcnseg
+
+    root = tmp_path_factory.mktemp("verify")
+    image, _ = write_scene(root / "scene", 128, seed=5)
+    fcnseg.segment(image, root / "out", tile=128, polygons=False, quicklook=False, progress=False)
+    return root / "out"
+
+
+def test_verify_loads_neither_torch_nor_the_cluster(finished_output):
+    """``fcnseg verify`` re-reads files against their records: no model, no Dask, no products.
+    Checked as a user would (``python -X importtime -m fcnseg verify OUT``): every module imported
+    is named on stderr."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "fcnseg", "verify", str(finished_output)],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith(f"{finished_output}: as written: 1 chunks (1 by their sha256, 0 nodata)")
+    loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in run.stderr.splitlines() if "|" in line}
+    assert loaded & {"torch", "safetensors", *HEAVY} <= {"shapely"}  # shapely: analysis.areas, under the ledger's class counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from fcnseg.cli import app
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.segment import SegmentOptions, segment
 from fcnseg.pipeline.output.ledger import labels_sha256
-from fcnseg.pipeline.segment.verify import verify_output
+from fcnseg.pipeline.output.verify import VerifiedChunks, verify_output
 from fcnseg.pipeline.store import open_store
 from fcnseg.pipeline.synth import write_scene
 
@@ -75,6 +76,18 @@ def test_a_finished_output_verifies(finished):
     report = json.loads(verify(finished, "--json").stdout)
     assert report["ok"] is True and report["problems"] == []
     assert report["chunks"] == {"total": 9, "verified": computed, "nodata": 9 - computed, "unverified": 0}
+
+
+def test_the_reports_chunk_counts_are_a_frozen_record_with_the_json_verify_printed(finished):
+    """Issue 23: ``VerifyReport.chunks`` was a dict of counters; ``--json`` keeps its keys and order."""
+    report = verify_output(finished)
+    computed = sum(m["status"] == "computed" for m in markers(finished).values())
+    assert report.chunks == VerifiedChunks(total=9, verified=computed, nodata=9 - computed, unverified=0)
+    with pytest.raises(FrozenInstanceError):
+        report.chunks.total = 0  # type: ignore[misc]
+    assert list(report.to_dict()["chunks"].items()) == [
+        ("total", 9), ("verified", computed), ("nodata", 9 - computed), ("unverified", 0)]
+    assert report.to_dict()["chunks"] == report.chunks.to_json()
 
 
 def test_a_deleted_chunk_is_found(out):

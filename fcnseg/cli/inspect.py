@@ -46,7 +46,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the report) only.")] = False,
 ) -> None:
     """Re-read a finished output against its records: every chunk's labels against the ledger's sha256, every file against item.json's size and sha256. Exit 1 when anything differs."""
-    from fcnseg.pipeline.segment.verify import verify_output
+    from fcnseg.pipeline.output.verify import verify_output
 
     with clear_errors():
         report = verify_output(out)

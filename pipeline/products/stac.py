@@ -28,7 +28,6 @@ catalogue. ``write_stac_item`` then writes nothing and returns None.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -45,6 +44,7 @@ from rasterio.transform import array_bounds
 
 from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
 from fcnseg.pipeline.io import atomic_write_text, open_raster
+from fcnseg.pipeline.output.file_fields import file_fields
 from fcnseg.pipeline.output.layout import (
     ITEM_JSON,
     LABELS_COG,
@@ -58,7 +58,7 @@ from fcnseg.pipeline.output.layout import (
     STORE_NAME,
 )
 from fcnseg.pipeline.products.scene_id import scene_id
-from fcnseg.pipeline.products.stac_checks import EXTENSIONS, check_stac_item, sha256_multihash
+from fcnseg.pipeline.products.stac_checks import EXTENSIONS, check_stac_item
 from fcnseg.pipeline.products.stac_footprint import Grid, data_footprint
 from fcnseg.pipeline.products.stac_model import (
     ModelSource,
@@ -78,9 +78,6 @@ STAC_VERSION = "1.1.0"
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 #: The STAC Zarr best practice (radiantearth/stac-best-practices, 2025): versioned ``application/vnd.zarr``.
 ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
-
-#: Bytes read at once while hashing an output file (memory stays at this, whatever the file's size).
-HASH_BLOCK = 1 << 20
 
 @dataclass(frozen=True)
 class AssetSpec:
@@ -268,15 +265,6 @@ def used_extensions(properties: Mapping[str, Any], assets: Mapping[str, Mapping[
     keys = set(properties) | {key for asset in assets.values() for key in asset}
     prefixes = {key.split(":", 1)[0] for key in keys if ":" in key}
     return [url for prefix, url in EXTENSIONS.items() if prefix in prefixes]
-
-
-def file_fields(path: Path) -> dict[str, Any]:
-    """file:size and file:checksum (sha2-256 multihash) of one output file, read in HASH_BLOCK pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(HASH_BLOCK), b""):
-            digest.update(block)
-    return {"file:size": path.stat().st_size, "file:checksum": sha256_multihash(digest.hexdigest())}
 
 
 # --------------------------------------------------------------------------- reading the output folder

@@ -25,6 +25,8 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from fcnseg.pipeline.output.file_fields import SHA2_256_PREFIX
+
 log = logging.getLogger(__name__)
 
 STAC_SCHEMAS = "https://schemas.stacspec.org/v1.1.0"
@@ -50,7 +52,6 @@ EXTENSIONS: dict[str, str] = {
 
 #: Multihash codes of the digests ``file:checksum`` may carry, and their lengths in bytes.
 MULTIHASH_LENGTHS = {0x11: 20, 0x12: 32, 0x13: 64, 0x14: 64, 0x16: 32, 0xB220: 32}
-SHA2_256_PREFIX = "1220"  # multihash: code 0x12 (sha2-256), 32 bytes
 #: A schema error's message is cut here (it may quote a whole item).
 MESSAGE_CHARS = 160
 #: Failures that mostly say "this alternative did not apply" rather than what is wrong.
@@ -122,13 +123,6 @@ def check_stac_catalog(catalog: Mapping[str, Any]) -> None:
     _check_schema(catalog, CATALOG_SCHEMA, "STAC Catalog")
     for url in catalog.get("stac_extensions") or []:
         _check_schema(catalog, _known_extension(url), _extension_name(url))
-
-
-def sha256_multihash(hex_digest: str) -> str:
-    """A sha256 hex digest as ``file:checksum`` wants it: a multihash, code 0x12, length 32."""
-    if len(hex_digest) != 64:
-        raise ValueError(f"not a sha256 hex digest: {hex_digest!r}")
-    return SHA2_256_PREFIX + hex_digest.lower()
 
 
 # --------------------------------------------------------------------------- schemas

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 
 from fcnseg.errors import CheckpointError
 from fcnseg.models.card import ModelCard
-from fcnseg.pipeline.products.stac_checks import sha256_multihash
+from fcnseg.pipeline.output.file_fields import sha256_multihash
 
 log = logging.getLogger(__name__)
 

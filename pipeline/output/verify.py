@@ -8,32 +8,52 @@ The run left what it wrote on record, and this re-reads everything against it:
   store with the sha256 its worker recorded (``ledger.labels_sha256``); a chunk marked nodata
   was never written, and must hold no labels; every chunk must have a marker;
 * every file that ``item.json`` lists with ``file:size`` and ``file:checksum`` (a sha2-256
-  multihash, as ``products.stac`` writes it) against its size and sha256; the checkpoint, which
+  multihash, ``output.file_fields``, as ``products.stac`` writes it) against its size and sha256; the checkpoint, which
   lives outside OUT, is checked where its path still holds a file (a copied folder may not have it);
 * every file ``run.json`` lists exists, and the store is marked complete.
 
 One chunk and one file block are in memory at a time. Markers from before chunk hashes were
 recorded cannot be compared: they are counted as unverified, not as problems.
+
+It reads the output folder and its records alone, so it lives with them in ``output/``: no model,
+no cluster, no products (``fcnseg verify`` imports neither torch nor Dask's distributed).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from fcnseg.pipeline.io import InputError
-from fcnseg.pipeline.output.object_store import is_object_store
+from fcnseg.pipeline.output.file_fields import file_fields
 from fcnseg.pipeline.output.layout import ITEM_JSON, RUN_JSON, STORE_NAME, ledger_folder
-from fcnseg.pipeline.products.stac import file_fields
 from fcnseg.pipeline.output.ledger import ChunkLedger, labels_sha256
+from fcnseg.pipeline.output.object_store import is_object_store
 from fcnseg.pipeline.store import COMPLETE, LABELS, NODATA, label_chunk_file, open_store
 from fcnseg.pipeline.tiles import Tile, iter_tiles
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifiedChunks:
+    """What became of the store's chunks under ``verify``: ``total``, of which ``verified`` by their
+    sha256, ``nodata`` (marked so, holding no labels) and ``unverified`` (a marker from before chunk
+    hashes were recorded); a chunk with a problem is in ``total`` alone."""
+
+    total: int = 0
+    verified: int = 0
+    nodata: int = 0
+    unverified: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """The counts as ``verify --json`` writes them (``chunks``)."""
+        return asdict(self)
 
 
 @dataclass
@@ -42,7 +62,7 @@ class VerifyReport:
 
     out: str
     problems: list[str] = field(default_factory=list)
-    chunks: dict[str, int] = field(default_factory=lambda: {"total": 0, "verified": 0, "nodata": 0, "unverified": 0})
+    chunks: VerifiedChunks = field(default_factory=VerifiedChunks)
     files: dict[str, int] = field(default_factory=lambda: {"verified": 0, "not_found_outside": 0})
     notes: list[str] = field(default_factory=list)
 
@@ -57,9 +77,9 @@ class VerifyReport:
     def summary(self) -> str:
         """One line: what was checked and found as the run wrote it."""
         c, f = self.chunks, self.files
-        unverified = f", {c['unverified']} without a recorded hash" if c["unverified"] else ""
-        text = (f"{self.out}: as written: {c['total']} chunks ({c['verified']} by their sha256, "
-                f"{c['nodata']} nodata{unverified}), {f['verified']} files by size and sha256")
+        unverified = f", {c.unverified} without a recorded hash" if c.unverified else ""
+        text = (f"{self.out}: as written: {c.total} chunks ({c.verified} by their sha256, "
+                f"{c.nodata} nodata{unverified}), {f['verified']} files by size and sha256")
         return text + "".join(f"; {note}" for note in self.notes)
 
 
@@ -93,34 +113,36 @@ def verify_chunks(store_path: Path, ledger: ChunkLedger, report: VerifyReport) -
         report.problems.append(f"{store_path}: marked incomplete (its run did not finish)")
     labels = group[LABELS]
     height, width = labels.shape
+    found: Counter[str] = Counter()
     for tile in iter_tiles(height, width, labels.chunks[0], 0):
-        report.chunks["total"] += 1
-        problem = chunk_problem(store_path, group, ledger, tile, report)
+        found["total"] += 1
+        kind, problem = chunk_check(store_path, group, ledger, tile)
+        found[kind] += 1
         if problem:
             report.problems.append(f"{store_path}: chunk {tile.row},{tile.col} {problem}")
+    report.chunks = VerifiedChunks(total=found["total"], verified=found["verified"], nodata=found["nodata"],
+                                   unverified=found["unverified"])
 
 
-def chunk_problem(store_path: Path, group: Any, ledger: ChunkLedger, tile: Tile, report: VerifyReport) -> str | None:
-    """What is wrong with one chunk (None: nothing); counts it as verified, nodata or unverified."""
+def chunk_check(store_path: Path, group: Any, ledger: ChunkLedger, tile: Tile) -> tuple[str, str | None]:
+    """How one chunk counts (``verified``, ``nodata``, ``unverified``, or ``problem``) and, for a
+    problem, what is wrong with it."""
     marker = ledger.result(tile)
     if marker is None:
-        return "has no ledger marker (the ledger does not say it was finished)"
+        return "problem", "has no ledger marker (the ledger does not say it was finished)"
     written = label_chunk_file(store_path, group, tile.row, tile.col).exists()
     rows, cols = tile.core.toslices()
     if marker.status == "nodata":
         if written and (group[LABELS][rows, cols] != NODATA).any():
-            return "holds labels where the ledger says nodata"
-        report.chunks["nodata"] += 1
-        return None
+            return "problem", "holds labels where the ledger says nodata"
+        return "nodata", None
     if not written:
-        return "is missing (the ledger marks it computed); rerun the segment command to recompute it"
+        return "problem", "is missing (the ledger marks it computed); rerun the segment command to recompute it"
     if marker.sha256 is None:
-        report.chunks["unverified"] += 1
-        return None
+        return "unverified", None
     if labels_sha256(group[LABELS][rows, cols]) != marker.sha256:
-        return "differs from what its run wrote (sha256 unlike the ledger's)"
-    report.chunks["verified"] += 1
-    return None
+        return "problem", "differs from what its run wrote (sha256 unlike the ledger's)"
+    return "verified", None
 
 
 def verify_assets(out: Path, report: VerifyReport) -> None:
