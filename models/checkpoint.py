@@ -28,6 +28,9 @@ from fcnseg.models.card import (
     MAX_CLASSES, OUTSIDE_POLICIES, ClassInfo, LabelMapping, ModelCard, NodataPolicy, Normalization, check_color,
     class_count_problem, class_names_problem,
 )
+from fcnseg.models.card_file import FORMAT, FORMAT_VERSION, METADATA_KEY
+from fcnseg.models.card_file import check_format as _check_format
+from fcnseg.models.card_file import parse_card as _parse_card
 from fcnseg.models.fcn import FCNBase, build_model
 
 __all__ = [
@@ -36,11 +39,6 @@ __all__ = [
     "class_names_problem", "content_hash", "content_sha256", "file_sha256", "is_checkpoint", "load_checkpoint",
     "non_finite_tensor", "read_card", "save_checkpoint", "verify_checkpoint",
 ]
-
-FORMAT = "fcnseg-checkpoint"
-FORMAT_VERSION = 1
-METADATA_KEY = "fcnseg"
-
 
 def non_finite_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
     """The first tensor (by name) holding NaN or an infinity, else None: a NaN weight makes every
@@ -113,13 +111,6 @@ def _header_metadata(path: Path) -> dict[str, str]:
     return metadata
 
 
-def _check_format(path: Path, metadata: dict[str, str]) -> None:
-    if metadata.get("format") != FORMAT or METADATA_KEY not in metadata:
-        raise CheckpointError(f"{path}: a safetensors file, but not an fcnseg checkpoint (no model card)")
-    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {metadata['format_version']} is newer than this fcnseg")
-
-
 def is_checkpoint(path: str | Path) -> bool:
     """True for a safetensors file whose header carries fcnseg's model card (of any format version,
     damaged tensors or not): what a command that writes checkpoints may replace as its own."""
@@ -160,15 +151,6 @@ def _verified_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
         raise CheckpointError(f"{path}: tensor {bad} holds NaN or infinite values (a diverged training?);"
                               " it cannot give meaningful labels")
     return metadata, tensors
-
-
-def _parse_card(path: Path, metadata: dict[str, str]) -> ModelCard:
-    try:
-        card = ModelCard.from_json(json.loads(metadata[METADATA_KEY]))
-        card.validate()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model card ({exc})") from None
-    return card
 
 
 def content_sha256(path: str | Path) -> str:

@@ -102,7 +102,11 @@ def test_evaluate_gives_what_the_command_prints(readme_run):
     printed = CliRunner().invoke(app, ["evaluate", "--model", str(DEMO_MODEL), "--image", str(image),
                                        "--labels", str(labels), "--json"])
     assert printed.exit_code == 0, printed.output
-    assert json.loads(json.dumps(fcnseg.evaluate("demo", image, labels))) == json.loads(printed.output)
+    from fcnseg.models.checkpoint import read_card
+    from fcnseg.tables import metrics_json
+
+    library = metrics_json(fcnseg.evaluate("demo", image, labels), read_card(DEMO_MODEL).class_names)
+    assert json.loads(json.dumps(library)) == json.loads(printed.output)  # the command names the classes
 
 
 def test_open_labels_has_the_geometry_nodata_and_classes_of_labels_tif(readme_run):

@@ -15,6 +15,7 @@ from fcnseg.cli.errors import (
 )
 from fcnseg.pipeline.dask_logs import quiet_dask_logs
 from fcnseg.pipeline.option_texts import CHECKPOINT_OVERWRITE_HELP, LAYER_HELP, OUTSIDE_HELP, SEGMENT_HELP
+from fcnseg.pipeline.versions import code_identity, command_line
 from fcnseg.tables import console
 
 
@@ -26,7 +27,9 @@ class FcnsegApp(typer.Typer):
 
     def __call__(self, *args, **kwargs) -> None:
         kwargs["standalone_mode"] = False  # click's errors come here, not to its own printer
-        with sigterm_as_interrupt():
+        given = kwargs.get("args", args[0] if args else None)
+        argv = ["fcnseg", *(sys.argv[1:] if given is None else given)]
+        with sigterm_as_interrupt(), command_line(argv):  # the records a command makes carry its command line
             try:
                 status = super().__call__(*args, **kwargs)
             except typer.Abort:
@@ -69,8 +72,25 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def version_line() -> str:
+    """``fcnseg 0.1.0 (commit 4d280bd...)``; the commit only when run from a git checkout."""
+    code = code_identity()
+    return f"fcnseg {code['version']}" + (f" (commit {code['commit']})" if code["commit"] else "")
+
+
+def print_version(value: bool) -> None:
+    """``--version``: the version line on stdout (a script reads it), then exit 0 before any command."""
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit(0)
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=print_version,
+                                               help="Print fcnseg's version (and commit, from a checkout) and exit.")] = False,
+) -> None:
     setup_logging(verbose)
 
 

@@ -14,7 +14,7 @@ from fcnseg.models.card import (
     ClassInfo, ModelCard, Normalization, TrainingProvenance, class_count_problem, class_names_problem,
 )
 from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
-from fcnseg.tables import console, print_metrics
+from fcnseg.tables import console, metrics_json, print_metrics
 
 
 @app.command()
@@ -91,7 +91,7 @@ def evaluate(
             label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=console.is_terminal and not as_json,
         )
     if as_json:
-        typer.echo(json.dumps(metrics))
+        typer.echo(json.dumps(metrics_json(metrics, card.class_names)))
         return
     print_metrics(metrics, card.class_names)
 

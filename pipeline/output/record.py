@@ -21,7 +21,8 @@ from fcnseg.pipeline.output.object_store import ObjectStoreOutput, is_object_sto
 from fcnseg.pipeline.output.layout import RUN_JSON
 from fcnseg.pipeline.output.ledger import ChunkResult
 from fcnseg.pipeline.output.run_identity import RunIdentity
-from fcnseg.pipeline.versions import software_versions
+from fcnseg.pipeline.options import OptionModel
+from fcnseg.pipeline.versions import code_identity, invocation, software_versions
 
 
 @dataclass(kw_only=True)
@@ -114,10 +115,15 @@ def iso_utc(moment: datetime) -> str:
 
 
 def write_run_json(out: Path, report: RunReport, *, input_path: str, model_path: str, model_sha256: str,
-                   outputs: Mapping[str, Any]) -> None:
+                   outputs: Mapping[str, Any], options: OptionModel | None = None) -> None:
     """run.json in the folder ``out``, written once every output file exists: it records what the
-    folder holds (the run's identity is ``report.parameters``; ``outputs``: the options that made files)."""
+    folder holds (the run's identity is ``report.parameters``; ``outputs``: the options that made files).
+
+    ``options`` (the run's, tile and batch size as sized) give the batch size and, for a library
+    call, the call's options; with ``code`` (version and commit) and ``command`` they say how the
+    output was made, for a reader only: none is in the identity a rerun must match."""
     identity = report.parameters.to_json()
+    chosen = {} if options is None else options.model_dump(mode="json")
     record = {
         "input": input_path,
         "input_fingerprint": identity["input_fingerprint"],
@@ -130,6 +136,9 @@ def write_run_json(out: Path, report: RunReport, *, input_path: str, model_path:
         "devices": report.devices,
         "workers": report.workers,
         "cluster": report.cluster,
+        "batch_size": chosen.get("batch_size"),
+        "command": invocation("segment", {"input": input_path, "model": model_path, **chosen}),
+        "code": code_identity(),
         "versions": software_versions(),
         "outputs": dict(outputs),
         "files": report.files,

@@ -100,7 +100,8 @@ def publish(
     report = run_report(plan, chunk_run, seconds, files, areas, polygons)
     crash_point("publish")
     write_run_json(plan.out, report, input_path=plan.input, model_path=plan.model_path,  # last: run.json
-                   model_sha256=plan.model_sha256, outputs=plan.options.outputs())  # says the folder is complete
+                   model_sha256=plan.model_sha256, outputs=plan.options.outputs(),  # says the folder is complete
+                   options=plan.options)
     if plan.destination:
         upload(plan, [*files, outputs.RUN_JSON])
     return report
