@@ -201,3 +201,33 @@ def test_a_library_call_records_its_name_and_options(tmp_path, scene):
     assert command["arguments"]["input"] == str(scene[0]) and command["arguments"]["batch_size"] == 3
     assert command["arguments"]["tile"] == 256 and command["arguments"]["polygons"] is False
     assert not report.skipped
+
+
+# --- what docs/outputs.md says of GDAL and labels.zarr ---------------------------------------------
+
+def gdal_version() -> tuple[int, ...]:
+    import rasterio
+
+    return tuple(int(part) for part in rasterio.__gdal_version__.split(".")[:2])
+
+
+def test_gdal_reads_labels_zarr_from_3_12_and_not_before(cli_run):
+    """docs/outputs.md: GDAL 3.12 (rasterio 1.5.2's wheels, Python >= 3.12) reads the store's labels;
+    GDAL 3.10 (rasterio 1.4's) opens the root but not the array (zarr-python 3 writes the ``bytes`` codec)."""
+    import numpy as np
+    import rasterio
+    import xarray as xr
+    from rasterio.errors import RasterioError
+
+    out, _ = cli_run
+    name = f'ZARR:"{out / "labels.zarr"}":/labels'
+    if gdal_version() >= (3, 12):
+        with rasterio.open(name) as src:
+            labels = src.read(1)
+        expected = xr.open_zarr(out / "labels.zarr")["labels"].values
+        assert np.array_equal(labels, expected)
+    elif gdal_version() <= (3, 10):
+        with pytest.raises(RasterioError, match="codec"):
+            rasterio.open(name)
+    else:
+        pytest.skip(f"GDAL {rasterio.__gdal_version__}: neither version docs/outputs.md speaks of")
