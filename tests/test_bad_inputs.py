@@ -4,8 +4,11 @@
     error line that names the file or option and the problem: never a traceback, never a
     half-written output that looks complete, never a file of the user's overwritten.
 
-Every case runs ``fcnseg`` in a subprocess (the installed console script, as a user would) on tiny
-synthetic data shared by the whole module, and checks: exit status 1; stderr ends with exactly one
+Every case runs ``fcnseg`` on tiny synthetic data shared by the whole module: most in this process,
+through the console script's own entry (``fcnseg.cli.app``, the ``FcnsegApp`` whose error wrapper
+and usage errors the script runs; a subprocess pays about 2 s of imports each), and a few
+(``SUBPROCESS``, one per command and the failures from deepest down) as a user would, the installed
+console script in a process of its own, where a traceback would reach stderr. Each checks: exit status 1; stderr ends with exactly one
 error line, starting with ``fcnseg: error:`` and naming the offending file (its basename) or
 option, and says nothing else of errors (before it only the run's INFO/WARNING log lines may
 stand); no ``Traceback`` anywhere; and for ``segment`` an OUT with nothing in it that looks
@@ -15,14 +18,17 @@ before, every file of the user's in OUT byte-identical; for ``train`` no checkpo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-
+import io
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -120,7 +126,7 @@ class Assets:
     @cached_property
     def three_band_model(self) -> Path:
         path = self.root / "threeband.safetensors"
-        run_cli(["init-model", path, "--bands", 3, "--classes", 6, "--width", 0.125], self.root, check=True)
+        run_in_process(["init-model", path, "--bands", 3, "--classes", 6, "--width", 0.125], self.root, check=True)
         return path
 
     @cached_property
@@ -174,6 +180,38 @@ def run_cli(args: list, cwd: Path, *, timeout: float = TIMEOUT, check: bool = Fa
                     time.monotonic() - started, timed_out)
     if check and (timed_out or result.returncode != 0):
         raise AssertionError(f"setup command fcnseg {' '.join(result.args)} failed:\n{stderr}")
+    return result
+
+
+def run_in_process(args: list, cwd: Path, *, timeout: float = TIMEOUT, check: bool = False,
+                   env: dict[str, str] | None = None) -> Result:
+    """``fcnseg ARGS`` in this process, through the console script's entry (``fcnseg.cli.app``):
+    stdout and stderr captured, log records written to stderr as the script's handler would, and
+    an exception that escapes the entry written as the traceback a subprocess would print. Only
+    for commands that fail before a cluster starts (``timeout``, ``env``: for run_cli's signature)."""
+    from fcnseg.cli import app
+
+    assert env is None, "a case with its own environment runs in a subprocess"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    records = logging.StreamHandler(stderr)
+    records.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.getLogger().addHandler(records)
+    started = time.monotonic()
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                app(args=[str(a) for a in args], prog_name="fcnseg")
+                status = 0
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except BaseException:  # noqa: BLE001 - what a subprocess would print and exit 1 with
+                stderr.write(traceback.format_exc())
+                status = 1
+    finally:
+        logging.getLogger().removeHandler(records)
+    result = Result([str(a) for a in args], status, stdout.getvalue(), stderr.getvalue(), time.monotonic() - started)
+    if check and result.returncode != 0:
+        raise AssertionError(f"setup command fcnseg {' '.join(result.args)} failed:\n{result.stderr}")
     return result
 
 
@@ -359,7 +397,7 @@ def _(a, tmp):
 @case("segment-out-holds-a-run-with-other-parameters")
 def _(a, tmp):
     out = tmp / "prevrun"
-    run_cli(["segment", a.image, "--out", out, *FAST], tmp, check=True)
+    run_in_process(["segment", a.image, "--out", out, "--tile", "128"], tmp, check=True)  # small: in this process
     assert (out / "run.json").exists()
     return seg(a, tmp, "--tile", "160", out=out, names=("prevrun", "--tile"))
 
@@ -548,12 +586,22 @@ def violations(call: Call, result: Result, before: dict[str, bytes]) -> list[str
     return problems
 
 
+#: The cases run in a process of their own, as a user runs them: a traceback would reach stderr
+#: there. One per command, and the failures from deepest down: GDAL's read of a truncated file (on
+#: a worker), a scheduler that never answers (its own environment), the checkpoint's parser, OGR.
+SUBPROCESS = frozenset({
+    "segment-input-truncated-geotiff", "segment-scheduler-nothing-listening", "segment-model-garbage",
+    "query-aoi-missing-file", "train-labels-on-another-grid", "evaluate-labels-missing",
+})
+
+
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_input_fails_with_one_clear_line(bad: Case, assets: Assets, tmp_path: Path):
     call = bad.build(assets, tmp_path)
     before = snapshot(call.out) if call.out is not None else {}
+    run = run_cli if bad.id in SUBPROCESS else run_in_process
     try:
-        result = run_cli(call.args, tmp_path, timeout=call.timeout, env=call.env)
+        result = run(call.args, tmp_path, timeout=call.timeout, env=call.env)
         problems = violations(call, result, before)
     finally:
         if call.cleanup is not None:  # a read-only OUT made writable again, for pytest's clean-up
@@ -570,3 +618,5 @@ def test_bad_input_fails_with_one_clear_line(bad: Case, assets: Assets, tmp_path
 
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 35 and len({c.id for c in CASES}) == len(CASES)
+    assert SUBPROCESS <= {c.id for c in CASES} and {i.split("-")[0] for i in SUBPROCESS} == {
+        "segment", "query", "train", "evaluate"}
