@@ -38,6 +38,7 @@ def fcnseg(capsys, *args: object) -> tuple[int, str, str]:
 # --- --version -----------------------------------------------------------------------------------
 
 def test_version_prints_the_package_version_and_the_checkouts_commit(capsys):
+    code_commit.cache_clear()  # read once per process; the tree may have had commits since this one's first read
     status, out, err = fcnseg(capsys, "--version")
     assert status == 0 and err == ""
     expected = f"fcnseg {version('fcnseg')}"
