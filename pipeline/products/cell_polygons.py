@@ -19,7 +19,6 @@ back small: the part ids along the cell's edges.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,16 +33,16 @@ from shapely.affinity import affine_transform
 
 from fcnseg.pipeline.analysis.areas import geometries_area_m2, row_pixel_areas_m2
 from fcnseg.pipeline.classes import store_classes
+from fcnseg.pipeline.options import POLYGON_CELL
+from fcnseg.pipeline.products.polygon_coverage import coverage_simplified, sieved
 from fcnseg.pipeline.products.polygon_writer import BBOX, bbox_column
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, store_geometry
 from fcnseg.pipeline.tiles import chunk_windows
 
 log = logging.getLogger(__name__)
 
-#: Side of a cell in pixels: the largest polygon fcnseg writes (a region beyond it is split in parts
-#: sharing a region_id). 2048² pixels hold the most complex background with room to spare
-#: (measured: docs/benchmarks.md#polygon-memory).
-CELL = 2048
+#: Side of a cell in pixels: the largest polygon fcnseg writes (``options.POLYGON_CELL``, its one home).
+CELL = POLYGON_CELL
 
 #: Columns of a part file, in order: the part's number in its cell, then the output's columns.
 PART_SCHEMA = pa.schema([
@@ -79,10 +78,11 @@ class CellResult:
     col: int
     part_file: str | None
     written: int  # parts in the file
-    dropped: int  # regions inside the cell smaller than the minimum area
+    dropped: int  # regions inside the cell smaller than the minimum area (merged into a neighbour, or dropped)
     pixels: int  # valid pixels of the cell
     edges: dict[str, Edge] = field(default_factory=dict)  # "top", "bottom", "left", "right" (inner borders only)
     border_area_m2: dict[int, float] = field(default_factory=dict)  # part number -> m², parts on an edge (--min-area)
+    area_moved_px: float = 0.0  # --simplify: the sum of |area change| of the cell's polygons, in pixels
 
 
 def cell_windows(height: int, width: int, cell: int) -> list[tuple[int, int, Window]]:
@@ -103,10 +103,14 @@ def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResu
     result = CellResult(row, col, None, 0, 0, int(np.count_nonzero(valid)))
     if not result.pixels:
         return result
+    sides = {"top": r0 > 0, "bottom": r0 + h < height, "left": c0 > 0, "right": c0 + w < width}
     classes, geometries = polygonize(block, valid, r0, c0)
+    if job.min_area_m2 > 0 and crs is not None:  # regions wholly inside the cell are judged (sieved) here
+        block, result.dropped = sieve_cell(block, classes, geometries, crs, transform, window, sides, job.min_area_m2)
+        if result.dropped:
+            classes, geometries = polygonize(block, block != NODATA, r0, c0)
     pixels = np.rint(shapely.area(geometries)).astype(np.int64)
 
-    sides = {"top": r0 > 0, "bottom": r0 + h < height, "left": c0 > 0, "right": c0 + w < width}
     tree = shapely.STRtree(geometries)
     for side in (s for s, inner in sides.items() if inner):
         result.edges[side] = edge_of(block, tree, side, r0, c0)
@@ -117,17 +121,19 @@ def vectorize_cell(job: CellJob, row: int, col: int, window: Window) -> CellResu
     exact_m2 = crs is not None and crs.is_geographic and job.simplify_px == 0
     area_m2 = pixel_areas_m2(geometries, crs, transform, window) if exact_m2 else None
     if job.simplify_px > 0:
-        geometries = simplified(geometries, job.simplify_px, labels, window)
+        exact = geometries
+        if job.min_area_m2 > 0 and crs is not None:  # the driver judges border regions by their exact m²
+            border = np.flatnonzero(on_border)
+            result.border_area_m2 = dict(zip((border + 1).tolist(),
+                                             exact_areas_m2(geometries[border], crs, transform, window).tolist()))
+        geometries = coverage_simplified(geometries, job.simplify_px, labels, window, block)
+        result.area_moved_px = float(np.abs(shapely.area(geometries) - shapely.area(exact)).sum())
     a, b, c, d, e, f = transform[:6]
     geometries = shapely.orient_polygons(np.array([affine_transform(g, [a, b, d, e, c, f]) for g in geometries], dtype=object))
     if crs is not None and area_m2 is None:
         area_m2 = geometries_area_m2(geometries, crs)
     keep = ~shapely.is_empty(geometries)
-    if job.min_area_m2 > 0 and area_m2 is not None:  # regions wholly inside the cell are judged here
-        small = (area_m2 < job.min_area_m2) & ~on_border
-        result.dropped = int(np.count_nonzero(small & keep))
-        keep &= ~small
-    if area_m2 is not None:
+    if area_m2 is not None and not result.border_area_m2:
         result.border_area_m2 = {int(i) + 1: float(area_m2[i]) for i in np.flatnonzero(on_border)}
     index = np.flatnonzero(keep)
     if not len(index):
@@ -189,26 +195,26 @@ def edge_of(block: np.ndarray, tree: shapely.STRtree, side: str, row_off: int, c
     return Edge(labels.copy(), np.repeat(run_parts, np.diff(np.append(starts, len(labels)))))
 
 
-def simplified(geometries: np.ndarray, tolerance_px: float, labels, window: Window) -> np.ndarray:
-    """Each polygon simplified (topology kept), then kept out of the nodata pixels within reach."""
-    out = shapely.simplify(geometries, tolerance_px, preserve_topology=True)
-    nodata = nodata_near(labels, window, math.ceil(tolerance_px) + 1)
-    if nodata is None:
-        return out
-    shapely.prepare(nodata)
-    touching = shapely.intersects(out, nodata)
-    out[touching] = shapely.difference(out[touching], nodata)
-    return out
+def exact_areas_m2(geometries: np.ndarray, crs, transform: Affine, window: Window) -> np.ndarray:
+    """The m² of pixel-edge polygons (pixel coordinates), as ``--min-area`` judges them: before any
+    simplification, which moves area between neighbours."""
+    if crs.is_geographic:
+        return pixel_areas_m2(geometries, crs, transform, window)
+    a, b, c, d, e, f = transform[:6]
+    return geometries_area_m2([affine_transform(g, [a, b, d, e, c, f]) for g in geometries], crs)
 
 
-def nodata_near(labels, window: Window, margin: int) -> shapely.Geometry | None:
-    """The nodata pixels (one geometry, pixel coordinates) of the window grown by ``margin``."""
-    height, width = labels.shape
-    r0, c0 = max(0, int(window.row_off) - margin), max(0, int(window.col_off) - margin)
-    r1 = min(height, int(window.row_off + window.height) + margin)
-    c1 = min(width, int(window.col_off + window.width) + margin)
-    mask = (np.asarray(labels[r0:r1, c0:c1]) == NODATA).astype(np.uint8)
-    if not mask.any():
-        return None
-    found = [shapely.geometry.shape(g) for g, _ in shapes(mask, mask=mask.astype(bool), transform=Affine.translation(c0, r0))]
-    return shapely.union_all(found)
+def sieve_cell(block: np.ndarray, classes: np.ndarray, geometries: np.ndarray, crs, transform: Affine,
+               window: Window, sides: dict[str, bool], min_area_m2: float) -> tuple[np.ndarray, int]:
+    """The block with the regions wholly inside the cell and below ``min_area_m2`` merged into their
+    largest neighbour (``polygon_coverage.sieved``); a region on an inner side of the cell is part
+    of a region the driver judges whole. Areas are the exact ones of the pixel-edge polygons."""
+    area_m2 = exact_areas_m2(geometries, crs, transform, window)
+    r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+    xmin, ymin, xmax, ymax = shapely.bounds(geometries).T
+    on_side = ((sides["left"] & (xmin <= c0)) | (sides["right"] & (xmax >= c0 + w))
+               | (sides["top"] & (ymin <= r0)) | (sides["bottom"] & (ymax >= r0 + h)))
+    small = (area_m2 < min_area_m2) & ~on_side
+    if not small.any():
+        return block, 0
+    return sieved(block, classes, geometries, area_m2, small, min_area_m2, window)

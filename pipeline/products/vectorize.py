@@ -36,6 +36,7 @@ from fcnseg.pipeline.cluster import worker_peaks_mb
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.progress import stage_progress
 from fcnseg.pipeline.products.cell_polygons import CELL, CellJob, CellResult, Edge, cell_windows, vectorize_cell
+from fcnseg.pipeline.products.polygon_coverage import merged_rows
 from fcnseg.pipeline.products.polygon_writer import PolygonWriter
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
@@ -56,14 +57,22 @@ class VectorizeOptions:
 class VectorizeReport:
     polygons: int  # rows written: a region crossing cell borders is one row per cell
     regions: int
-    dropped: int  # regions smaller than --min-area
+    dropped: int  # regions smaller than --min-area: merged into their largest neighbour (dropped: none)
     pixels: int
     seconds: float
     worker_peaks_mb: list[float] = field(default_factory=list)  # after the cells ran (empty: in-process)
+    area_moved_px: float = 0.0  # --simplify: sum of |simplified - exact area| over the polygons, in pixels
 
     @property
     def megapixels_per_second(self) -> float:
         return self.pixels / 1e6 / max(self.seconds, 1e-9)
+
+    @property
+    def simplify_area_error(self) -> float:
+        """The area simplification moved between polygons, as a share of the polygons' area (0.004:
+        0.4 %): each polygon's |area change|, summed. The coverage's total is unchanged (its outer
+        edges are held fixed), so this is what a single polygon's area may be off by, in sum."""
+        return self.area_moved_px / max(self.pixels, 1)
 
 
 class UnionFind:
@@ -192,9 +201,10 @@ def vectorize_store(
         shutil.rmtree(parts_dir, ignore_errors=True)
     report = VectorizeReport(polygons=out.rows, regions=regions, dropped=dropped,
                              pixels=sum(c.pixels for c in done.values()), seconds=time.perf_counter() - started,
-                             worker_peaks_mb=peaks)
-    log.info("vectorised %d regions in %d polygons (%d dropped by --min-area) in %.1f s", report.regions,
-             report.polygons, report.dropped, report.seconds)
+                             worker_peaks_mb=peaks, area_moved_px=sum(c.area_moved_px for c in done.values()))
+    log.info("vectorised %d regions in %d polygons (%d merged or dropped by --min-area; --simplify moved %.3f %% "
+             "of the area between polygons) in %.1f s", report.regions, report.polygons, report.dropped,
+             100 * report.simplify_area_error, report.seconds)
     return report
 
 
@@ -220,8 +230,10 @@ def run_cells(job: CellJob, cells: list, client: Client | None) -> Iterator[Cell
 def write_parts(out: PolygonWriter, cells: list[CellResult], links: RegionLinks, min_area: float) -> tuple[int, int]:
     """Stream the part files, cell by cell, into the outputs with each part's region id; numbers
     regions in the order they are written (so the files do not depend on which worker was first).
+    The parts of a region below ``min_area`` are merged into their largest neighbour in their cell
+    (``polygon_coverage.merged_rows``), as the cells did with the regions inside them: no gap opens.
     Each table goes with its row of cells, which bounds the GeoParquet row groups in space.
-    Returns (regions, regions dropped)."""
+    Returns (regions, regions merged or dropped)."""
     areas = links.region_areas() if min_area > 0 else {}
     too_small = {root for root, area in areas.items() if area < min_area}
     region_of: dict[int, int] = {}
@@ -233,13 +245,17 @@ def write_parts(out: PolygonWriter, cells: list[CellResult], links: RegionLinks,
         # pin those threads' allocator pages meanwhile (the memory test's map grew more with threads
         # than without; measured: docs/benchmarks.md#figures-quoted-in-code-comments)
         table = pq.read_table(cell.part_file, use_threads=False)
-        ids, keep = np.zeros(table.num_rows, np.int64), np.ones(table.num_rows, bool)
-        for i, part in enumerate(table["part"].to_numpy().tolist()):
-            key = links.key(cell.row, cell.col, part)
-            root = links.parts.find(key) if key in links.parts.parent else None
-            if root in too_small:
-                keep[i] = False
-            elif root is None or root not in region_of:
+        roots = [links.parts.find(key) if key in links.parts.parent else None
+                 for key in (links.key(cell.row, cell.col, part) for part in table["part"].to_numpy().tolist())]
+        small = np.array([root in too_small for root in roots], bool)
+        if small.any():  # a row's size: its whole region's m² (a row inside the cell: its own)
+            own = table["area_m2"].to_numpy(zero_copy_only=False)
+            size = np.array([areas.get(root, m2) for root, m2 in zip(roots, own)], np.float64)
+            table, stay = merged_rows(table, small, size, min_area)
+            roots = [roots[i] for i in stay]
+        ids = np.zeros(table.num_rows, np.int64)
+        for i, root in enumerate(roots):
+            if root is None or root not in region_of:
                 regions += 1
                 ids[i] = regions
                 if root is not None:
@@ -247,8 +263,8 @@ def write_parts(out: PolygonWriter, cells: list[CellResult], links: RegionLinks,
             else:
                 ids[i] = region_of[root]
         table = table.drop_columns(["part"]).add_column(2, pa.field("region_id", pa.int64()), pa.array(ids))
-        out.write(table.filter(pa.array(keep)), strip=cell.row)
-    return regions, sum(c.dropped for c in cells) + len(too_small)
+        out.write(table, strip=cell.row)
+    return regions, sum(c.dropped for c in cells) + len(too_small - region_of.keys())
 
 
 def optional_path(path: str | Path | None) -> Path | None:
