@@ -14,6 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import psutil
 import pytest
 import rasterio
 import shapely
@@ -42,7 +43,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory):
-    """deploy/serve.sh on a random port with a temporary PREFECT_HOME; stopped by its PID."""
+    """deploy/serve.sh on a random port with a temporary PREFECT_HOME; stopped as Ctrl-C stops it."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     env = os.environ | {
@@ -61,13 +62,39 @@ def prefect_env(tmp_path_factory):
         pytest.fail("deploy/serve.sh did not get ready:\n" + "".join(lines))
     env |= {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     yield env
-    serve.send_signal(signal.SIGTERM)  # its trap stops the worker, then the server
-    try:
-        serve.wait(timeout=60)
-    finally:
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
+    left = stop_serve(serve)
+    assert left == [], f"still running after serve.sh stopped (killed now): {left}"
     assert "fcnseg serve: stopped" in serve.stdout.read()
+
+
+def stop_serve(serve: subprocess.Popen) -> list[str]:
+    """SIGTERM to serve.sh's process group (its trap stops the worker, then the server), a wait of
+    at most STOP_SECONDS, then SIGKILL to whatever of its session is left, named in the list
+    returned: ``set -m`` gives the worker and the server process groups of their own, so a kill of
+    serve.sh's group alone would leave them (and the flow runs they started) running."""
+    os.killpg(serve.pid, signal.SIGTERM)
+    try:
+        serve.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    left = session_processes(serve.pid)
+    for process in left:
+        process.kill()
+    psutil.wait_procs(left, timeout=5)
+    serve.wait(timeout=5)
+    return [f"{p.pid} {' '.join(p.info['cmdline'] or [])[:80]}" for p in left]
+
+
+def session_processes(session: int) -> list[psutil.Process]:
+    """The processes of a session (those a ``start_new_session`` Popen and its descendants run in)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getsid(process.pid) == session and process.pid != os.getpid():
+                found.append(process)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
 
 
 @pytest.fixture(scope="module")
