@@ -54,6 +54,9 @@ def print_report(report) -> None:
             f"{chunks.total} chunks ({chunks.computed} computed, {chunks.skipped_nodata} nodata, "
             f"{chunks.reused} reused), {report.megapixels_per_second:.2f} MP/s, peak {report.peak_memory_mb:.0f} MB"
         )
+    if report.simplify_area_error:  # --simplify: what a polygon's area may be off by, summed over them
+        console.print(f"{report.polygons} polygons, simplified: {report.simplify_area_error:.3%} of their area moved "
+                      "between neighbours (the total unchanged)")
     for name in report.files:
         console.print(f"  {report.location(name)}")
     console.print(class_area_table("class areas", report.class_areas))

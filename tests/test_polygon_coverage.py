@@ -6,6 +6,8 @@ cells of 70 px, so that shared edges run inside cells, along cell borders and ag
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import numpy as np
 import pyogrio
@@ -111,3 +113,19 @@ def test_min_area_merges_small_regions_into_their_largest_neighbour(tmp_path):
             0: 100 * 200 - 900 - 36, 1: 900, 4: 100 * 200}  # of the small regions, only the isolated one is gone
         assert (overlaps(frame.geometry.values) == 0).all()
         assert shapely.area(frame.geometry.values).sum() == pytest.approx((40000 - 36) * PIXEL_M2, rel=1e-12)
+
+
+def test_a_run_records_and_prints_the_area_error(scene, tmp_path, capsys):
+    """Through the whole pipeline (in this process: a small scene): the polygons written are a
+    coverage, and run.json and ``fcnseg segment``'s summary carry the vectorize report's error."""
+    import fcnseg
+    from fcnseg.tables import print_report
+
+    image, _ = scene
+    report = fcnseg.segment(image, tmp_path / "out", simplify=1.0, polygon_cell=128, quicklook=False, stac=False)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert 0 < record["simplify_area_error"] == report.simplify_area_error < 0.05
+    geometries = gpd.read_parquet(tmp_path / "out" / "polygons.parquet").geometry.values
+    assert shapely.coverage_is_valid(geometries) and (overlaps(geometries) == 0).all()
+    print_report(report)  # the summary goes to stderr (stdout is for --json)
+    assert f"{report.polygons} polygons, simplified: {report.simplify_area_error:.3%} of their area moved" in capsys.readouterr().err

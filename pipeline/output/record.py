@@ -71,6 +71,7 @@ class RunReport:
     files: list[str] = field(default_factory=list)
     class_areas: tuple[ClassArea, ...] = ()
     polygons: int | None = None
+    simplify_area_error: float | None = None  # --simplify: area moved between polygons, a share (vectorize report)
     execution: str | None = None
     skipped: bool = False  # the folder already held this exact output: nothing was done
     started: str | None = None  # ISO 8601, UTC
@@ -147,6 +148,7 @@ def write_run_json(out: Path, report: RunReport, *, input_path: str, model_path:
         "megapixels_per_second": report.megapixels_per_second,
         "peak_memory_mb": report.peak_memory_mb,
         "polygons": report.polygons,
+        "simplify_area_error": report.simplify_area_error,
         "class_areas": report.class_areas_json(),
     }
     atomic_write_text(out / RUN_JSON, json.dumps(record, indent=2), durable=True)
@@ -167,7 +169,7 @@ def read_run_report(out: str | Path, *, skipped: bool = False) -> RunReport:
         megapixels_per_second=record["megapixels_per_second"], peak_memory_mb=record["peak_memory_mb"],
         parameters=RunIdentity.from_json(record["parameters"]), files=record["files"],
         class_areas=tuple(ClassArea.from_json(c) for c in record["class_areas"]),
-        polygons=record.get("polygons"), execution=record.get("execution"), skipped=skipped,
+        polygons=record.get("polygons"), simplify_area_error=record.get("simplify_area_error"), execution=record.get("execution"), skipped=skipped,
         started=record.get("started"), finished=record.get("finished"), devices=record.get("devices", []),
         workers=record.get("workers", 0), cluster=record.get("cluster"),
     )
