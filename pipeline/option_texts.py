@@ -20,8 +20,8 @@ SEGMENT_HELP: dict[str, str] = {
     "bands": "1-based bands to feed the model, comma separated.",
     "cog": "Write labels.tif (and probabilities.tif) as Cloud-Optimized GeoTIFF.",
     "polygons": "Write polygons.parquet and polygons.gpkg (regions merged across chunks).",
-    "simplify": "Simplify polygons (topology-preserving) by this tolerance, CRS units; 0 = exact pixel edges.",
-    "min_area": "Leave out polygons smaller than this, m².",
+    "simplify": "Simplify polygons as a coverage (shared edges stay shared) by this tolerance, CRS units; 0 = exact pixel edges.",
+    "min_area": "Merge regions smaller than this, m², into their largest neighbour.",
     "polygon_cell": ("Side in pixels of the cells polygonised apart: a region crossing cells is one polygon per cell,"
                      " all with one region_id (default 2048)."),
     "quicklook": "Write quicklook.png (image, labels, legend).",
