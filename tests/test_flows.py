@@ -33,6 +33,8 @@ from fcnseg.pipeline.synth import write_scene
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+#: How long serve.sh may take to stop (its trap: the worker, then the server; about 1 s here).
+STOP_SECONDS = 20
 
 
 def free_port() -> int:
