@@ -25,6 +25,8 @@ no gap opens between neighbours; a small region with no neighbour (nodata all ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import shapely
@@ -41,9 +43,9 @@ NO_PART = -1
 
 def border_keys(labels, window: Window, block: np.ndarray) -> np.ndarray:
     """The cell's pixels (``block``, as polygonised) and the store's one pixel beyond on every side
-    (``labels``), keyed so that two pixels get one key only
-    where GDAL may have made them one polygon: a class inside the cell, class + 256 outside it
-    (another cell's polygons), ``NO_PART`` for nodata and beyond the raster's edge."""
+    (``labels``), keyed so that two pixels get one key only where GDAL may have made them one
+    polygon: a class inside the cell, class + 256 outside it (another cell's polygons), ``NO_PART``
+    for nodata and beyond the raster's edge."""
     height, width = labels.shape
     r0, c0, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
     rows, cols = slice(max(0, r0 - 1), min(height, r0 + h + 1)), slice(max(0, c0 - 1), min(width, c0 + w + 1))
@@ -96,41 +98,64 @@ def coverage_simplified(geometries: np.ndarray, tolerance_px: float, labels, win
     return shapely.coverage_simplify(nodes, tolerance_px, simplify_boundary=False)
 
 
-def merge_targets(geometries: np.ndarray, area: np.ndarray, small: np.ndarray, min_area: float, *,
-                  drop_isolated: bool = True) -> np.ndarray:
+def merge_targets(area: np.ndarray, small: np.ndarray, neighbours: Callable[[int], list[int]], min_area: float,
+                  *, drop_isolated: bool = True) -> np.ndarray:
     """Where each polygon ends: its own index, the neighbour it is merged into, or -1 (dropped).
 
     ``gdal_sieve``'s rule on a coverage: the small polygons, smallest first, each into the
-    neighbour (a shared edge, not a point) of the largest area, a neighbour grown by earlier merges
-    counted grown; a small polygon that merges have grown to ``min_area`` stays. One with no
-    neighbour is dropped (a patch of data below the minimum, nodata all round), or stays with
-    ``drop_isolated=False``: the part of a region crossing the cell's border, whose neighbours are
-    across it (dropping it would open a gap there)."""
-    root, grown = np.arange(len(geometries)), np.asarray(area, np.float64).copy()
+    neighbour (``neighbours(i)``: a shared edge, not a point) of the largest area, a neighbour
+    grown by earlier merges counted grown; a small polygon that merges have grown to ``min_area``
+    stays. One with no neighbour is dropped (a patch of data below the minimum, nodata all round),
+    or stays with ``drop_isolated=False``: the part of a region crossing the cell's border, whose
+    neighbours are across it (dropping it would open a gap there)."""
+    root, grown = list(range(len(area))), np.asarray(area, np.float64).tolist()
     dropped: set[int] = set()
-    tree = shapely.STRtree(geometries)
 
     def find(i: int) -> int:
         while root[i] != i:
             root[i] = root[root[i]]
-            i = int(root[i])
+            i = root[i]
         return i
 
-    for i in sorted(np.flatnonzero(small).tolist(), key=lambda k: (area[k], k)):
+    for i in sorted(np.flatnonzero(small).tolist(), key=lambda k: (grown[k], k)):
         if grown[i] >= min_area:
             continue
-        near = tree.query(geometries[i], predicate="touches")
-        shared = shapely.length(shapely.intersection(shapely.boundary(geometries[near]), geometries[i].boundary))
-        roots = {find(int(k)) for k in near[shared > 0]} - {i} - dropped
+        roots = {find(k) for k in neighbours(i)} - {i} - dropped
         if not roots:
             if drop_isolated:
                 dropped.add(i)
             continue
         target = max(roots, key=lambda r: (grown[r], -r))
         root[i], grown[target] = target, grown[target] + grown[i]
-    ends = np.array([find(i) for i in range(len(geometries))], np.int64)
+    ends = np.array([find(i) for i in range(len(area))], np.int64)
     ends[np.isin(ends, list(dropped))] = -1
     return ends
+
+
+def pixel_neighbours(parts: np.ndarray, count: int) -> Callable[[int], list[int]]:
+    """Polygon i's neighbours, from ``parts`` (each pixel's polygon number + 1; 0: none): the
+    polygons of the pixels 4-adjacent to its own, i.e. those it shares a pixel edge with."""
+    pairs = []
+    for a, b in ((parts[:, :-1], parts[:, 1:]), (parts[:-1, :], parts[1:, :])):
+        across = (a != b) & (a > 0) & (b > 0)
+        one, two = a[across].astype(np.int64) - 1, b[across].astype(np.int64) - 1  # int64: count² may pass 2³¹
+        pairs += [one * count + two, two * count + one]
+    codes = np.unique(np.concatenate(pairs))
+    first, other = codes // count, codes % count
+    starts = np.searchsorted(first, np.arange(count + 1))
+    return lambda i: other[starts[i] : starts[i + 1]].tolist()
+
+
+def edge_neighbours(geometries: np.ndarray) -> Callable[[int], list[int]]:
+    """Polygon i's neighbours among ``geometries``: those sharing a stretch of its outline."""
+    tree = shapely.STRtree(geometries)
+
+    def neighbours(i: int) -> list[int]:
+        near = tree.query(geometries[i], predicate="touches")
+        shared = shapely.length(shapely.intersection(shapely.boundary(geometries[near]), geometries[i].boundary))
+        return near[shared > 0].tolist()
+
+    return neighbours
 
 
 def sieved(block: np.ndarray, classes: np.ndarray, geometries: np.ndarray, area_m2: np.ndarray,
@@ -138,16 +163,16 @@ def sieved(block: np.ndarray, classes: np.ndarray, geometries: np.ndarray, area_
     """The block with each small region given the class of its largest neighbour, or nodata where
     it has none (``merge_targets``), and how many regions were merged or dropped so. ``small``:
     the regions judged here (inside the cell below the minimum; the driver judges those on the
-    cell's inner sides)."""
-    ends = merge_targets(geometries, area_m2, small, min_area_m2)
-    changed = np.flatnonzero(ends != np.arange(len(geometries)))
-    if not len(changed):
+    cell's inner sides). On the pixels: a cell may hold tens of thousands of specks."""
+    h, w = block.shape
+    parts = rasterize(zip(geometries, range(1, len(geometries) + 1)), out_shape=(h, w), fill=0, dtype="int32",
+                      transform=Affine.translation(int(window.col_off), int(window.row_off)))
+    ends = merge_targets(area_m2, small, pixel_neighbours(parts, len(geometries)), min_area_m2)
+    changed = int(np.count_nonzero(ends != np.arange(len(geometries))))
+    if not changed:
         return block, 0
-    values = [NODATA if ends[i] < 0 else int(classes[ends[i]]) for i in changed]
-    out = block.copy()
-    rasterize(zip(geometries[changed], values), out=out,
-              transform=Affine.translation(int(window.col_off), int(window.row_off)))
-    return out, len(changed)
+    lookup = np.concatenate([[NODATA], np.where(ends < 0, NODATA, classes[np.maximum(ends, 0)])]).astype(block.dtype)
+    return np.where(parts > 0, lookup[parts], block), changed
 
 
 def merged_rows(table: pa.Table, small: np.ndarray, size: np.ndarray, min_area: float) -> tuple[pa.Table, np.ndarray]:
@@ -158,7 +183,7 @@ def merged_rows(table: pa.Table, small: np.ndarray, size: np.ndarray, min_area: 
     rows that stay and their indices in ``table``."""
     geometries = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
     area_m2 = table["area_m2"].to_numpy(zero_copy_only=False).astype(np.float64)
-    ends = merge_targets(geometries, size, small, min_area, drop_isolated=False)
+    ends = merge_targets(size, small, edge_neighbours(geometries), min_area, drop_isolated=False)
     pixels, grown = table["pixels"].to_numpy().copy(), area_m2.copy()
     stay = np.flatnonzero(ends == np.arange(len(ends)))
     for target in np.unique(ends[(ends >= 0) & (ends != np.arange(len(ends)))]).tolist():
