@@ -17,6 +17,7 @@ from typing import Any, Literal
 __all__ = [
     "ARCHS", "MAX_CLASSES", "OUTSIDE_POLICIES", "Arch", "ClassInfo", "LabelMapping", "ModelCard", "NodataPolicy",
     "Normalization", "STRIDE", "TrainingProvenance", "check_color", "class_count_problem", "class_names_problem",
+    "receptive_field",
 ]
 
 #: The architectures a card may name (``fcnseg.models.fcn`` builds them).
@@ -25,6 +26,21 @@ ARCHS: tuple[Arch, ...] = ("fcn32s", "fcn16s", "fcn8s")
 #: The output stride of every architecture's backbone: tiles must start on multiples of it. Here,
 #: not in ``fcn.py``, so that tiling (``pipeline/tiles.py``) needs no torch.
 STRIDE = 32
+
+
+def receptive_field(arch: str) -> int:
+    """Side in pixels of the input region that can influence one output pixel.
+
+    VGG16 to pool5 sees 212 px and fc6's 7x7 at stride 32 adds 192. The final 32x bilinear
+    upsampling blends two stride-32 cells (+64); FCN-16s' and FCN-8s' finer fusions reach
+    half a cell further on their grids (+16, +8). Measured by perturbing single pixels
+    (``tests/test_fcn.py``). Here beside ``STRIDE``, so the default halo (``pipeline.tiles``)
+    needs no torch.
+    """
+    rf = 212 + 6 * STRIDE + 2 * STRIDE
+    extra = {"fcn32s": 0, "fcn16s": 16, "fcn8s": 16 + 8}
+    return rf + extra[arch]
+
 
 #: A model has at most this many classes, ids 0..254: 255 is nodata in every output (the uint8
 #: label store and everything made from it; ``NodataPolicy.label``). The one place the limit is named.

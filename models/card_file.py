@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fcnseg.errors import CheckpointError
 from fcnseg.models.card import ModelCard
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_KEY", "CardFile", "check_format", "parse_card", "read_card_file"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_KEY", "CardFile", "ModelSource", "check_format", "file_sha256",
+           "parse_card", "read_card_file"]
 
 FORMAT = "fcnseg-checkpoint"
 FORMAT_VERSION = 1
@@ -36,6 +39,27 @@ TORCH_DTYPES = {
     "BOOL": "torch.bool", "U16": "torch.uint16", "U32": "torch.uint32", "U64": "torch.uint64",
     "F8_E4M3": "torch.float8_e4m3fn", "F8_E5M2": "torch.float8_e5m2",
 }
+
+
+#: Per float dtype of safetensors, the unsigned integer of its width and its exponent bits: a value
+#: whose exponent bits are all set is NaN or an infinity, so non-finite weights are found in the raw
+#: bytes (bf16 included, which numpy has no float for) without building a tensor.
+EXPONENT_BITS = {
+    "F64": ("<u8", 0x7FF0000000000000), "F32": ("<u4", 0x7F800000), "F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The checkpoint a run used: where it was read from, its card, its file's sha256 and size, and
+    its parameter count (None: read from ``path`` when the item is made). Here, beside the header
+    reader, so a run can plan with it without torch and the products describe the same record."""
+
+    path: str
+    card: ModelCard
+    sha256: str | None
+    size: int | None = None
+    parameters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,9 +93,20 @@ def parse_card(path: Path, metadata: dict[str, str]) -> ModelCard:
     return card
 
 
-def read_card_file(path: str | Path, *, verify: bool = True) -> CardFile:
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the file's bytes: what a run records to say which model made its output."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_card_file(path: str | Path, *, verify: bool = True, finite: bool = False) -> CardFile:
     """The card of the checkpoint at ``path`` and, with ``verify``, every tensor's bytes checked
-    against the stored content hash (as loading does): a damaged file is one CheckpointError."""
+    against the stored content hash (as loading does): a damaged file is one CheckpointError.
+    With ``finite`` (and ``verify``), a float tensor holding NaN or an infinity is refused too, as
+    loading refuses it: a run's plan checks this without torch."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -81,9 +116,13 @@ def read_card_file(path: str | Path, *, verify: bool = True) -> CardFile:
         check_format(path, metadata)
         card = parse_card(path, metadata)
         stored = metadata.get("content_sha256")
-        verified = _hash_matches(path, f, data_start, header, metadata[METADATA_KEY], stored) if verify else None
+        scan = _scan(path, f, data_start, header, metadata[METADATA_KEY], finite) if verify else None
+    verified = None if scan is None else scan[0] == stored
     if verified is False:
         raise CheckpointError(f"{path}: content hash mismatch, file damaged or edited")
+    if scan is not None and scan[1] is not None:
+        raise CheckpointError(f"{path}: tensor {scan[1]} holds NaN or infinite values (a diverged training?);"
+                              " it cannot give meaningful labels")
     parameters = sum(_count(entry["shape"]) for entry in header.values())
     return CardFile(card=card, content_sha256=stored, verified=verified, tensors=len(header), parameters=parameters,
                     format_version=int(metadata.get("format_version", "0")))
@@ -107,11 +146,13 @@ def _read_header(path: Path, f: Any) -> tuple[dict[str, Any], int]:
     return header, 8 + length
 
 
-def _hash_matches(path: Path, f: Any, data_start: int, header: dict[str, Any], card_json: str,
-                  stored: str | None) -> bool:
-    """``checkpoint.content_hash`` over the file's bytes: the card, then per tensor (by name) its
-    name, torch dtype and shape, and its bytes."""
+def _scan(path: Path, f: Any, data_start: int, header: dict[str, Any], card_json: str,
+          finite: bool) -> tuple[str, str | None]:
+    """``checkpoint.content_hash`` over the file's bytes (the card, then per tensor by name its
+    name, torch dtype and shape, and its bytes) and, with ``finite``, the first tensor by name
+    holding NaN or an infinity (as ``checkpoint.non_finite_tensor`` finds it), else None."""
     digest = hashlib.sha256(card_json.encode())
+    bad = None
     for name in sorted(header):
         entry = header[name]
         try:
@@ -119,15 +160,27 @@ def _hash_matches(path: Path, f: Any, data_start: int, header: dict[str, Any], c
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: tensor {name}: damaged header entry") from None
         digest.update(f"{name}|{dtype}|{shape}".encode())
+        exponent = EXPONENT_BITS.get(entry["dtype"]) if finite and bad is None else None
         f.seek(data_start + begin)
         left = end - begin
         while left > 0:
-            block = f.read(min(left, 1 << 20))
+            block = f.read(min(left, 1 << 20))  # a multiple of every dtype's width: no value is split
             if not block:
                 raise CheckpointError(f"{path}: cannot read tensors, file truncated or damaged (tensor {name})")
             digest.update(block)
             left -= len(block)
-    return digest.hexdigest() == stored
+            if exponent is not None and _non_finite(block, *exponent):
+                bad, exponent = name, None
+    return digest.hexdigest(), bad
+
+
+def _non_finite(block: bytes, unsigned: str, bits: int) -> bool:
+    """Whether a block of one float dtype's raw (little-endian) values holds NaN or an infinity:
+    its exponent bits all set."""
+    dtype = np.dtype(unsigned)
+    values = np.frombuffer(block, dtype=dtype, count=len(block) // dtype.itemsize)
+    mask = dtype.type(bits)
+    return bool(np.any((values & mask) == mask))
 
 
 def _count(shape: list[int]) -> int:

@@ -28,7 +28,7 @@ from fcnseg.models.card import (
     MAX_CLASSES, OUTSIDE_POLICIES, ClassInfo, LabelMapping, ModelCard, NodataPolicy, Normalization, check_color,
     class_count_problem, class_names_problem,
 )
-from fcnseg.models.card_file import FORMAT, FORMAT_VERSION, METADATA_KEY
+from fcnseg.models.card_file import FORMAT, FORMAT_VERSION, METADATA_KEY, file_sha256
 from fcnseg.models.card_file import check_format as _check_format
 from fcnseg.models.card_file import parse_card as _parse_card
 from fcnseg.models.fcn import FCNBase, build_model
@@ -65,15 +65,6 @@ def content_hash(card_json: str, tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes: what a run records to say which model made its output."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fcnseg.models.card import ARCHS, STRIDE, Arch  # the names a model card may give, built here; their stride
+from fcnseg.models.card import receptive_field  # the geometry, torch-free for tiling; re-exported here
 
 #: VGG16's conv blocks at full width: (number of convs, channels).
 VGG16_BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -205,14 +206,3 @@ def count_parameters(model: nn.Module) -> int:
     """All parameters, learnable or fixed (the paper's count includes the upsampling filters)."""
     return sum(p.numel() for p in model.parameters())
 
-
-def receptive_field(arch: str) -> int:
-    """Side in pixels of the input region that can influence one output pixel.
-
-    VGG16 to pool5 sees 212 px and fc6's 7x7 at stride 32 adds 192. The final 32x bilinear
-    upsampling blends two stride-32 cells (+64); FCN-16s' and FCN-8s' finer fusions reach
-    half a cell further on their grids (+16, +8). Measured by perturbing single pixels (see tests).
-    """
-    rf = 212 + 6 * STRIDE + 2 * STRIDE
-    extra = {"fcn32s": 0, "fcn16s": 16, "fcn8s": 16 + 8}
-    return rf + extra[arch]

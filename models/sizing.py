@@ -10,18 +10,26 @@ The memory of a forward pass is estimated per input pixel from the model's width
 the CPU in fp32 (``benchmarks/forward_memory.py``; measured: docs/benchmarks.md#forward-pass-memory;
 ``forward_bytes_per_pixel`` is a fit to those figures); on a GPU the activations are bf16/fp16
 and cuDNN picks leaner kernels, so the CPU figure is an upper bound there.
+
+Sizing imports no torch unless a GPU is asked for or may be present: a run's plan (and a rerun
+of a complete output, which computes nothing) sizes its tiles without torch's seconds of start-up
+on a machine without a GPU driver (``gpu_driver_present``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
-
-import torch
-
-from fcnseg.models.inference import resolve_device
+import sys
+from dataclasses import dataclass
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+#: The libraries torch's GPU builds reach a GPU through (CUDA's driver, ROCm's HIP runtime): where
+#: neither loads, ``torch.cuda.is_available()`` is False whatever torch build is installed.
+GPU_DRIVERS = ("libcuda.so.1", "libamdhip64.so")
 
 #: Tile sides tried, largest first (multiples of the model stride).
 TILES = (2048, 1024, 512)
@@ -33,12 +41,33 @@ GPU_SHARE, CPU_SHARE = 0.5, 0.5
 UNSEEN_GPU_BYTES = 16e9
 
 
+class Device(Protocol):
+    """What sizing reads of a device: a ``torch.device`` or a ``PlannedDevice``."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def index(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class PlannedDevice:
+    """A device as ``--device`` names it, without torch: ``type`` (cpu, cuda) and ``index``."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
 def forward_bytes_per_pixel(width: float) -> float:
     """Peak memory of a forward pass per input pixel at a width multiplier (fp32 on the CPU)."""
     return 100 + 1800 * width**2
 
 
-def default_tiling(width: float, halo: int, device: torch.device, tile: int | None = None,
+def default_tiling(width: float, halo: int, device: Device, tile: int | None = None,
                    batch_size: int | None = None) -> tuple[int, int]:
     """(tile, batch size) for a model of ``width`` with ``halo`` on ``device``: what is given is
     kept, what is None is chosen (the batch for the tile, given or chosen)."""
@@ -57,15 +86,37 @@ def default_tiling(width: float, halo: int, device: torch.device, tile: int | No
     raise AssertionError("unreachable")  # the loop returns at its last tile
 
 
-def sizing_device(device: str) -> torch.device:
-    """The device ``--device`` names, as far as this machine can tell (``auto``: CUDA when present)."""
-    return resolve_device(device) if device == "auto" else torch.device(device)  # cuda unseen here: remote workers
+def sizing_device(device: str) -> Device:
+    """The device ``--device`` names, as far as this machine can tell (``auto``: CUDA when present;
+    a named CUDA device may be unseen here: remote workers). torch is asked only where a GPU may be."""
+    if device == "auto" and ("torch" in sys.modules or gpu_driver_present()):
+        from fcnseg.models.inference import resolve_device
+
+        return resolve_device(device)
+    if device == "auto":
+        return PlannedDevice("cpu")
+    kind, _, index = device.partition(":")
+    return PlannedDevice(kind, int(index) if index else None)
 
 
-def device_budget(device: torch.device) -> float:
+def gpu_driver_present() -> bool:
+    """Whether a GPU driver library loads in this process (``GPU_DRIVERS``): without one torch sees
+    no GPU, so ``auto`` is the CPU without importing torch."""
+    for name in GPU_DRIVERS:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def device_budget(device: Device) -> float:
     """Bytes a default may plan for one forward pass on ``device``: a share of a GPU's memory, or
     of the host's memory divided among a worker per core."""
     if device.type == "cuda":
+        import torch
+
         if not torch.cuda.is_available():  # remote GPU workers, planned from a machine without one
             return GPU_SHARE * UNSEEN_GPU_BYTES
         return GPU_SHARE * torch.cuda.get_device_properties(device.index or 0).total_memory

@@ -17,6 +17,12 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+#: Side of a polygon cell in pixels (``SegmentOptions.polygon_cell``'s default, ``cell_polygons.CELL``):
+#: the largest polygon fcnseg writes (a region beyond it is split in parts sharing a region_id).
+#: 2048² pixels hold the most complex background with room to spare (measured:
+#: docs/benchmarks.md#polygon-memory). Here, in a light module, so a plan needs no products.
+POLYGON_CELL = 2048
+
 
 class OptionModel(BaseModel):
     """Frozen, strict about names (a misspelt option in a flow's parameters is refused, not ignored),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rasterio.windows import Window
 
-from fcnseg.models.card import STRIDE
+from fcnseg.models.card import STRIDE, receptive_field
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,6 @@ def iter_tiles(height: int, width: int, tile: int, halo: int, stride: int = STRI
 def default_halo(arch: str, stride: int = STRIDE) -> int:
     """Half the model's receptive field, rounded up to the stride: every core pixel then sees all
     the context it would see in a whole-image run."""
-    from fcnseg.models.fcn import receptive_field
-
     radius = receptive_field(arch) // 2
     return -(-radius // stride) * stride
 

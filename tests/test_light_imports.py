@@ -91,3 +91,43 @@ def test_verify_loads_neither_torch_nor_the_cluster(finished_output):
     assert run.stdout.startswith(f"{finished_output}: as written: 1 chunks (1 by their sha256, 0 nodata)")
     loaded = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in run.stderr.splitlines() if "|" in line}
     assert loaded & {"torch", "safetensors", *HEAVY} <= {"shapely"}  # shapely: analysis.areas, under the ledger's class counts
+
+
+#: What a segment command that computes nothing must not load: the model's framework, the
+#: cluster, vector I/O (issue 24: a rerun of a complete output took 2.9 s, mostly importing them).
+NOT_FOR_NOTHING = {"torch", "safetensors", "distributed", "geopandas", "prefect"}
+
+
+def imported(run: subprocess.CompletedProcess) -> set[str]:
+    """The top-level packages ``python -X importtime`` named on stderr."""
+    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in run.stderr.splitlines() if "|" in line}
+
+
+def segment_command(*args: str) -> subprocess.CompletedProcess:
+    """``python -X importtime -m fcnseg segment ARGS``, as a user runs the command."""
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "fcnseg", "segment", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_a_rerun_of_a_complete_output_loads_no_torch_cluster_or_vectors(finished_output):
+    """Reported (issue 24): the plan read the checkpoint through torch and imported the polygons'
+    writer for its cell size and the STAC module for the model's record, so a rerun that computes
+    nothing imported torch, geopandas and the cluster's code. It reads the checkpoint's header now."""
+    image = finished_output.parent / "scene" / "image.tif"
+    run = segment_command(str(image), "--out", str(finished_output), "--tile", "128", "--no-polygons",
+                          "--no-quicklook", "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["skipped"] is True  # nothing computed: the earlier run's report
+    assert imported(run) & NOT_FOR_NOTHING == set()
+
+
+def test_segment_with_a_bad_option_loads_no_torch(tmp_path):
+    """Reported (issue 24): a bad option failed only after about 3 s of imports (torch,
+    geopandas, distributed). Its one line comes before any of them, and OUT is not made."""
+    image, _ = write_scene(tmp_path / "scene", 64, seed=1)
+    run = segment_command(str(image), "--out", str(tmp_path / "out"), "--tile", "100")
+    assert run.returncode == 1
+    assert [line for line in run.stderr.splitlines() if "|" not in line] == [
+        "fcnseg: error: --tile must be a positive multiple of 32, got 100"]
+    assert imported(run) & NOT_FOR_NOTHING == set()
+    assert not (tmp_path / "out").exists()

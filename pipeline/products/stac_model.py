@@ -13,18 +13,15 @@ during the run changes nothing in it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
 from fcnseg.errors import CheckpointError
 from fcnseg.models.card import ModelCard
+from fcnseg.models.card_file import ModelSource, read_card_file  # ModelSource: its home beside the header reader
 from fcnseg.pipeline.output.file_fields import sha256_multihash
 
 log = logging.getLogger(__name__)
@@ -42,27 +39,13 @@ NAME_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.\-\s]+[a-zA-Z0-9]$")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$")
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """The checkpoint a run used: where it was read from, its card, its file's sha256 and size, and
-    its parameter count (None: read from ``path`` when the item is made)."""
-
-    path: str
-    card: ModelCard
-    sha256: str | None
-    size: int | None = None
-    parameters: int | None = None
-
-
 def read_model(model_path: str | Path | None, sha256: str | None) -> ModelSource | None:
     """The checkpoint's card, or None (logged) when there is no path or the file cannot be read:
     the item then goes without MLM fields rather than failing a finished run."""
     if not model_path:
         return None
-    from fcnseg.models.checkpoint import read_card  # torch (safetensors' reader imports it): only when there is a model
-
     try:
-        card = read_card(model_path)
+        card = read_card_file(model_path, verify=False).card
     except (CheckpointError, OSError) as e:
         log.warning("no MLM fields in the STAC item: %s", e)
         return None
@@ -182,11 +165,10 @@ def framework_version(version: str | None) -> str | None:
 
 
 def total_parameters(model_path: str) -> int | None:
-    """Weights in the checkpoint, from the tensor shapes in its header (no tensor is read)."""
+    """Weights in the checkpoint, from the tensor shapes in its header (no tensor is read, no torch)."""
     try:
-        with safe_open(str(model_path), framework="pt") as f:
-            return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
-    except (SafetensorError, OSError, ValueError) as e:
+        return read_card_file(model_path, verify=False).parameters
+    except (CheckpointError, OSError) as e:
         log.debug("cannot count the parameters of %s: %s", model_path, e)
         return None
 

@@ -29,18 +29,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from fcnseg.models.checkpoint import CheckpointError, ModelCard, content_sha256, file_sha256, verify_checkpoint
-from fcnseg.models.fcn import STRIDE
+from fcnseg.errors import CheckpointError
+from fcnseg.models.card import STRIDE, ModelCard
+from fcnseg.models.card_file import ModelSource, file_sha256, read_card_file
 from fcnseg.models.sizing import default_tiling, sizing_device
 from fcnseg.atomic import remove_path
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, check_north_up, open_raster, select_bands
-from fcnseg.pipeline.products.cell_polygons import CELL
 from fcnseg.pipeline.output.layout import CHUNK_STATE, PARAMETERS_JSON, RUN_JSON, STATE_DIR, STORE_NAME, ledger_folder
 from fcnseg.pipeline.faults import crash_point
 from fcnseg.pipeline.option_texts import SEGMENT_HELP as HELP
-from fcnseg.pipeline.options import OptionModel, check_band_numbers, option_name, real_number, whole_number
+from fcnseg.pipeline.options import POLYGON_CELL, OptionModel, check_band_numbers, option_name, real_number, whole_number
 from fcnseg.pipeline.output.object_store import ObjectStoreOutput
-from fcnseg.pipeline.products.stac_model import ModelSource, total_parameters
 from fcnseg.pipeline.output.complete import is_complete
 from fcnseg.pipeline.output.guard import judge_previous, prepare_output
 from fcnseg.pipeline.segment.identity import input_fingerprint
@@ -52,10 +51,6 @@ from fcnseg.pipeline.tiles import Tile, check_tiling, default_halo, iter_tiles
 log = logging.getLogger(__name__)
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-#: The side (pixels) of the cells polygonised apart by default (``SegmentOptions.polygon_cell``).
-POLYGON_CELL = CELL
 
 
 class SegmentOptions(OptionModel):
@@ -194,7 +189,7 @@ def plan_run(
     judged as a local OUT's would be."""
     options.validate()
     out = Path(os.path.abspath(out))  # checked to be a folder by ``output_lock``; the same path on every worker
-    if local and options.device != "auto":
+    if local and options.device.startswith("cuda"):
         from fcnseg.models.inference import resolve_device
 
         resolve_device(options.device)  # --device cuda without CUDA: one line now, not a worker traceback
@@ -289,30 +284,33 @@ def checked_model(model_path: str | Path) -> tuple[ModelCard, str]:
 
 
 def planned_model(model_path: str | Path) -> tuple[ModelSource, str]:
-    """The checkpoint as a run plans with it: its absolute path, its card (every byte verified),
-    file sha256, size and parameter count (``ModelSource``), and its content hash (what workers
-    check the file they load against). Read once: the products describe this model, whatever
-    the path holds later.
+    """The checkpoint as a run plans with it: its absolute path, its card (every byte verified
+    against the content hash, no tensor NaN or infinite), file sha256, size and parameter count
+    (``ModelSource``), and its content hash (what workers check the file they load against). Read
+    once: the products describe this model, whatever the path holds later.
 
-    Verified once per process and file version: a flow plans many scenes with one model, and a
-    full-width checkpoint is half a gigabyte to read.
+    Read from the file's safetensors header and bytes without torch (``models.card_file``): a plan,
+    and a rerun of a complete output that computes nothing, imports no torch. Verified once per
+    process and file version: a flow plans many scenes with one model, and a full-width
+    checkpoint is half a gigabyte to read.
     """
     path = os.path.abspath(model_path)
     try:
         stat = os.stat(path)
     except OSError:
-        verify_checkpoint(path)  # raises the checkpoint's own clear error for a missing file
+        read_card_file(path)  # raises the checkpoint's own clear error for a missing file
         raise
     return _checked_model(path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=8)
 def _checked_model(model_path: str, inode: int, mtime_ns: int, size: int) -> tuple[ModelSource, str]:
-    card, sha, content = verify_checkpoint(model_path), file_sha256(model_path), content_sha256(model_path)
+    checked, sha = read_card_file(model_path, verify=True, finite=True), file_sha256(model_path)
     stat = os.stat(model_path)
     if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != (inode, mtime_ns, size):  # card and hashes of one file
         raise CheckpointError(f"{model_path}: changed while it was being checked; run the command again")
-    return ModelSource(model_path, card, sha, size=size, parameters=total_parameters(model_path)), content
+    source = ModelSource(model_path, checked.card, sha, size=size, parameters=checked.parameters)
+    return source, str(checked.content_sha256)
 
 
 def already_complete(plan: RunPlan) -> bool:
