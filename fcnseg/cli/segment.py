@@ -43,8 +43,7 @@ def segment(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's report) only.")] = False,
 ) -> None:
     """Segment a raster of any size by tiles on Dask into OUT: labels.zarr, labels.tif, polygons, quicklook, item.json (resumable)."""
-    from fcnseg.pipeline.segment import SegmentOptions
-    from fcnseg.pipeline.segment import segment as run_segment
+    from fcnseg.pipeline.segment_options import SegmentOptions  # light: a bad option fails before the run's imports
 
     with clear_errors(out=out):
         options = SegmentOptions(
@@ -52,6 +51,8 @@ def segment(
             probabilities=probabilities, bands=csv_ints(bands), cog=cog, polygons=polygons, simplify=simplify,
             min_area=min_area, polygon_cell=polygon_cell, quicklook=quicklook, stac=stac,
         )
+        from fcnseg.pipeline.segment import segment as run_segment
+
         report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, cluster_spec=cluster_spec,
                              workers=workers, overwrite=overwrite, progress=console.is_terminal and not as_json)
     if as_json:
