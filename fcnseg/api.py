@@ -107,7 +107,7 @@ def segment(
     >>> report.files
     >>> [(a.class_name, a.area_m2) for a in report.class_areas]
     """
-    from fcnseg.pipeline.segment import segment as segment_run
+    from fcnseg.pipeline.orchestrator import segment as segment_run
 
     return segment_run(input, model_path(model), out, segment_options(options, option_fields), client=client,
                        scheduler=scheduler, cluster_spec=cluster_spec, workers=workers, overwrite=overwrite,
@@ -255,8 +255,9 @@ def open_labels(out: str | Path, *, partial: bool = False) -> xr.DataArray:
     >>> labels.rio.crs, labels.rio.transform()
     """
     from fcnseg.pipeline.analysis.label_array import open_label_array
+    from fcnseg.pipeline.output.layout import store_of
 
-    return open_label_array(out, allow_partial=partial)
+    return open_label_array(store_of(out), allow_partial=partial, folder=out)
 
 
 def query(
@@ -298,7 +299,7 @@ def query(
         raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
     if crs is not None and bbox is None and point is None:
         raise ValueError("crs applies to bbox or point; give one of them")
-    from fcnseg.pipeline.analysis.label_array import store_of
+    from fcnseg.pipeline.output.layout import store_of
 
     target = store_of(raster) if Path(raster).is_dir() and not str(raster).rstrip("/").endswith(".zarr") else raster
     return query_classes(target, bbox=bbox, bbox_crs=crs, aoi=aoi, point=point, point_crs=crs, allow_partial=partial)

@@ -19,7 +19,7 @@ from fcnseg.models.fcn import build_model
 from fcnseg.models.inference import benchmark_forward, load_for_inference, resolve_device
 from fcnseg.models.sizing import default_tiling
 from fcnseg.pipeline.cluster_specs import scoped_environ
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.tiles import default_halo, iter_tiles
 

@@ -24,7 +24,7 @@ from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
 from fcnseg.pipeline.cluster import in_process_client
 from fcnseg.pipeline.cluster_specs import torch_threads
-from fcnseg.pipeline.segment import SegmentOptions, read_run_report
+from fcnseg.pipeline.orchestrator import SegmentOptions, read_run_report
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training.evaluate import evaluate_raster
 from fcnseg.tables import console, print_metrics, print_report

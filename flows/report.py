@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fcnseg.pipeline.segment import RunReport
+from fcnseg.pipeline.orchestrator import RunReport
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Flow ``segment-scene``: every scene of an input folder (or list) segmented into its own output folder.
 
-Thin on purpose: each stage is one call into ``fcnseg.pipeline.segment`` wrapped as a Prefect
+Thin on purpose: each stage is one call into ``fcnseg.pipeline.orchestrator`` wrapped as a Prefect
 task, so a run's page shows where the time went. Tiles never become Prefect task runs: they
 move on Dask inside the ``infer`` task, so Prefect's overhead is a handful of task runs per
 scene whatever the scene's size. One Dask cluster serves all scenes of a run (started at the first
@@ -11,7 +11,6 @@ scene's tiles infer.
 
 from __future__ import annotations
 
-import glob
 import logging
 import time
 from contextlib import ExitStack
@@ -39,12 +38,7 @@ from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.cluster import dask_client
 from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.option_texts import RUN_HELP
-from fcnseg.pipeline.output.layout import ITEM_JSON
-from fcnseg.pipeline.output.object_store import is_object_store
-from fcnseg.pipeline.products.scene_id import full_name, scene_id
-from fcnseg.pipeline.products.stac_catalog import catalog_exists, write_stac_catalog
-from fcnseg.pipeline.products.vectorize import VectorizeReport
-from fcnseg.pipeline.segment import (
+from fcnseg.pipeline.orchestrator import (
     ChunkRun,
     RunPlan,
     RunReport,
@@ -54,15 +48,13 @@ from fcnseg.pipeline.segment import (
     export_polygons,
     export_rasters,
     finish_stages,
-    held_output,
     plan_run,
     publish,
-    read_run_report,
+    run_sequence,
 )
-
-#: Raster files a folder input is searched for.
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-
+from fcnseg.pipeline.orchestrator.finish import VectorizeReport
+from fcnseg.pipeline.orchestrator.scenes import catalog_reports, find_scenes, scene_folder
+from fcnseg.pipeline.output.object_store import is_object_store
 
 def is_transient(task, task_run, state) -> bool:
     """Retry I/O hiccups (a network file system, an object store); never bad input."""
@@ -81,29 +73,6 @@ stage = task(
     cache_policy=NO_CACHE, persist_result=False, retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_condition_fn=is_transient,
 )
-
-
-def find_scenes(inputs: str | list[str]) -> list[str]:
-    """Paths, folders, globs and URIs -> the scenes, in a stable order, each once: two spellings of
-    one file (``inc/a.tif``, ``./inc/a.tif``, a link to it) are one scene, as they are one output
-    folder (``scene_id`` hashes the resolved path; URIs as written), and the second would wait on
-    the first's lock. Nothing found is an error."""
-    scenes: list[str] = []
-    for item in [inputs] if isinstance(inputs, str) else inputs:
-        if "://" in item or item.startswith("/vsi"):
-            scenes.append(item)  # a URI: GDAL reads it, checked when planned
-        elif Path(item).is_dir():
-            scenes += sorted(str(p) for p in Path(item).iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
-        elif glob.has_magic(item):
-            scenes += sorted(glob.glob(item))
-        else:
-            scenes.append(item)  # a missing file fails its scene with the clear error, not the run
-    if not scenes:
-        raise InputError(f"{inputs}: no rasters found")
-    unique: dict[str, str] = {}
-    for scene in scenes:
-        unique.setdefault(full_name(scene), scene)  # the first spelling given
-    return list(unique.values())
 
 
 @stage(name="validate")
@@ -165,14 +134,6 @@ def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float
     return report
 
 
-def scene_folder(output_root: str, scene: str) -> Path | str:
-    """One output folder per scene, named as its STAC item (``scene_id``: the file stem and a short
-    hash of its full path or URI), so ``a/x.tif`` and ``b/x.tif`` never share a folder and a scene
-    keeps its folder from run to run. Under an object-store root (``s3://bucket/nightly``) a URI."""
-    folder = scene_id(scene)
-    return f"{output_root.rstrip('/')}/{folder}" if is_object_store(output_root) else Path(output_root) / folder
-
-
 @task(name="finish", task_run_name="finish {plan.input}", cache_policy=NO_CACHE, persist_result=False)
 def finish(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], started: float, scheduler_address: str,
            held: ExitStack) -> RunReport:
@@ -213,24 +174,17 @@ class SceneCluster:
 def start_scene(scene: str, model: str, output_root: str, options: SegmentOptions, cluster: SceneCluster, *,
                 overwrite: bool, local: bool) -> RunReport | PrefectFuture[RunReport]:
     """Plan and infer one scene holding its folder, then hand the folder to its ``finish`` task and
-    return that task's future. A complete output is skipped (its report, no cluster needed); an
+    return that task's future: the orchestrator's stage sequence (``run_sequence``) with this flow's
+    tasks as its stages. A complete output is skipped (its report, no cluster needed); an
     interrupted one resumes; a folder held by another run fails this scene."""
     started = time.perf_counter()
-    out = scene_folder(output_root, scene)
-    held = ExitStack()
-    try:
-        folder, destination = held.enter_context(held_output(out))
-        run_plan = plan(scene, model, folder, options, overwrite, local, destination)
-        if run_plan.complete:
-            held.close()
-            return read_run_report(run_plan.target, skipped=True)
-        seconds = {"plan": time.perf_counter() - started}
-        address = cluster.address()
-        chunk_run = infer(run_plan, address)
-        return finish.submit(run_plan, chunk_run, seconds, started, address, held)
-    except BaseException:
-        held.close()
-        raise
+    return run_sequence(
+        scene_folder(output_root, scene), started,
+        plan=lambda folder, destination: plan(scene, model, folder, options, overwrite, local, destination),
+        infer=lambda run_plan: infer(run_plan, cluster.address()),
+        finish=lambda run_plan, chunk_run, seconds, held: finish.submit(
+            run_plan, chunk_run, seconds, started, cluster.address(), held),
+    )
 
 
 def route_library_logs() -> None:
@@ -246,10 +200,10 @@ def route_library_logs() -> None:
 
 def catalog_scenes(logger, output_root: str, outcomes: list[SceneOutcome]) -> None:
     """``output_root/catalog.json``: a STAC catalog of every scene's item there (this run's and
-    earlier runs'), in a folder or under an object-store prefix alike."""
-    items = [o.report.location(ITEM_JSON) for o in outcomes if o.report is not None and ITEM_JSON in o.report.files]
-    if items or catalog_exists(output_root):
-        logger.info("STAC catalog: %s", write_stac_catalog(output_root, items))
+    earlier runs'), in a folder or under an object-store prefix alike (``scenes.catalog_reports``)."""
+    catalog = catalog_reports(output_root, [o.report for o in outcomes if o.report is not None])
+    if catalog is not None:
+        logger.info("STAC catalog: %s", catalog)
 
 
 def failure(logger, scene: str, exc: Exception) -> SceneOutcome:

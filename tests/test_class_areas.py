@@ -16,8 +16,8 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.analysis.query import ClassArea, query_classes
-from fcnseg.pipeline.segment import SegmentOptions, segment
-from fcnseg.pipeline.segment.finish import class_areas
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator.finish import class_areas
 from fcnseg.pipeline.segment.plan import plan_run
 from fcnseg.pipeline.store import LABELS, open_store
 from fcnseg.pipeline.synth import write_scene

@@ -20,7 +20,7 @@ from output_checks import check_outputs
 from scipy import ndimage
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.segment import RunReport, SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import RunReport, SegmentOptions, segment
 
 TILE, CELL = 128, 64
 OPTIONS = SegmentOptions(tile=TILE, polygon_cell=CELL)

@@ -316,8 +316,8 @@ def test_default_tile_and_batch_follow_the_devices_memory(monkeypatch, device, m
 
 
 def test_segment_sizes_tiles_for_the_device_and_records_them(scene, tmp_path):
-    from fcnseg.pipeline.segment import SegmentOptions
-    from fcnseg.pipeline.segment.guard import output_lock
+    from fcnseg.pipeline.orchestrator import SegmentOptions
+    from fcnseg.pipeline.output.hold import output_lock
     from fcnseg.pipeline.segment.plan import plan_run
 
     with output_lock(tmp_path / "out"):

@@ -20,9 +20,9 @@ FAMILY = [getattr(errors, name) for name in errors.__all__ if name != "FcnsegErr
 #: Where each error was defined before it joined the family: importers of those names keep working.
 OLD_HOMES = {
     "InputError": "fcnseg.pipeline.io", "OutputConflict": "fcnseg.pipeline.overwrite",
-    "OutputBusy": "fcnseg.pipeline.segment.guard", "PrefixBusy": "fcnseg.pipeline.object_store",
+    "OutputBusy": "fcnseg.pipeline.output.hold", "PrefixBusy": "fcnseg.pipeline.output.hold",
     "CheckpointError": "fcnseg.models.checkpoint", "TrainingDiverged": "fcnseg.models.train",
-    "ExecutionMismatch": "fcnseg.pipeline.segment.worker", "DeviceMemoryError": "fcnseg.pipeline.segment.predict",
+    "ExecutionMismatch": "fcnseg.pipeline.segment.worker", "DeviceMemoryError": "fcnseg.pipeline.engine.predict",
     "NoWorkers": "fcnseg.pipeline.cluster", "WorkerLost": "fcnseg.pipeline.cluster",
     "IncompleteRun": "fcnseg.pipeline.segment.run", "ScenesFailed": "fcnseg.flows.segment_scene",
 }

@@ -23,12 +23,12 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
 from fcnseg.flows.report import SceneOutcome, markdown_report
-from fcnseg.flows.segment_scene import find_scenes, scene_folder
+from fcnseg.pipeline.orchestrator.scenes import find_scenes, scene_folder
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.io import InputError
 from fcnseg.pipeline.products.stac_checks import validate_stac_catalog
 from fcnseg.pipeline.products.stac_footprint import Grid, rectangle_footprint
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 REPO = Path(__file__).resolve().parents[1]

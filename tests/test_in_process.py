@@ -19,7 +19,7 @@ from distributed import Client
 
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.cluster_specs import ClusterSpec, default_local_workers, start_local
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 FCNSEG = str(Path(sys.executable).with_name("fcnseg"))
@@ -118,7 +118,7 @@ def test_kill_9_in_process_then_the_same_command_equals_a_clean_run(small, in_pr
 
 SCRIPT = """\
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 
 report = segment({image!r}, DEMO_MODEL, {small_out!r}, SegmentOptions(tile=192), progress=False)
 print("small:", report.cluster)

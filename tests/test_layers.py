@@ -100,30 +100,62 @@ def loose_modules() -> tuple[str, ...]:
     return tuple(name for name, path in modules().items() if path.parent == REPO / "pipeline" and path.stem != "__init__")
 
 
-#: Imports the layers do not want yet, each named (docs/design.md, "Not yet"): none at present
-#: (output/record.py's RunPlan annotations went with run_report, to segment/finish.py).
-NOT_YET: set[tuple[str, str]] = set()
+#: Imports the layers do not want yet, each named (docs/design.md, "Not yet"): the plan's polygon
+#: cell and model description, from products (being moved below segment/).
+NOT_YET: set[tuple[str, str]] = {("fcnseg.pipeline.segment.plan", "fcnseg.pipeline.products")}
+
+
+def not_yet(found: list[str]) -> list[str]:
+    """``importer imports imported`` lines less those NOT_YET names."""
+    known = [f"{name} imports {target}" for name, target in NOT_YET]
+    return [v for v in found if not any(v == k or v.startswith(f"{k}.") for k in known)]
 
 
 def unwanted(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]:
     """``violations`` less those NOT_YET names."""
-    known = [f"{name} imports {target}" for name, target in NOT_YET]
-    return [v for v in violations(importers, forbidden)
-            if not any(v == k or v.startswith(f"{k}.") for k in known)]
+    return not_yet(violations(importers, forbidden))
 
 
 @pytest.mark.parametrize(("importers", "forbidden"), [
-    (None, pipeline("segment", "products", "analysis", "training", "synth", "engine")),
-    (pipeline("synth"), pipeline("segment", "products", "analysis", "training", "engine", "output")),
-    (pipeline("analysis"), pipeline("segment", "products", "training", "synth", "engine")),
-    (pipeline("engine"), pipeline("segment", "products", "analysis", "training", "synth", "output")),
-    (pipeline("output"), pipeline("segment", "training", "synth", "engine")),
-    (pipeline("products"), pipeline("segment", "training", "synth", "engine")),
-    (pipeline("training"), pipeline("segment", "products", "synth", "output")),
-    (pipeline("segment"), pipeline("training", "synth")),
-], ids=["loose modules", "synth", "analysis", "engine", "output", "products", "training", "segment"])
+    (None, pipeline("segment", "orchestrator", "products", "analysis", "training", "synth", "engine")),
+    (pipeline("synth"), pipeline("segment", "orchestrator", "products", "analysis", "training", "engine", "output")),
+    (pipeline("analysis"), pipeline("segment", "orchestrator", "products", "training", "synth", "engine", "output")),
+    (pipeline("engine"), pipeline("segment", "orchestrator", "products", "analysis", "training", "synth", "output")),
+    (pipeline("output"), pipeline("segment", "orchestrator", "training", "synth", "engine")),
+    (pipeline("products"), pipeline("segment", "orchestrator", "training", "synth", "engine")),
+    (pipeline("training"), pipeline("segment", "orchestrator", "products", "synth", "output")),
+    (pipeline("segment"), pipeline("orchestrator", "products", "training", "synth")),
+    (pipeline("orchestrator"), pipeline("training", "synth")),
+], ids=["loose modules", "synth", "analysis", "engine", "output", "products", "training", "segment", "orchestrator"])
 def test_a_part_of_pipeline_imports_nothing_above_it(importers, forbidden):
-    """Inside pipeline/, bottom to top (docs/design.md): the output folder's package never reaches up
-    into segment/ (its run identity lived there), the engine (the tile loop) into none of the
-    stages it serves, training into segment/ (evaluate runs the engine, not the orchestrator)."""
+    """Inside pipeline/, bottom to top (docs/design.md): analysis below the output folder's package
+    (it opens a store by its path), which never reaches up into segment/ (its run identity lived
+    there), the engine (the tile loop) into none of the stages it serves, training into segment/
+    (evaluate runs the engine, not the orchestrator), segment/ (the stage on Dask) into the
+    products or the orchestrator that drives it."""
     assert unwanted(importers or loose_modules(), forbidden) == []
+
+
+def test_only_the_orchestrator_imports_the_products():
+    """The CLI, the library face and the flows run the products through the orchestrator alone:
+    nothing else of fcnseg (the flows included) imports ``pipeline/products/``."""
+    found = [f"{name} imports {target}" for name, path in modules().items()
+             if not within(name, pipeline("products", "orchestrator"))  # by name: "fcnseg" holds them all
+             for target in sorted(imported(path)) if within(target, pipeline("products"))]
+    assert not_yet(found) == []
+    assert violations(("fcnseg.flows",), pipeline("products")) == []
+
+
+#: The modules that only re-exported others' new homes (issue 23), gone with their importers.
+STUBS = ("pipeline/outputs.py", "pipeline/object_store.py", "pipeline/segment/guard.py", "pipeline/segment/record.py",
+         "pipeline/segment/records.py", "pipeline/segment/predict.py", "pipeline/segment/tile_source.py",
+         "pipeline/segment/staging.py", "pipeline/segment/finish.py")
+
+
+def test_no_stubs_keep_old_import_paths():
+    """One home per name: no module of the old paths, none that re-exports another with ``import *``."""
+    assert [stub for stub in STUBS if (REPO / stub).exists()] == []
+    starred = [f"{name}:{node.lineno}" for name, path in modules().items()
+               for node in ast.walk(ast.parse(path.read_text(), str(path)))
+               if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names)]
+    assert starred == []

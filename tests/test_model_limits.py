@@ -39,7 +39,7 @@ from fcnseg.models.fcn import build_model
 from fcnseg.models.inference import normalize_on_device
 from fcnseg.models.train import TrainConfig, TrainingDiverged, train
 from fcnseg.pipeline.io import InputError, normalize, read_pixels
-from fcnseg.pipeline.segment import SegmentOptions, output_lock, plan_run
+from fcnseg.pipeline.orchestrator import SegmentOptions, output_lock, plan_run
 from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training.chips import band_statistics
 from fcnseg.pipeline.training.train import TrainRequest, train_model

@@ -36,7 +36,7 @@ from fcnseg.pipeline.products.cog import export_labels_cog
 from fcnseg.pipeline.products.quicklook import write_quicklook
 from fcnseg.pipeline.products.stac import build_stac_item, write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, vectorize_store
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.store import has_crs, open_store, store_geometry
 from fcnseg.pipeline.synth import write_scene
 

@@ -17,8 +17,9 @@ import pytest
 import xarray as xr
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.object_store import LEASE_KEY, staging_folder
-from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, segment
+from fcnseg.pipeline.output.layout import LEASE_KEY
+from fcnseg.pipeline.output.object_store import staging_folder
+from fcnseg.pipeline.orchestrator import OutputConflict, SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 FCNSEG = str(Path(sys.executable).with_name("fcnseg"))

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fcnseg.cli import app
 from fcnseg.flows.segment_scene import segment_scene
 from fcnseg.flows.train_fcn import train_fcn
-from fcnseg.pipeline.segment import SegmentOptions
+from fcnseg.pipeline.orchestrator import SegmentOptions
 from fcnseg.pipeline.training.train import TrainRequest
 
 #: Options of the commands with no flow parameter of that name, and why.
@@ -177,7 +177,7 @@ def test_a_run_plan_with_its_options_pickles(tmp_path):
     import cloudpickle
 
     from fcnseg.models import DEMO_MODEL
-    from fcnseg.pipeline.segment import output_lock, plan_run
+    from fcnseg.pipeline.orchestrator import output_lock, plan_run
     from fcnseg.pipeline.synth import write_scene
 
     image, _ = write_scene(tmp_path / "scene", 128, seed=3)

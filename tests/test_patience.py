@@ -15,7 +15,7 @@ import pytest
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.faults import VARIABLE as CRASH_AT
 from fcnseg.pipeline.io import InputError
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 #: 4 chunks of 128 px, one tile per task (a CPU's batch): a chunk's task is that chunk alone.
@@ -91,7 +91,7 @@ def test_no_worker_timeout_is_a_positive_duration(monkeypatch):
 def test_one_scene_under_two_spellings_is_one_scene(tmp_path, monkeypatch):
     """``inc/a.tif`` and ``./inc/a.tif`` (or a folder holding it, or a link to it) are one output
     folder; as two scenes the second waited on the first's lock and the flow ended Failed."""
-    from fcnseg.flows.segment_scene import find_scenes
+    from fcnseg.pipeline.orchestrator.scenes import find_scenes
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "inc").mkdir()

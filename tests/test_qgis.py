@@ -14,7 +14,7 @@ import pytest
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import read_card
 from fcnseg.pipeline.products.styles import hex_color
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 SYSTEM_PYTHON = "/usr/bin/python3"

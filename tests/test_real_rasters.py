@@ -29,7 +29,7 @@ from output_checks import check_outputs
 
 from fcnseg.models.checkpoint import Normalization, load_checkpoint, save_checkpoint
 from fcnseg.pipeline.products.cell_polygons import CELL
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 
 FCNSEG = str(Path(sys.executable).with_name("fcnseg"))
 DATA = Path(__file__).parent / "data"

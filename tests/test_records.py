@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, output_lock, plan_run
+from fcnseg.pipeline.orchestrator import OutputConflict, SegmentOptions, output_lock, plan_run
 from fcnseg.pipeline.output.guard import judge_previous
 from fcnseg.pipeline.output.layout import PARAMETERS_JSON as PARAMETERS_FILE, STATE_DIR
 from fcnseg.pipeline.output.run_identity import RunIdentity

@@ -21,7 +21,7 @@ import xarray as xr
 
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fcnseg.pipeline.segment import OutputBusy, OutputConflict, SegmentOptions, output_lock, plan_run, segment
+from fcnseg.pipeline.orchestrator import OutputBusy, OutputConflict, SegmentOptions, output_lock, plan_run, segment
 from fcnseg.pipeline.segment.run import IncompleteRun, compute_chunks
 from fcnseg.pipeline.synth import write_scene
 
@@ -142,7 +142,7 @@ def test_one_run_per_output_folder(scenes, cluster, tmp_path):
         with pytest.raises(OutputBusy, match=f"in use by another fcnseg run .*pid {os.getpid()}"):
             segment(scenes[41], DEMO_MODEL, out, OPTIONS, scheduler=cluster, progress=False)
     # a holder killed with -9 leaves the lock file, not the lock
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fcnseg.pipeline.segment import output_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fcnseg.pipeline.orchestrator import output_lock\n"
                                f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

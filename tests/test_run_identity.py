@@ -40,7 +40,7 @@ from fcnseg.models.checkpoint import (
 )
 from fcnseg.models.fcn import build_model
 from fcnseg.pipeline.io import InputError
-from fcnseg.pipeline.segment import SegmentOptions, output_lock, plan_run, run_stages, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, output_lock, plan_run, run_stages, segment
 from fcnseg.pipeline.segment.run import compute_chunks
 from fcnseg.pipeline.segment.worker import cached_model, predict_chunks
 from fcnseg.pipeline.store import open_store

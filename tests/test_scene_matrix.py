@@ -22,7 +22,7 @@ from output_checks import check_outputs
 
 from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import Normalization, load_checkpoint, save_checkpoint
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 FCNSEG = str(Path(sys.executable).with_name("fcnseg"))

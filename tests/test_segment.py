@@ -20,7 +20,7 @@ from fcnseg.models import DEMO_MODEL
 from fcnseg.models.checkpoint import CheckpointError, ClassInfo, ModelCard, Normalization, save_checkpoint
 from fcnseg.models.fcn import build_model
 from fcnseg.pipeline.io import InputError
-from fcnseg.pipeline.segment import OutputConflict, SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import OutputConflict, SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 

@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.synth import write_scene
 
 FCNSEG = [sys.executable, "-m", "fcnseg"]

@@ -232,7 +232,7 @@ def test_id_is_unique_per_input_and_names_the_flow_scene_folder(collar_output):
     assert a != b and a.startswith("scene4-") and b.startswith("scene4-") and len(a) == len("scene4-") + 8
     assert scene_id("s3://bucket/x/scene4.tif").startswith("scene4-")
     assert scene_id("my scene (2).tif").startswith("my_scene_2-")
-    from fcnseg.flows.segment_scene import scene_folder
+    from fcnseg.pipeline.orchestrator.scenes import scene_folder
 
     for scene in ("/in/a/scene4.tif", "s3://bucket/x/scene4.tif", "relative/B04.tif"):
         assert scene_id(scene) == scene_folder("/out", scene).name  # item id == the scene's folder

@@ -13,7 +13,7 @@ import pytest
 from fcnseg.models import DEMO_MODEL
 from fcnseg.pipeline.analysis.query import ClassArea, query_classes
 from fcnseg.pipeline.output.record import ChunkCounts
-from fcnseg.pipeline.segment import RunReport, SegmentOptions, read_run_report, segment
+from fcnseg.pipeline.orchestrator import RunReport, SegmentOptions, read_run_report, segment
 from fcnseg.pipeline.synth import write_scene
 
 OPTIONS = SegmentOptions(tile=128, cog=False, polygons=False, quicklook=False, stac=False)

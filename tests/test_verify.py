@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fcnseg.cli import app
 from fcnseg.models import DEMO_MODEL
-from fcnseg.pipeline.segment import SegmentOptions, segment
+from fcnseg.pipeline.orchestrator import SegmentOptions, segment
 from fcnseg.pipeline.output.ledger import labels_sha256
 from fcnseg.pipeline.output.verify import VerifiedChunks, verify_output
 from fcnseg.pipeline.store import open_store

@@ -51,7 +51,7 @@ def segment(
             probabilities=probabilities, bands=csv_ints(bands), cog=cog, polygons=polygons, simplify=simplify,
             min_area=min_area, polygon_cell=polygon_cell, quicklook=quicklook, stac=stac,
         )
-        from fcnseg.pipeline.segment import segment as run_segment
+        from fcnseg.pipeline.orchestrator import segment as run_segment
 
         report = run_segment(input, model or DEMO_MODEL, out, options, scheduler=scheduler, cluster_spec=cluster_spec,
                              workers=workers, overwrite=overwrite, progress=console.is_terminal and not as_json)

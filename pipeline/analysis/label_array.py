@@ -17,26 +17,22 @@ import xarray as xr
 
 from fcnseg.errors import InputError
 from fcnseg.pipeline.classes import store_classes
-from fcnseg.pipeline.output.layout import STORE_NAME
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
 
-def store_of(out: str | Path) -> str:
-    """labels.zarr of an output folder (or the store itself, given its path)."""
-    text = str(out).rstrip("/")
-    return text if text.endswith(".zarr") else f"{text}/{STORE_NAME}"
-
-
-def open_label_array(out: str | Path, *, allow_partial: bool = False) -> xr.DataArray:
-    """``labels`` (dims y, x; uint8, 255 = nodata as ``_FillValue`` and ``.rio.nodata``) with the
-    store's CRS and transform and its class names and colours in ``attrs``; not loaded.
+def open_label_array(store: str | Path, *, allow_partial: bool = False, folder: str | Path | None = None) -> xr.DataArray:
+    """``labels`` (dims y, x; uint8, 255 = nodata as ``_FillValue`` and ``.rio.nodata``) of the label
+    store at ``store`` with its CRS and transform and its class names and colours in ``attrs``; not
+    loaded. The store's path, not an output folder's: analysis knows no folder's names (the caller
+    joins them, ``output.layout.store_of``); ``folder``: the output folder asked for, named in the
+    error for a missing store.
 
     Raises InputError naming the path for a missing or foreign store, and for an incomplete one
     (its run was interrupted) unless ``allow_partial``.
     """
-    path = store_of(out)
+    path = str(store)
     if "://" not in path and not Path(path).is_dir():
-        raise InputError(f"{path}: no label store there (is {out} a segment output folder?)")
+        raise InputError(f"{path}: no label store there (is {store if folder is None else folder} a segment output folder?)")
     try:
         group = open_store(path, mode="r")
     except Exception as exc:  # zarr's GroupNotFoundError, a damaged zarr.json

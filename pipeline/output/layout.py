@@ -56,3 +56,10 @@ def state_folder(out: str | Path) -> Path:
 def ledger_folder(out: str | Path) -> Path:
     """OUT's chunk ledger: where ``ChunkLedger`` keeps the markers of the final store."""
     return state_folder(out) / LEDGER_DIR
+
+
+def store_of(out: str | Path) -> str:
+    """labels.zarr of an output folder (or the store itself, given its path): what a reader of a
+    folder opens (``analysis`` takes the store's path; it knows no folder's names)."""
+    text = str(out).rstrip("/")
+    return text if text.endswith(".zarr") else f"{text}/{STORE_NAME}"

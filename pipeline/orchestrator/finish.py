@@ -133,6 +133,7 @@ def run_report(
         megapixels_per_second=round(sum(t.core.width * t.core.height for t in plan.todo) / 1e6 / infer_seconds, 3),
         peak_memory_mb=round(driver_peak + sum(worker_peaks), 1), parameters=plan.parameters,
         files=files, class_areas=areas, polygons=None if polygons is None else polygons.polygons,
+        simplify_area_error=None if polygons is None else round(polygons.simplify_area_error, 6),
         execution=chunk_run.execution, started=iso_utc(started), finished=iso_utc(finished),
         devices=chunk_run.devices, workers=chunk_run.workers, cluster=chunk_run.cluster,
     )
