@@ -14,6 +14,11 @@ written to a part file (GeoParquet-like Arrow table) the driver streams into the
 polygon's ``bbox`` (GeoParquet's covering) is computed here too, from the very coordinates written,
 so the driver adds nothing per polygon. What the driver needs to link parts across borders comes
 back small: the part ids along the cell's edges.
+
+With ``--min-area`` the regions wholly inside the cell are sieved on the labels first (merged into
+their largest neighbour) and the cell polygonised again; with ``--simplify`` the cell's polygons
+are simplified together as a coverage (``polygon_coverage``), in pixel coordinates, before the map
+to the CRS, so that both sides of a cell border get the very same vertices.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ part files are streamed into GeoParquet and GeoPackage with each part's ``region
 A region inside one cell is one polygon. A region crossing cell borders is one polygon per cell,
 all with one ``region_id``: ``dissolve(by="region_id")`` gives the exact region. No polygon is
 larger than a cell, so memory is bounded for any map — also where one class percolates through
-the whole scene, as land cover often does. ``--min-area`` judges whole regions, summed over parts.
+the whole scene, as land cover often does. ``--min-area`` judges whole regions, summed over parts,
+and merges the small ones into their largest neighbour; ``--simplify`` simplifies each cell's
+polygons as one coverage, cell sides held fixed (``polygon_coverage``: why that keeps the cells
+exact with memory bounded by the cell).
 
 A store without a CRS (pixel coordinates) gives polygons in its transform's units, ``area`` in
 those units² and ``area_m2`` null: there are no metres to measure, and none are made up.
@@ -192,7 +195,7 @@ def vectorize_store(
                 advance()
         crash_point("vectorize")  # the kill -9 tests: every cell's part file on disk, no output yet
         peaks = [] if client is None else worker_peaks_mb(client)
-        geometry_types = ["Polygon", "MultiPolygon"] if simplify_px > 0 else ["Polygon"]
+        geometry_types = ["Polygon"]  # also simplified: a coverage's polygons stay Polygons (polygon_coverage)
         classes = store_classes(dict(group[LABELS].attrs))
         with PolygonWriter(crs, optional_path(parquet_path), optional_path(gpkg_path), geometry_types,
                            classes=classes) as out:
