@@ -26,7 +26,8 @@ from fcnseg.pipeline.cluster_specs import load_cluster_spec
 from fcnseg.pipeline.orchestrator.compute import client_for, current_client, how_to_run
 from fcnseg.pipeline.output.hold import held_output, output_lock
 from fcnseg.pipeline.output.record import ChunkRun, RunReport, Stopwatch, read_run_report
-from fcnseg.pipeline.segment.plan import RunPlan, SegmentOptions, checked_model, plan_run
+from fcnseg.pipeline.segment.plan import RunPlan, checked_model, plan_run
+from fcnseg.pipeline.segment_options import SegmentOptions
 
 if TYPE_CHECKING:
     from distributed import Client
