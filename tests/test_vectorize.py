@@ -171,8 +171,12 @@ def test_same_rows_for_any_chunk_size_and_in_parallel(tmp_path, scene_labels, cl
     cells = VectorizeOptions(cell=70)
     serial = rows(vectorize(tmp_path, scene_labels, 64, cells))
     assert rows(vectorize(tmp_path, scene_labels, 100, cells)) == serial
+    (tmp_path / "s").mkdir()
+    coverage = VectorizeOptions(cell=70, simplify=1.0, min_area=20.0)  # a coverage, sieved: the same too
+    simplified = rows(vectorize(tmp_path / "s", scene_labels, 64, coverage))
     with Client(cluster) as client:  # real worker processes (the session's two)
         assert rows(vectorize(tmp_path, scene_labels, 48, cells, client=client)) == serial
+        assert rows(vectorize(tmp_path / "s", scene_labels, 48, coverage, client=client)) == simplified
 
 
 def test_min_area_judges_whole_regions_across_cells(tmp_path):
