@@ -20,7 +20,8 @@ from fcnseg.pipeline.classes import store_classes
 from fcnseg.pipeline.store import LABELS, NODATA, open_store, require_complete, store_geometry
 
 
-def open_label_array(store: str | Path, *, allow_partial: bool = False, folder: str | Path | None = None) -> xr.DataArray:
+def open_label_array(store: str | Path, *, allow_partial: bool = False,
+                     folder: str | Path | None = None) -> xr.DataArray:
     """``labels`` (dims y, x; uint8, 255 = nodata as ``_FillValue`` and ``.rio.nodata``) of the label
     store at ``store`` with its CRS and transform and its class names and colours in ``attrs``; not
     loaded. The store's path, not an output folder's: analysis knows no folder's names (the caller
@@ -32,7 +33,8 @@ def open_label_array(store: str | Path, *, allow_partial: bool = False, folder: 
     """
     path = str(store)
     if "://" not in path and not Path(path).is_dir():
-        raise InputError(f"{path}: no label store there (is {store if folder is None else folder} a segment output folder?)")
+        asked = store if folder is None else folder
+        raise InputError(f"{path}: no label store there (is {asked} a segment output folder?)")
     try:
         group = open_store(path, mode="r")
     except Exception as exc:  # zarr's GroupNotFoundError, a damaged zarr.json

@@ -3,8 +3,8 @@
 A file stem alone collides (``a/x.tif`` and ``b/x.tif``, or every ``B04.tif`` of a tile grid), and
 a catalogue keeps one item per id. So the name is the stem plus a short hash of the input's full
 path or URI: stable from run to run for the same input, distinct for two inputs that share a
-stem. ``flows/segment_scene.py`` names scene folders by the same rule, so an item's id is its
-folder's name.
+stem. ``orchestrator/scenes.py`` names the flow's scene folders by the same rule, so an item's
+id is its folder's name.
 """
 
 from __future__ import annotations
