@@ -14,7 +14,11 @@ small runs. Each measured as a whole process, from outside, as a user would see 
   lower peak memory).
 
 Peak memory is that of the whole process tree (the command and every process it starts), sampled
-every 0.1 s with psutil, so it is comparable between fcnseg's Dask workers and a single process.
+every 0.1 s with psutil, so it is comparable between fcnseg's Dask workers and a single process; two
+sums: resident (RSS) and proportional (PSS, each shared page divided among the processes sharing
+it). RSS counts a page that several processes share once in each: a forked child that has not yet
+exec'd (the demo's Prefect server starting, for a moment) doubles its parent's memory in the RSS
+sum and adds nothing to the PSS sum, which is what the machine's memory actually held.
 """
 
 from __future__ import annotations
@@ -40,38 +44,47 @@ SEED = 77
 
 @dataclass
 class Measured:
-    """A command's wall time (s), its process tree's peak resident memory (MB) and exit status."""
+    """A command's wall time (s), its process tree's peak memory (MB: the RSS sum, the PSS sum)
+    and exit status."""
 
     wall: float
     peak_mb: float
     status: int
     stderr: str
+    peak_pss_mb: float = 0.0
 
 
-def tree_rss_mb(process: psutil.Process) -> float:
-    """Resident memory of a process and all its descendants now, MB."""
-    total = 0
+def tree_memory_mb(process: psutil.Process) -> tuple[float, float]:
+    """Resident and proportional memory of a process and all its descendants now, MB."""
+    rss = pss = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            info = member.memory_full_info()
         except psutil.Error:  # gone between the listing and the read
-            pass
-    return total / 2**20
+            continue
+        rss, pss = rss + info.rss, pss + info.pss
+    return rss / 2**20, pss / 2**20
 
 
 def measure(command: list[str], **kwargs) -> Measured:
     """Run ``command`` to its end, sampling its process tree's memory every 0.1 s."""
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
-    process, peak = psutil.Process(child.pid), 0.0
+    process, peak, peak_pss = psutil.Process(child.pid), 0.0, 0.0
     while child.poll() is None:
         try:
-            peak = max(peak, tree_rss_mb(process))
+            rss, pss = tree_memory_mb(process)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         except psutil.Error:
             pass
         time.sleep(0.1)
     wall = time.perf_counter() - started
-    return Measured(wall, peak, child.returncode, child.stderr.read() if child.stderr else "")
+    return Measured(wall, peak, child.returncode, child.stderr.read() if child.stderr else "", peak_pss)
+
+
+def gb(result: Measured) -> str:
+    """The peak as printed: the RSS sum, then the PSS sum."""
+    return f"{result.peak_mb / 1024:.2f} GB RSS ({result.peak_pss_mb / 1024:.2f} GB PSS)"
 
 
 def scene(work: Path, size: int) -> Path:
@@ -100,15 +113,15 @@ def front_door(work: Path, size: int) -> None:
     infer = record["seconds"]["infer"]
     print(f"segment {size}²: wall {first.wall:.1f} s, infer {infer:.2f} s -> {first.wall / infer:.1f} x "
           f"(cluster {record.get('cluster')}, {record['workers']} worker(s); stages {record['seconds']}); "
-          f"peak {first.peak_mb / 1024:.2f} GB")
+          f"peak {gb(first)}")
     again = checked(measure(command), "rerun")
-    print(f"rerun of the complete output: wall {again.wall:.2f} s, peak {again.peak_mb / 1024:.2f} GB")
+    print(f"rerun of the complete output: wall {again.wall:.2f} s, peak {gb(again)}")
 
 
 def demo(work: Path) -> None:
     """``make demo``'s command, in its own folder."""
     result = checked(measure([sys.executable, "-m", "fcnseg.demo", "--out", str(work / "demo")]), "demo")
-    print(f"demo: wall {result.wall:.1f} s, peak {result.peak_mb / 1024:.2f} GB")
+    print(f"demo: wall {result.wall:.1f} s, peak {gb(result)}")
 
 
 def peer(work: Path, sizes: tuple[int, ...] = (4096, 8192)) -> None:
@@ -126,8 +139,8 @@ def peer(work: Path, sizes: tuple[int, ...] = (4096, 8192)) -> None:
                                 "--no-quicklook", "--no-stac"]), "segment")
         theirs = checked(measure([str(python), str(PEERS / "run_toolbelt.py"), str(image), str(work / f"peer-{size}.tif"),
                                   "1536", "1024", "pyramid", "4", str(model)]), "peer")
-        print(f"{size}²: fcnseg {ours.wall:.1f} s / {ours.peak_mb / 1024:.2f} GB, peer {theirs.wall:.1f} s / "
-              f"{theirs.peak_mb / 1024:.2f} GB -> wall {ours.wall / theirs.wall:.2f} x")
+        print(f"{size}²: fcnseg {ours.wall:.1f} s / {gb(ours)}, peer {theirs.wall:.1f} s / "
+              f"{gb(theirs)} -> wall {ours.wall / theirs.wall:.2f} x")
 
 
 def main() -> None:

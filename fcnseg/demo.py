@@ -9,6 +9,8 @@ item.json) and prints where the outputs are and how much of each class the scene
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -33,6 +35,37 @@ from fcnseg.tables import console, print_metrics, print_report
 DEMO_SEED = 2026
 
 
+#: glibc's mallopt parameter for the most malloc arenas (M_ARENA_MAX), and the demo's value.
+M_ARENA_MAX, DEMO_ARENAS = -8, 2
+
+
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (its malloc tuning below), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def share_malloc_arenas() -> None:
+    """At most DEMO_ARENAS malloc arenas in this process: the flow's tasks run on the in-process
+    worker's threads, and with an arena per thread (glibc's default, up to 8 per core) they cannot
+    reuse the memory the evaluation freed on the main thread, so the peak held both (1.05 GB for the
+    process tree, against 0.95-0.99 GB capped; measured: docs/benchmarks.md#the-front-door)."""
+    libc = glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, DEMO_ARENAS)
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS (glibc's ``malloc_trim``) between the evaluation and the flow."""
+    gc.collect()
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="Folder for the demo scene.")
@@ -40,6 +73,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="Scene seed.")
     args = parser.parse_args()
     setup_logging()
+    share_malloc_arenas()
 
     # --out is the demo's own folder (its flow/ is removed below): a scene there from before synth
     # tagged its files is replaced too
@@ -50,6 +84,8 @@ def main() -> None:
     console.print(f"model: {DEMO_MODEL.name} ({card.arch}, width {card.width}, {card.num_classes} classes) on {device}")
     metrics = evaluate_raster(model, card, image, labels, device=device, progress=True)
     print_metrics(metrics, card.class_names)
+    del model  # the flow's worker loads its own: this copy, and the evaluation's freed buffers, go back
+    release_memory()
 
     # the segment-scene flow, as a deployment would run it (an ephemeral Prefect server), on a Dask
     # cluster inside this process: worker processes would each import torch and hold a model (each
