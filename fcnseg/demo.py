@@ -51,8 +51,8 @@ def glibc() -> ctypes.CDLL | None:
 def share_malloc_arenas() -> None:
     """At most DEMO_ARENAS malloc arenas in this process: the flow's tasks run on the in-process
     worker's threads, and with an arena per thread (glibc's default, up to 8 per core) they cannot
-    reuse the memory the evaluation freed on the main thread, so the peak held both (1.05 GB for the
-    process tree, against 0.95-0.99 GB capped; measured: docs/benchmarks.md#the-front-door)."""
+    reuse the memory the evaluation freed on the main thread, so the peak held both (measured:
+    docs/benchmarks.md#figures-quoted-in-code-comments)."""
     libc = glibc()
     if libc is not None:
         libc.mallopt(M_ARENA_MAX, DEMO_ARENAS)
