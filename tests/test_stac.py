@@ -188,7 +188,6 @@ def test_reduce_valid_is_any_valid_per_block_for_ragged_edges():
 
 
 @pytest.mark.parametrize("tags, expected", [
-    ({"TIFFTAG_DATETIME": "2023:06:01 10:20:30"}, "2023-06-01T10:20:30Z"),
     ({"ACQUISITIONDATETIME": "2023-06-01T10:20:30.5+02:00"}, "2023-06-01T08:20:30Z"),
     ({"DATE_ACQUIRED": "2015-06-01", "SCENE_CENTER_TIME": '"10:20:30.1234567Z"'}, "2015-06-01T10:20:30Z"),
     ({"acquisition_date": "2021-12-31"}, "2021-12-31T00:00:00Z"),
@@ -201,8 +200,23 @@ def test_datetime_is_the_input_acquisition_time(collar_scene, collar_output, tmp
     with rasterio.open(image, "r+") as dst:
         dst.update_tags(**tags)
     props = build_stac_item(collar_output[0], input_path=image, created=CREATED)["properties"]
-    assert props["datetime"] == expected
+    assert props["datetime"] == expected and props["fcnseg:datetime_source"] == "acquisition"
     assert props["processing:datetime"] == props["created"] == "2025-03-04T05:06:07Z"
+
+
+@pytest.mark.parametrize("tags", [{"TIFFTAG_DATETIME": "2023:06:01 10:20:30"}, {"DATETIME": "2023-06-01T10:20:30Z"}])
+def test_tiff_creation_time_is_not_the_acquisition_time(collar_scene, collar_output, tmp_path, tags):
+    """Issue 25 item 3: TIFFTAG_DATETIME is when the file was written (TIFF spec), not when the
+    ground was seen: the item's datetime is then the processing time, and says so."""
+    image = tmp_path / "scene.tif"
+    shutil.copy(collar_scene[0], image)
+    with rasterio.open(image, "r+") as dst:
+        dst.update_tags(**tags)
+    with rasterio.open(image) as src:
+        assert src.tags().items() >= tags.items()  # GDAL keeps the tag: the rule, not a lost tag, decides
+    props = build_stac_item(collar_output[0], input_path=image, created=CREATED)["properties"]
+    assert props["datetime"] == props["processing:datetime"] == "2025-03-04T05:06:07Z"
+    assert props["fcnseg:datetime_source"] == "processing"
 
 
 def test_datetime_falls_back_to_the_processing_time(collar_scene, collar_output, tmp_path, caplog):
@@ -213,10 +227,14 @@ def test_datetime_falls_back_to_the_processing_time(collar_scene, collar_output,
     with rasterio.open(image, "r+") as dst:
         dst.update_tags(TIFFTAG_DATETIME="0000:00:00 00:00:00")  # TIFF's "unknown"
     before = datetime.now(UTC).replace(microsecond=0)
-    props = build_stac_item(collar_output[0], input_path=image)["properties"]  # created: now
+    image_acq = tmp_path / "blank_acq.tif"
+    shutil.copy(collar_scene[0], image_acq)
+    with rasterio.open(image_acq, "r+") as dst:
+        dst.update_tags(ACQUISITIONDATETIME="0000:00:00 00:00:00")  # "unknown"
+    props = build_stac_item(collar_output[0], input_path=image_acq)["properties"]  # created: now
     assert props["datetime"] == props["processing:datetime"]
     assert before <= datetime.fromisoformat(props["processing:datetime"]) <= datetime.now(UTC)
-    assert "TIFFTAG_DATETIME" in caplog.text
+    assert "ACQUISITIONDATETIME" in caplog.text
 
 
 def test_parse_datetime_forms():
@@ -387,7 +405,15 @@ def test_catalog_lists_every_scene_and_merges_on_rerun(collar_output, tmp_path):
     items = [link for link in catalog["links"] if link["rel"] == "item"]
     assert [link["href"] for link in items] == sorted(f"./{p.parent.name}/item.json" for p in first)
     assert {link["title"] for link in items} == {scene_id("/in/a/scene.tif"), scene_id("/in/b/scene.tif")}
-    assert {p: p.read_bytes() for p in first} == snapshot  # the items are left as they were
+    for path in first:  # each item now links back to the catalog, relatively; the rest is as it was
+        item, before = json.loads(path.read_text()), json.loads(snapshot[path])
+        assert item["links"][:2] == [{"rel": rel, "href": "../catalog.json", "type": "application/json"}
+                                     for rel in ("root", "parent")]
+        assert item["links"][2:] == before["links"] and item["assets"] == before["assets"]
+        validate_stac_item(path)
+    again = {p: p.read_bytes() for p in first}
+    write_stac_catalog(root, first)
+    assert {p: p.read_bytes() for p in first} == again  # already linked: not rewritten
 
     catalog["title"] = "Nightly segmentations"  # edited by hand: kept
     catalog_path.write_text(json.dumps(catalog))

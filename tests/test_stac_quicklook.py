@@ -32,6 +32,7 @@ from fcnseg.pipeline.products.stac_checks import (
     FILE_EXTENSION,
     PROCESSING_EXTENSION,
     PROJECTION_EXTENSION,
+    RASTER_EXTENSION,
     validate_stac_item,
 )
 from fcnseg.pipeline.synth import CLASSES, write_scene
@@ -81,7 +82,7 @@ def test_item_validates_and_carries_the_input_grid(scene, output):
     stac_pydantic.Item.model_validate(item)
     assert item["stac_version"] == "1.1.0"
     assert set(item["stac_extensions"]) == {PROJECTION_EXTENSION, CLASSIFICATION_EXTENSION, FILE_EXTENSION,
-                                            PROCESSING_EXTENSION}  # no model path: no MLM
+                                            PROCESSING_EXTENSION, RASTER_EXTENSION}  # no model path: no MLM
     props = item["properties"]
     with rasterio.open(scene[0]) as src:
         assert props["proj:code"] == f"EPSG:{src.crs.to_epsg()}" == "EPSG:32633"
@@ -89,7 +90,7 @@ def test_item_validates_and_carries_the_input_grid(scene, output):
         assert props["proj:transform"] == list(src.transform)[:6]
         assert props["proj:bbox"] == list(array_bounds(src.height, src.width, src.transform))
     assert "proj:wkt2" not in props
-    assert props["datetime"] == props["created"] == "2025-03-04T05:06:07Z"  # the input has no TIFFTAG_DATETIME
+    assert props["datetime"] == props["created"] == "2025-03-04T05:06:07Z"  # the input has no acquisition time
     assert props["fcnseg:model_sha256"] == "0" * 64  # from the store when there is no run.json
 
 
@@ -176,11 +177,11 @@ def test_rerun_gives_the_same_id_and_arguments_override_run_json(scene, output):
     assert second["properties"]["fcnseg:parameters"] == {"tile": 1024}
 
 
-def test_datetime_comes_from_the_input_tifftag(scene, output, tmp_path):
+def test_datetime_comes_from_the_input_acquisition_tag(scene, output, tmp_path):
     image = tmp_path / "scene 2023.tif"
     shutil.copy(scene[0], image)
     with rasterio.open(image, "r+") as dst:
-        dst.update_tags(TIFFTAG_DATETIME="2023:06:01 10:20:30")
+        dst.update_tags(ACQUISITIONDATETIME="2023:06:01 10:20:30")
     item = build_stac_item(output, input_path=image, created=CREATED)
     assert item["properties"]["datetime"] == "2023-06-01T10:20:30Z"
     assert item["properties"]["created"] == "2025-03-04T05:06:07Z"

@@ -8,12 +8,20 @@ checkpoint as the ``mlm:model`` asset) and with which software, when (processing
 
 * ``geometry`` / ``bbox``: the outline of the valid labels (``stac_footprint``), not the raster's
   rectangle, which over-claims a scene with a nodata collar.
-* ``datetime``: the input's acquisition time when its metadata has one (``stac_time``), else the
-  processing time; ``created`` and ``processing:datetime`` are always the processing time.
+* ``datetime``: the input's acquisition time when its metadata has one (``stac_time``: tags that
+  mean acquisition, never TIFFTAG_DATETIME, the file's creation), else the processing time;
+  ``fcnseg:datetime_source`` says which. ``created`` and ``processing:datetime`` are always the
+  processing time.
 * ``id``: ``scene_id`` (file stem + hash of the input's full path), unique per input, and the
   name ``flows/segment_scene.py`` gives the scene's folder.
-* asset hrefs are relative (``./labels.tif``): the folder can be moved or uploaded whole. Only the
-  checkpoint, which lives elsewhere, is an absolute URI.
+* asset hrefs are relative (``./labels.tif``): the folder can be moved or uploaded whole. The
+  checkpoint and the input (``derived_from``) are relative when they lie inside the folder, else
+  absolute: they live elsewhere, and a relative ``../`` path would dangle once the folder is copied
+  (the checkpoint's ``file:checksum`` lets a copy elsewhere be checked). A flow's catalog adds the
+  item's ``root``/``parent`` links (``stac_catalog``).
+* raster assets (labels, probabilities, the Zarr store) carry ``raster:bands`` (raster v1.1.0:
+  data_type, nodata, spatial_resolution, the probabilities' scale) and STAC 1.1's ``bands``
+  (name, data_type, nodata), so odc-stac and stackstac load uint8 with nodata 255, not float.
 
 Everything is read from what is already on disk, never the full-resolution data: the grid from
 the Zarr store's grid mapping (or labels.tif's header), the classes from the store's attributes
@@ -63,12 +71,13 @@ from fcnseg.pipeline.products.stac_footprint import Grid, data_footprint
 from fcnseg.pipeline.products.stac_model import (
     ModelSource,
     architecture_name,
+    local_href,
     mlm_properties,
     model_asset,
     read_model,
 )
 from fcnseg.pipeline.products.stac_time import input_datetime, iso, utc
-from fcnseg.pipeline.store import NODATA, open_store, require_complete, store_geometry
+from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, open_store, require_complete, store_geometry
 from fcnseg.pipeline.versions import software_versions
 
 log = logging.getLogger(__name__)
@@ -89,15 +98,16 @@ class AssetSpec:
     roles: tuple[str, ...]
     title: str
     classes: bool = False  # carries classification:classes (the label rasters)
+    raster: str | None = None  # "labels" (one uint8 band) or "probabilities" (one scaled band per class)
 
 
 ASSETS: tuple[AssetSpec, ...] = (
     AssetSpec("labels", LABELS_COG, COG_MEDIA_TYPE, ("data",),
-              "Class labels (COG, uint8, 255 = nodata)", classes=True),
+              "Class labels (COG, uint8, 255 = nodata)", classes=True, raster="labels"),
     AssetSpec("probabilities", PROBABILITIES_COG, COG_MEDIA_TYPE, ("data",),
-              "Class probabilities (COG, one uint8 band per class, p * 254, 255 = nodata)"),
+              "Class probabilities (COG, one uint8 band per class, p * 254, 255 = nodata)", raster="probabilities"),
     AssetSpec("labels_zarr", STORE_NAME, ZARR_MEDIA_TYPE, ("data",),
-              "Label store (Zarr v3, CF grid mapping)", classes=True),
+              "Label store (Zarr v3, CF grid mapping)", classes=True, raster="labels"),
     AssetSpec("polygons_parquet", POLYGONS_PARQUET, "application/vnd.apache.parquet", ("data",),
               "Class polygons (GeoParquet)"),
     AssetSpec("polygons_gpkg", POLYGONS_GPKG, "application/geopackage+sqlite3", ("data",),
@@ -153,9 +163,11 @@ def build_stac_item(
 
     geometry, bbox = data_footprint(out_dir, grid)
     classes = class_entries(table.names, table.colors) if table.names else None
+    acquired = acquired or input_datetime(input_path)
     properties: dict[str, Any] = {
         "title": f"fcnseg segmentation of {_input_name(input_path)}",
-        "datetime": iso(acquired or input_datetime(input_path) or created),
+        "datetime": iso(acquired or created),
+        "fcnseg:datetime_source": "acquisition" if acquired else "processing",
         "created": iso(created),
         **_projection_fields(grid),
         **processing_fields(created, model, input_path),
@@ -164,10 +176,10 @@ def build_stac_item(
         properties["fcnseg:model_sha256"] = model_sha256
     if parameters is not None:
         properties["fcnseg:parameters"] = dict(parameters)
-    assets = _assets(out_dir, grid, classes, pending)
+    assets = _assets(out_dir, grid, classes, table.names, pending)
     if model is not None:
         properties.update(mlm_properties(model, model_classes(model), software_versions().get("torch"), bands))
-        assets["model"] = model_asset(model, bands)
+        assets["model"] = model_asset(model, bands, out_dir)
 
     item = {
         "type": "Feature",
@@ -177,7 +189,7 @@ def build_stac_item(
         "geometry": geometry,
         "bbox": bbox,
         "properties": properties,
-        "links": _links(input_path),
+        "links": _links(input_path, out_dir),
         "assets": assets,
     }
     check_stac_item(item)
@@ -323,7 +335,7 @@ def _projection_fields(grid: Grid) -> dict[str, Any]:
     return fields
 
 
-def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None,
+def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None, names: Sequence[str],
             pending: Sequence[str] = ()) -> dict[str, Any]:
     """One asset per output file that exists (or is ``pending``), with a relative href; files on
     disk get file:size and file:checksum (not the Zarr store, a folder)."""
@@ -336,12 +348,41 @@ def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None,
                                  "title": spec.title, "roles": list(spec.roles)}
         if spec.classes and classes:
             asset["classification:classes"] = classes
+        if spec.raster:
+            asset.update(raster_bands(spec.raster, grid, names))
         if spec.key == "quicklook":
             asset.update(_quicklook_grid(path, grid))
         if path.is_file():
             asset.update(file_fields(path))
         assets[spec.key] = asset
     return assets
+
+
+def raster_bands(kind: str, grid: Grid, names: Sequence[str]) -> dict[str, Any]:
+    """``raster:bands`` and STAC 1.1 ``bands`` of a label or probability raster.
+
+    Loaders (odc-stac, stackstac) take the array's dtype and fill value from these; without them
+    they load float with NaN. Probabilities are p * 254 in uint8: scale 1/254, offset 0 gives p.
+    """
+    band: dict[str, Any] = {"data_type": "uint8", "nodata": NODATA}
+    resolution = _spatial_resolution(grid)
+    if resolution is not None:
+        band["spatial_resolution"] = resolution
+    if kind == "labels":
+        raster, core = [{**band, "sampling": "area"}], [{"name": "labels", "data_type": "uint8", "nodata": NODATA}]
+    else:
+        scaled = {**band, "sampling": "area", "scale": 1 / PROBABILITY_SCALE, "offset": 0.0}
+        raster = [dict(scaled) for _ in names]
+        core = [{"name": f"p_{_safe_name(name, i)}", "description": f"probability of {name} (p * {PROBABILITY_SCALE})",
+                 "data_type": "uint8", "nodata": NODATA} for i, name in enumerate(names)]
+    return {"raster:bands": raster, "bands": core}
+
+
+def _spatial_resolution(grid: Grid) -> float | None:
+    """The pixel size in metres (raster v1.1.0 asks for metres): None in a CRS of other units."""
+    if not grid.crs.is_projected or grid.crs.linear_units not in ("metre", "meter", "m"):
+        return None
+    return float(abs(grid.transform.determinant) ** 0.5)  # a square pixel's side; the mean of a rectangle's
 
 
 def _quicklook_grid(path: Path, grid: Grid) -> dict[str, Any]:
@@ -352,13 +393,14 @@ def _quicklook_grid(path: Path, grid: Grid) -> dict[str, Any]:
     return {"proj:shape": [height, width], "proj:transform": [float(v) for v in tuple(scaled)[:6]]}
 
 
-def _links(input_path: str | Path) -> list[dict[str, Any]]:
-    """A derived_from link to the input when it has a URI that resolves (a URL or a local file)."""
+def _links(input_path: str | Path, out_dir: Path) -> list[dict[str, Any]]:
+    """A derived_from link to the input when it has a URI that resolves (a URL or a local file):
+    relative when the input lies inside the output folder (it travels with it), else absolute."""
     text = str(input_path)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
         href = text
     elif Path(text).exists():
-        href = Path(text).resolve().as_uri()
+        href = local_href(Path(text), out_dir)
     else:  # e.g. a GDAL /vsi path: no URI that a STAC client could follow
         return []
     return [{"rel": "derived_from", "href": href, "title": "segmented input raster"}]

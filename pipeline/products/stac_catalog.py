@@ -2,8 +2,10 @@
 
 A flow over many scenes leaves one folder per scene; a STAC browser, QGIS or pystac opens the
 catalog and walks to every item. Links are relative (``./scene-1a2b3c4d/item.json``), so the root
-can be moved or synced whole, and the items are left as they are (a catalog linking them by
-relative href is a valid static catalog; an item needs no link back).
+can be moved or synced whole. Each listed item gets ``root`` and ``parent`` links back to the
+catalog (relative: ``../catalog.json``), rewritten atomically, so pystac, STAC browsers and
+``stac-validator`` walk up from an item as well as down from the catalog; its other links and
+its assets are left as they are.
 
 The root is a folder or an object-store prefix (``s3://bucket/nightly``, through fsspec): the
 same catalog either way. A nightly run adds its scenes to those already listed: the catalog is merged, never rebuilt from
@@ -100,6 +102,8 @@ def write_stac_catalog(output_root: str | Path, item_paths: Sequence[str | Path]
     items = list(dict.fromkeys([*listed, *new]))
     catalog = build_stac_catalog(root, items, previous=previous)
     check_stac_catalog(catalog)
+    for key in items:
+        link_item_to_catalog(root, key)
     root.write_text(root.catalog, json.dumps(catalog, indent=2) + "\n")
     where = root.location(root.catalog)
     log.info("wrote STAC catalog %s (%d items, %d new)", where, len(items), len(items) - len(listed))
@@ -139,6 +143,22 @@ def listed_items(root: CatalogRoot, catalog: dict[str, Any] | None) -> list[str]
         else:
             log.info("%s: dropping item %s, its file is gone", root.location(root.catalog), link["href"])
     return kept
+
+
+def link_item_to_catalog(root: CatalogRoot, key: str) -> None:
+    """Give the item at ``key`` relative ``root`` and ``parent`` links to the catalog (replacing
+    any it had), written atomically; an item that already has them is not rewritten."""
+    href = posixpath.relpath(root.catalog, posixpath.dirname(key))
+    try:
+        item = json.loads(root.read_text(key))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{root.location(key)}: not a readable STAC item: {e}") from e
+    others = [link for link in item.get("links", []) if link.get("rel") not in ("root", "parent")]
+    back = [{"rel": rel, "href": href, "type": CATALOG_MEDIA_TYPE} for rel in ("root", "parent")]
+    if item.get("links") == [*back, *others]:
+        return
+    item["links"] = [*back, *others]
+    root.write_text(key, json.dumps(item, indent=2) + "\n")
 
 
 def _item_link(root: CatalogRoot, key: str) -> dict[str, Any]:

@@ -75,12 +75,14 @@ def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], tor
     return fields
 
 
-def model_asset(model: ModelSource, input_bands: Sequence[int] | None = None) -> dict[str, Any]:
-    """The ``mlm:model`` asset: the checkpoint, by URI (it lives outside the output folder), with
+def model_asset(model: ModelSource, input_bands: Sequence[int] | None = None,
+                out_dir: Path | None = None) -> dict[str, Any]:
+    """The ``mlm:model`` asset: the checkpoint, by absolute URI (``local_href``: relative only when it
+    lies inside the output folder ``out_dir``, so it travels with it), with
     ``file:size`` and ``file:checksum`` when known and the input band names (``raster:bands``,
     which MLM needs to resolve ``mlm:input`` bands by name)."""
     asset: dict[str, Any] = {
-        "href": _uri(model.path),
+        "href": _uri(model.path) if out_dir is None else local_href(model.path, out_dir),
         "type": MODEL_MEDIA_TYPE,
         "title": f"{architecture_name(model.card.arch)} checkpoint (safetensors, with its model card)",
         "roles": ["mlm:model", "mlm:checkpoint", "mlm:weights", "model", "weights", "checkpoint"],
@@ -186,6 +188,19 @@ def _pretraining(card: ModelCard) -> dict[str, Any]:
     else:
         source = None
     return {"mlm:pretrained": source is not None, "mlm:pretrained_source": source}
+
+
+def local_href(path: str | Path, out_dir: Path) -> str:
+    """``./name`` for a local file inside ``out_dir`` (it is copied with the folder), else an absolute
+    URI: a ``../`` path would dangle as soon as the folder alone is copied or uploaded, while an
+    absolute one still names where the file was (and ``file:checksum`` checks a copy of it)."""
+    text = str(path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        return text
+    resolved, folder = Path(text).resolve(), out_dir.resolve()
+    if resolved.is_relative_to(folder):
+        return f"./{resolved.relative_to(folder).as_posix()}"
+    return resolved.as_uri()
 
 
 def _uri(path: str) -> str:

@@ -2,8 +2,13 @@
 
 Catalogues search by ``datetime`` as the time the data shows; a segmentation is of the scene as
 acquired, so that time is taken from the input's metadata when it carries one (GDAL's default and
-IMAGERY metadata domains, keys below, most specific first). Otherwise the item falls back to the
-processing time (``processing:datetime`` always records that).
+IMAGERY metadata domains, keys below, most specific first). ``TIFFTAG_DATETIME`` is not one: the
+TIFF spec defines it as the file's creation time, which for a reprojected or re-encoded scene is
+the day someone ran gdal_translate, not the day the sensor saw the ground; nor is a bare
+``DATETIME`` (GDAL maps TIFFTAG_DATETIME to that name in some drivers). Without an acquisition
+time the item's ``datetime`` is the processing time (STAC requires one of datetime or
+start/end; a null datetime with an invented range would claim more than is known), and the item
+says so in ``fcnseg:datetime_source``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: Metadata keys that hold the acquisition time, most specific first, each with the key of a
 #: separate time of day where the date comes alone (Landsat's DATE_ACQUIRED + SCENE_CENTER_TIME).
-#: TIFFTAG_DATETIME ("YYYY:MM:DD HH:MM:SS", the image's creation per the TIFF spec) comes last.
+#: TIFFTAG_DATETIME and DATETIME (the file's creation, per the TIFF spec) are deliberately absent.
 ACQUISITION_KEYS: tuple[tuple[str, str | None], ...] = (
     ("ACQUISITIONDATETIME", None),  # GDAL's IMAGERY domain (DigitalGlobe, Pleiades, ...)
     ("ACQUISITION_DATETIME", None),
@@ -31,8 +36,6 @@ ACQUISITION_KEYS: tuple[tuple[str, str | None], ...] = (
     ("SENSING_TIME", None),
     ("SENSING_START", None),
     ("PRODUCT_START_TIME", None),  # Sentinel-2 SAFE
-    ("DATETIME", None),
-    ("TIFFTAG_DATETIME", None),
 )
 #: GDAL metadata domains searched, in order.
 DOMAINS: tuple[str | None, ...] = (None, "IMAGERY")
