@@ -455,6 +455,12 @@ def test_pystac_reads_the_item_and_walks_the_catalog(collar_scene, model_output,
     assert [i.id for i in walked] == [folder.name]
     assert Path(walked[0].assets["labels"].get_absolute_href()) == folder / "labels.tif"
 
+    moved = tmp_path / "moved"  # the whole root copied: an item walks up to its catalog, by relative links
+    shutil.copytree(root, moved)
+    copied = pystac.Item.from_file(str(moved / folder.name / "item.json"))
+    assert copied.get_root().id == catalog.id and copied.get_parent().id == catalog.id
+    assert Path(copied.get_root().get_self_href()) == moved / "catalog.json"
+
 
 def test_rectangle_stays_for_a_scene_without_nodata(tmp_path):
     labels = np.zeros((300, 400), np.uint8)
