@@ -11,7 +11,6 @@ scene's tiles infer.
 
 from __future__ import annotations
 
-import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,12 +25,12 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.logging.handlers import APILogHandler
 from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from fcnseg.errors import CheckpointError, InputError, ScenesFailed
+from fcnseg.flows.logs import route_library_logs
 from fcnseg.flows.parameters import described
 from fcnseg.flows.report import SceneOutcome, markdown_report
 from fcnseg.models import DEMO_MODEL
@@ -185,17 +184,6 @@ def start_scene(scene: str, model: str, output_root: str, options: SegmentOption
         finish=lambda run_plan, chunk_run, seconds, held: finish.submit(
             run_plan, chunk_run, seconds, started, cluster.address(), held),
     )
-
-
-def route_library_logs() -> None:
-    """fcnseg's own log lines (tiles planned, progress every 10 %, files written) into the run's
-    logs on the Prefect server, not only the worker's terminal: what ``PREFECT_LOGGING_EXTRA_LOGGERS``
-    does, for every way the flow is started."""
-    library = logging.getLogger("fcnseg")
-    if not any(isinstance(h, APILogHandler) for h in library.handlers):
-        library.addHandler(APILogHandler())
-    if library.getEffectiveLevel() > logging.INFO:
-        library.setLevel(logging.INFO)
 
 
 def catalog_scenes(logger, output_root: str, outcomes: list[SceneOutcome]) -> None:
