@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fcnseg.models.card import ModelCard
     from fcnseg.models.fcn import FCNBase
     from fcnseg.models.metrics import Metrics
+    from fcnseg.pipeline.analysis.features import FeatureClassArea
     from fcnseg.pipeline.analysis.query import QueryResult
     from fcnseg.pipeline.output.record import RunReport
     from fcnseg.pipeline.segment.plan import SegmentOptions
@@ -268,8 +269,9 @@ def query(
     aoi: str | Path | None = None,
     point: Sequence[float] | None = None,
     partial: bool = False,
-) -> QueryResult:
-    """How much of each class is in a box, an area of interest, at a point, or everywhere (``fcnseg query``).
+    by: str | None = None,
+) -> QueryResult | list[FeatureClassArea]:
+    """How much of each class is in a box, an area of interest, each of its features, at a point, or everywhere (``fcnseg query``).
 
     Parameters
     ----------
@@ -280,17 +282,25 @@ def query(
     aoi : a vector file in any CRS (pixel centres inside its polygons count).
     point : X Y: the class of the pixel there.
     partial : read a label store whose run was interrupted, as it is.
+    by : with ``aoi``, one answer per feature, identified by this field (``fcnseg query --by``);
+        without it the features' union is counted.
 
     Returns
     -------
     QueryResult : ``classes`` (class_id, class_name, pixels, area_m2, share), ``valid_pixels``,
     ``nodata_pixels``, ``area_m2``; ``to_dict()`` is ``fcnseg query --json``'s object.
+    With ``by``: a list of FeatureClassArea, one per feature and class in file order (``feature``,
+    the ClassArea fields with ``share`` of the feature's valid pixels, ``valid_pixels``,
+    ``nodata_pixels``); a feature outside the raster, over nodata or with an empty geometry has
+    zero valid pixels, overlapping features are each counted in full.
 
     Example
     -------
     >>> result = fcnseg.query("out", bbox=(15.0, 48.74, 15.01, 48.75), crs="EPSG:4326")
     >>> [(c.class_name, c.area_m2) for c in result.classes]
     >>> result.valid_pixels
+    >>> rows = fcnseg.query("out", aoi="parcels.gpkg", by="parcel_id")
+    >>> {r.feature: r.area_m2 for r in rows if r.class_name == "forest"}
     """
     from fcnseg.pipeline.analysis.query import query_classes
 
@@ -302,6 +312,12 @@ def query(
     from fcnseg.pipeline.output.layout import store_of
 
     target = store_of(raster) if Path(raster).is_dir() and not str(raster).rstrip("/").endswith(".zarr") else raster
+    if by is not None:
+        if aoi is None or bbox is not None or point is not None:
+            raise ValueError("by applies to aoi alone: give aoi=FILE with by=FIELD")
+        from fcnseg.pipeline.analysis.features import query_features
+
+        return query_features(target, aoi, by, allow_partial=partial)
     return query_classes(target, bbox=bbox, bbox_crs=crs, aoi=aoi, point=point, point_crs=crs, allow_partial=partial)
 
 

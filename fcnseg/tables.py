@@ -101,3 +101,15 @@ def print_query(result) -> None:
     elif data["nodata_pixels"]:
         table.caption = f"{data['nodata_pixels']:,} nodata pixels left out"
     Console().print(table)
+
+
+def print_feature_query(rows: Sequence) -> None:
+    """One line per feature and class (``query --aoi FILE --by FIELD``): feature, class, pixels, area, share."""
+    table = Table(title="per feature")
+    for name, justify in (("feature", "left"), ("id", "right"), ("class", "left"), ("pixels", "right"),
+                          ("area m²", "right"), ("share %", "right")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        area = f"{r.area_m2:,.2f}" if r.area_m2 is not None else "-"
+        table.add_row(str(r.feature), str(r.class_id), r.class_name, f"{r.pixels:,}", area, f"{100 * r.share:.2f}")
+    Console().print(table)

@@ -22,11 +22,20 @@ def query(
     point: Annotated[Optional[tuple[float, float]], typer.Option(help="The class at X Y (in --bbox-crs).")] = None,
     partial: Annotated[bool, typer.Option(help="Read a label store whose run was interrupted, as it is.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+    by: Annotated[Optional[str], typer.Option(help="With --aoi: one answer per feature, identified by this field (without it: the union of the features).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="With --by: also write the rows to this .csv or .parquet (GeoParquet), with each feature's attributes and geometry.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
-    """How much of each class is in a box, an area of interest (pixel centres inside), at a point, or everywhere."""
+    """How much of each class is in a box, an area of interest (pixel centres inside), each of its features (--by), at a point, or everywhere."""
     from fcnseg.pipeline.analysis.query import query_classes
 
     with clear_errors():
+        if by is not None and aoi is None:
+            raise ValueError("--by applies to --aoi: give the area-of-interest file too")
+        if output is not None and by is None:
+            raise ValueError("--output writes the per-feature rows: give --aoi FILE --by FIELD")
+        if by is not None:
+            rows = _feature_rows(raster, aoi, by, output, overwrite, partial)
         given = [name for name, value in (("--bbox", bbox), ("--aoi", aoi), ("--point", point)) if value is not None]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
@@ -34,10 +43,34 @@ def query(
             raise ValueError("--bbox-crs (--crs) applies to --bbox or --point; give one of them")
         result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs,
                                allow_partial=partial)
+    if by is not None:
+        _print_feature_rows(rows, as_json)
+        return
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return
     print_query(result)
+
+
+def _feature_rows(raster: str, aoi: str, by: str, output: Path | None, overwrite: bool, partial: bool) -> list:
+    """The per-feature rows (and the --output file when asked)."""
+    if output is not None:
+        from fcnseg.pipeline.analysis.feature_table import write_feature_table
+
+        return write_feature_table(raster, aoi, by, output, overwrite=overwrite, allow_partial=partial)
+    from fcnseg.pipeline.analysis.features import query_features
+
+    return query_features(raster, aoi, by, allow_partial=partial)
+
+
+def _print_feature_rows(rows: list, as_json: bool) -> None:
+    """``--json``: one object with the rows; else the table."""
+    if as_json:
+        typer.echo(json.dumps({"features": [row.to_json() for row in rows]}))
+        return
+    from fcnseg.tables import print_feature_query
+
+    print_feature_query(rows)
 
 
 @app.command()

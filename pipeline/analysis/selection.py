@@ -12,7 +12,8 @@ is reprojected, and an area of interest that has a CRS is refused (there is no w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +88,10 @@ def read_aoi(path: str | Path, raster_crs: CRS | None) -> tuple[shapely.Geometry
     For a raster without a CRS the file must have none either: its coordinates are then the
     raster's own (pixel/transform) coordinates."""
     import geopandas
-    import pyogrio.errors
 
-    if not str(path).count("://") and not Path(path).exists():
-        raise InputError(f"{path}: cannot read the area of interest (no such file)")
-    try:
+    with reading_aoi(path):
         frame = geopandas.read_file(path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the area of interest as a vector file ({exc})") from None
-    if raster_crs is None and frame.crs is not None:
-        raise InputError(f"{path}: the area of interest is in {CRS.from_user_input(frame.crs).to_string()}, but the "
-                         "raster has no CRS (pixel coordinates); give an area of interest without a CRS, in its grid")
-    if frame.crs is None and raster_crs is not None:
-        raise InputError(f"{path}: the area of interest has no CRS (add a .prj or write it with one)")
+    check_aoi_crs(path, None if frame.crs is None else CRS.from_user_input(frame.crs), raster_crs)
     parts = shapely.get_parts(shapely.make_valid(frame.geometry.dropna().to_numpy()))
     polygons = _polygonal(shapely.union_all(parts[np.isin(shapely.get_type_id(parts), POLYGON_TYPES)]))
     if polygons.is_empty:
@@ -110,6 +102,28 @@ def read_aoi(path: str | Path, raster_crs: CRS | None) -> tuple[shapely.Geometry
         polygons = shapely.segmentize(polygons, max(maxx - minx, maxy - miny) / (4 * DENSIFY))
     geom = _polygonal(shapely.make_valid(reproject_geometry(polygons, src_crs, raster_crs)))
     return geom, {"type": "aoi", "path": str(path), "crs": crs_name(src_crs), "features": len(frame)}
+
+
+@contextmanager
+def reading_aoi(path: str | Path) -> Iterator[None]:
+    """Around a read of an AOI file: a missing or unreadable file becomes one InputError naming it."""
+    import pyogrio.errors
+
+    if not str(path).count("://") and not Path(path).exists():
+        raise InputError(f"{path}: cannot read the area of interest (no such file)")
+    try:
+        yield
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the area of interest as a vector file ({exc})") from None
+
+
+def check_aoi_crs(path: str | Path, aoi_crs: CRS | None, raster_crs: CRS | None) -> None:
+    """An AOI and a raster must both have a CRS or both lack one: never guess a georeferencing."""
+    if raster_crs is None and aoi_crs is not None:
+        raise InputError(f"{path}: the area of interest is in {aoi_crs.to_string()}, but the raster has no CRS "
+                         "(pixel coordinates); give an area of interest without a CRS, in its grid")
+    if aoi_crs is None and raster_crs is not None:
+        raise InputError(f"{path}: the area of interest has no CRS (add a .prj or write it with one)")
 
 
 def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
