@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from fcnseg.pipeline.analysis.features import FeatureClassArea
     from fcnseg.pipeline.analysis.query import QueryResult
     from fcnseg.pipeline.output.record import RunReport
-    from fcnseg.pipeline.segment.plan import SegmentOptions
+    from fcnseg.pipeline.segment_options import SegmentOptions
     from fcnseg.pipeline.training.train import TrainResult
 
 __all__ = ["Model", "evaluate", "load_model", "open_labels", "predict_array", "query", "segment", "train"]
@@ -55,7 +55,7 @@ def checked_fields(function: str, record: type, fields: Mapping[str, Any]) -> No
 
 def segment_options(options: SegmentOptions | None, fields: Mapping[str, Any]) -> SegmentOptions:
     """``options`` (default: the CLI's defaults) with ``fields`` changed; validated."""
-    from fcnseg.pipeline.segment.plan import SegmentOptions
+    from fcnseg.pipeline.segment_options import SegmentOptions
 
     checked_fields("segment", SegmentOptions, fields)
     return SegmentOptions(**fields) if options is None else options.replace(**fields)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fcnseg.digest import file_sha256  # a run records it to say which model made its output
 from fcnseg.errors import CheckpointError
 from fcnseg.models.card import ModelCard
 
@@ -91,15 +92,6 @@ def parse_card(path: Path, metadata: dict[str, str]) -> ModelCard:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model card ({exc})") from None
     return card
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes: what a run records to say which model made its output."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_card_file(path: str | Path, *, verify: bool = True, finite: bool = False) -> CardFile:

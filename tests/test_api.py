@@ -73,7 +73,7 @@ def test_an_unknown_name_or_keyword_is_named():
 
 def test_option_fields_are_segment_options():
     from fcnseg.api import segment_options
-    from fcnseg.pipeline.segment.plan import SegmentOptions
+    from fcnseg.pipeline.segment_options import SegmentOptions
 
     assert segment_options(None, {"tile": 512, "stitch": "blend"}) == SegmentOptions(tile=512, stitch="blend")
     changed = segment_options(SegmentOptions(tile=256), {"probabilities": True})

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: Each folder of the repository and the package it installs as (pyproject.toml's package-dir).
 PACKAGES = {"fcnseg": "fcnseg", "models": "fcnseg.models", "pipeline": "fcnseg.pipeline", "flows": "fcnseg.flows"}
 #: The bottom layer: standard library only, nothing else of fcnseg.
-FOUNDATION = ("fcnseg", "fcnseg.errors", "fcnseg.atomic")
+FOUNDATION = ("fcnseg", "fcnseg.errors", "fcnseg.atomic", "fcnseg.digest")
 #: The top layer: the command line and what only it uses.
 COMMAND_LINE = ("fcnseg.cli", "fcnseg.tables", "fcnseg.demo", "fcnseg.bench", "fcnseg.__main__")
 

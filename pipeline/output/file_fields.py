@@ -3,17 +3,15 @@
 
 Here, in the output folder's layer, because two sides need the one rule: ``products.stac`` writes
 the fields into item.json, and ``verify`` (which stands below the products) reads each file again
-and compares. Standard library only, so ``fcnseg verify`` stays light.
+and compares. The foundation's hashing only, so ``fcnseg verify`` stays light.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-#: Bytes read at once while hashing an output file (memory stays at this, whatever the file's size).
-HASH_BLOCK = 1 << 20
+from fcnseg.digest import file_sha256
 SHA2_256_PREFIX = "1220"  # multihash: code 0x12 (sha2-256), 32 bytes
 
 
@@ -25,9 +23,5 @@ def sha256_multihash(hex_digest: str) -> str:
 
 
 def file_fields(path: Path) -> dict[str, Any]:
-    """file:size and file:checksum (sha2-256 multihash) of one output file, read in HASH_BLOCK pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(HASH_BLOCK), b""):
-            digest.update(block)
-    return {"file:size": path.stat().st_size, "file:checksum": sha256_multihash(digest.hexdigest())}
+    """file:size and file:checksum (sha2-256 multihash) of one output file (its bytes hashed in bounded pieces)."""
+    return {"file:size": path.stat().st_size, "file:checksum": sha256_multihash(file_sha256(path))}

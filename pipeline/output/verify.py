@@ -57,13 +57,22 @@ class VerifiedChunks:
 
 
 @dataclass
+class VerifiedFiles:
+    """What became of item.json's files under ``verify``: ``verified`` by size and sha256, and
+    ``not_found_outside`` (an asset outside OUT, such as the model, absent on this machine)."""
+
+    verified: int = 0
+    not_found_outside: int = 0
+
+
+@dataclass
 class VerifyReport:
     """What ``verify_output`` found: one line per problem, and what was checked."""
 
     out: str
     problems: list[str] = field(default_factory=list)
     chunks: VerifiedChunks = field(default_factory=VerifiedChunks)
-    files: dict[str, int] = field(default_factory=lambda: {"verified": 0, "not_found_outside": 0})
+    files: VerifiedFiles = field(default_factory=VerifiedFiles)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +88,7 @@ class VerifyReport:
         c, f = self.chunks, self.files
         unverified = f", {c.unverified} without a recorded hash" if c.unverified else ""
         text = (f"{self.out}: as written: {c.total} chunks ({c.verified} by their sha256, "
-                f"{c.nodata} nodata{unverified}), {f['verified']} files by size and sha256")
+                f"{c.nodata} nodata{unverified}), {f.verified} files by size and sha256")
         return text + "".join(f"; {note}" for note in self.notes)
 
 
@@ -163,14 +172,14 @@ def verify_assets(out: Path, report: VerifyReport) -> None:
             if inside:
                 report.problems.append(f"{path}: listed in {ITEM_JSON} but missing")
             else:
-                report.files["not_found_outside"] += 1
+                report.files.not_found_outside += 1
                 report.notes.append(f"{path} (asset {key}) not found here, not checked")
         else:
             problem = file_problem(path, asset)
             if problem:
                 report.problems.append(f"{path}: {problem}")
             else:
-                report.files["verified"] += 1
+                report.files.verified += 1
 
 
 def asset_path(out: Path, href: str) -> tuple[Path | None, bool]:

@@ -122,8 +122,8 @@ def worker_device_name(device: str) -> str:
 
     try:
         resolved = worker_device(device)
-    except ValueError as exc:
-        return f"error: {exc}"
+    except ValueError:  # such a worker's refusal ended the run before (``agree_execution``)
+        return "unavailable"
     if resolved.type != "cuda":
         return resolved.type
     return f"{resolved} {torch.cuda.get_device_name(resolved)}"

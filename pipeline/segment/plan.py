@@ -39,7 +39,7 @@ from fcnseg.pipeline.segment.identity import input_fingerprint
 from fcnseg.pipeline.output.ledger import ChunkLedger
 from fcnseg.pipeline.output.run_identity import RunIdentity
 from fcnseg.pipeline.store import COMPLETE, RUN_TOKEN, create_store, label_chunk_file, open_store
-from fcnseg.pipeline.segment_options import DEVICE_PATTERN, POLYGON_CELL, SegmentOptions, check_options  # re-exported
+from fcnseg.pipeline.segment_options import SegmentOptions
 from fcnseg.pipeline.tiles import Tile, default_halo, iter_tiles
 
 log = logging.getLogger(__name__)
