@@ -31,7 +31,7 @@ from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training.evaluate import evaluate_raster
 from fcnseg.tables import console, print_metrics, print_report
 
-#: A seed the demo model never saw in training or validation (see README).
+#: A seed the demo model never saw in training or validation (docs/training.md, "The shipped demo model").
 DEMO_SEED = 2026
 
 

@@ -2,5 +2,5 @@
 
 from pathlib import Path
 
-#: The FCN-8s shipped with fcnseg, trained on synthetic scenes (see README for how it was made).
+#: The FCN-8s shipped with fcnseg, trained on synthetic scenes (docs/training.md, "The shipped demo model", says how).
 DEMO_MODEL = Path(__file__).parent / "weights" / "demo-fcn8s.safetensors"
