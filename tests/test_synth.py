@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from fcnseg.cli import app
 from fcnseg.pipeline.synth import (
     BAND_NAMES,
+    Radiometry,
     BAND_SETS,
     CLASSES,
     CRS,
@@ -72,7 +73,8 @@ def test_different_seeds_give_different_scenes(scenes_1024):
     (4, 1024, dict(rotate=30, bands=1, dtype="int16")),
     (9, 2500, dict(rotate=12.5, bands=3, dtype="float32")),
     (5, 1024, dict(rotate=45, bands=2)),
-], ids=["default", "collar", "rotate30-pan-int16", "rotate12.5-rgb-float32", "rotate45-red-nir"])
+    (6, 2500, dict(collar=40, radiometry=Radiometry(gain=(1.2, 1.1, 0.9, 0.8), offset=0.01, haze=0.05, season=-0.6))),
+], ids=["default", "collar", "rotate30-pan-int16", "rotate12.5-rgb-float32", "rotate45-red-nir", "radiometry"])
 def test_window_equals_crop_of_larger_window(seed, size, look):
     r0, c0, h, w = 96, 160, 640, 704
     big_img, big_lab = render_window(seed, size, r0, c0, h, w, **look)
@@ -364,3 +366,75 @@ def test_synth_command_takes_the_delivery_options_and_refuses_a_bad_one_in_one_l
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.exit_code == 1 and len(lines) == 1 and "--dtype" in lines[0], bad.stderr
     assert not (tmp_path / "t").exists()
+
+
+# --- radiometry that changes between scenes (issue 27) ---
+
+#: sha256 of render_window(5, 512, 0, 0, 512, 512)'s image and labels bytes and of a 300 px scene's two files
+#: (seed 5), measured on the code before radiometry existed (c8fd65f): the default scene stays byte for byte.
+DEFAULT_RENDER = "687ef7a52c1888077ca5a79a38f4365c2eb29b1b5504fa728eef55f49c0bcffb"
+DEFAULT_FILES = ("829149ae259c38837416ed7465d6bb41ed80b61dae12050ce8d8129f75cfa9f5",
+                 "58fb8bd70c6a786f793b3b5b634398a0307a6dfc4623787da75de1b53a19e611")
+
+
+def test_default_radiometry_leaves_every_byte_as_it_was(tmp_path: Path):
+    import hashlib
+
+    for radiometry in (None, Radiometry()):
+        img, lab = render_window(5, 512, 0, 0, 512, 512, radiometry=radiometry)
+        assert hashlib.sha256(img.tobytes() + lab.tobytes()).hexdigest() == DEFAULT_RENDER
+    image, labels = write_scene(tmp_path / "s", 300, 5, radiometry=Radiometry())
+    assert tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in (image, labels)) == DEFAULT_FILES
+
+
+@pytest.fixture(scope="module")
+def base_512() -> tuple[np.ndarray, np.ndarray]:
+    return render_window(8, 512, 0, 0, 512, 512)
+
+
+def test_season_changes_only_the_vegetation_and_moves_its_nir_against_its_red(base_512):
+    img, lab = base_512
+    for season in (0.8, -0.8):
+        shifted, same_lab = render_window(8, 512, 0, 0, 512, 512, radiometry=Radiometry(season=season))
+        np.testing.assert_array_equal(same_lab, lab)
+        veg = np.isin(lab, (1, 2, 3))  # forest, cropland, grassland
+        np.testing.assert_array_equal(shifted[:, ~veg], img[:, ~veg])  # water, roads, buildings: every byte
+        np.testing.assert_array_equal(shifted[:2], img[:2])  # blue and green untouched
+        nir = shifted[3][veg].astype(np.float64).mean() / img[3][veg].mean()
+        red = shifted[2][veg].astype(np.float64).mean() / img[2][veg].mean()
+        assert nir == pytest.approx(1 + 0.25 * season, abs=0.01) and red == pytest.approx(1 - 0.25 * season, abs=0.01)
+
+
+def test_gain_and_offset_are_per_band_and_haze_is_smooth_and_thinner_towards_the_nir(base_512):
+    img, lab = base_512
+    base = img.astype(np.float64)
+    gained, _ = render_window(8, 512, 0, 0, 512, 512, radiometry=Radiometry(gain=(1.3, 1.0, 0.8, 0.6), offset=(0.02, 0, 0, -0.01)))
+    means = gained.reshape(4, -1).mean(axis=1)
+    expected = base.reshape(4, -1).mean(axis=1) * (1.3, 1.0, 0.8, 0.6) + (200, 0, 0, -100)
+    np.testing.assert_allclose(means, expected, rtol=0.01)
+    hazy, _ = render_window(8, 512, 0, 0, 512, 512, radiometry=Radiometry(haze=0.05))
+    added = hazy.astype(np.float64) - base  # plus the noise's change on the brighter signal
+    per_band = added.reshape(4, -1).mean(axis=1)
+    assert 100 < per_band[0] <= 500 and np.all(np.diff(per_band) < 0)  # 20-100 % of 500 in blue, less to the NIR
+    coarse = added[0].reshape(16, 32, 16, 32).mean(axis=(1, 3))  # smooth: 32 px blocks differ by little
+    assert np.abs(np.diff(coarse, axis=0)).max() < 40 and coarse.max() - coarse.min() > 5
+
+
+def test_radiometry_is_recorded_in_the_tag_and_given_on_the_command_line(tmp_path: Path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["synth", str(tmp_path / "s"), "--size", "96", "--gain", "1.1,1,1,0.9", "--offset",
+                             "0.01", "--haze", "0.03", "--season", "-0.5"])
+    assert ok.exit_code == 0, ok.output
+    with rasterio.open(tmp_path / "s" / "image.tif") as img:
+        made = json.loads(img.tags()[writer.SYNTH_TAG])
+    assert made["radiometry"] == {"gain": [1.1, 1.0, 1.0, 0.9], "offset": [0.01] * 4, "haze": 0.03, "season": -0.5}
+    expected, _ = render_window(0, 96, 0, 0, 96, 96, radiometry=Radiometry(gain=(1.1, 1, 1, 0.9), offset=0.01, haze=0.03,
+                                                                            season=-0.5))
+    with rasterio.open(tmp_path / "s" / "image.tif") as img:
+        np.testing.assert_array_equal(img.read(), expected)
+    for args, option in ((["--gain", "1,2"], "--gain"), (["--gain", "0"], "--gain"), (["--offset", "a"], "--offset"),
+                         (["--haze", "-1"], "--haze"), (["--season", "2"], "--season")):
+        bad = runner.invoke(app, ["synth", str(tmp_path / "t"), "--size", "96", *args])
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert bad.exit_code == 1 and len(lines) == 1 and option in lines[0], bad.stderr
+        assert not (tmp_path / "t").exists()

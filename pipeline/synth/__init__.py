@@ -24,6 +24,7 @@ Modules, from the bottom up:
 - ``scene``: the scene-wide plan (per-scene parameters, calibrated class thresholds)
 - ``layers``: a window's label map and the fields painting reuses
 - ``footprint``: where a scene is nodata (the slanted collar, the rotated scene)
+- ``radiometry``: another scene's radiometry on the same land cover (gain, offset, haze, season)
 - ``encoding``: the delivered bands and data type, from the painted reflectance
 - ``options``: the checks of the delivery options
 - ``render``: ``render_window``
@@ -32,6 +33,7 @@ Modules, from the bottom up:
 
 from __future__ import annotations
 
+from fcnseg.pipeline.synth.radiometry import Radiometry
 from fcnseg.pipeline.synth.render import render_window
 from fcnseg.pipeline.synth.spec import (
     BAND_NAMES,
@@ -61,5 +63,5 @@ from fcnseg.pipeline.synth.writer import write_scene
 __all__ = [
     "BAND_NAMES", "BAND_SETS", "BUILDING", "CLASSES", "CROPLAND", "CRS", "ENCODINGS", "FOREST", "GRASSLAND", "GRIDS",
     "IMAGE_NODATA", "LABEL_NODATA", "LAYOUTS", "ORIGIN", "PIXEL_SIZE", "ROAD", "ROTATE_STEP", "STRIP_ROWS", "TILE",
-    "WATER", "LandCoverClass", "render_window", "write_scene",
+    "WATER", "LandCoverClass", "Radiometry", "render_window", "write_scene",
 ]

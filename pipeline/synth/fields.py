@@ -29,12 +29,22 @@ _COARSE_FIELDS: tuple[tuple[str, Octaves], ...] = (
 
 def coarse_fields(seed: int, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
     """All low-frequency fields of the window, as (h, w) float32 arrays."""
+    up = _on_nodes(seed, _COARSE_FIELDS, rows, cols)
+    return {name: up[i] for i, (name, _) in enumerate(_COARSE_FIELDS)}
+
+
+def coarse_field(seed: int, name: str, octaves: Octaves, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """One more low-frequency field (e.g. ``radiometry``'s haze), computed only when asked for."""
+    return _on_nodes(seed, ((name, octaves),), rows, cols)[0]
+
+
+def _on_nodes(seed: int, named: tuple[tuple[str, Octaves], ...], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(fields, h, w): each fbm on the coarse node grid, bilinearly upsampled to the window's pixels."""
     n = _NODE
     iy, fy = np.floor_divide(rows, n).astype(np.int64), ((rows % n) / n).astype(np.float32)
     ix, fx = np.floor_divide(cols, n).astype(np.int64), ((cols % n) / n).astype(np.float32)
     node_r = (np.arange(iy[0], iy[-1] + 2) * n).astype(np.float64)[:, None]
     node_c = (np.arange(ix[0], ix[-1] + 2) * n).astype(np.float64)[None, :]
-    nodes = np.stack([fbm_points(stream_key(seed, name), node_r, node_c, octs) for name, octs in _COARSE_FIELDS])
-    up = lerp_grid(nodes, iy - iy[0], fy, ix - ix[0], fx)
-    return {name: up[i] for i, (name, _) in enumerate(_COARSE_FIELDS)}
+    nodes = np.stack([fbm_points(stream_key(seed, name), node_r, node_c, octs) for name, octs in named])
+    return lerp_grid(nodes, iy - iy[0], fy, ix - ix[0], fx)
 

@@ -15,6 +15,7 @@ from fcnseg.pipeline.synth.footprint import outside_mask
 from fcnseg.pipeline.synth.layers import HALO, Layers, build_layers
 from fcnseg.pipeline.synth.noise import hash_coords, stream_key
 from fcnseg.pipeline.synth.options import check_pixels
+from fcnseg.pipeline.synth.radiometry import Radiometry, apply_sensor, shift_season
 from fcnseg.pipeline.synth.roads import paint_road
 from fcnseg.pipeline.synth.scene import Scene, plan_scene
 from fcnseg.pipeline.synth.spec import (
@@ -46,6 +47,7 @@ def render_window(
     rotate: float = 0.0,
     bands: int = 4,
     dtype: str = "uint16",
+    radiometry: Radiometry | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one window of the ``size`` x ``size`` scene of ``seed``.
 
@@ -54,7 +56,8 @@ def render_window(
     ``bands`` picks ``BAND_SETS[bands]`` and ``dtype`` one of ``ENCODINGS``.  With
     ``collar`` > 0 pixels outside a slanted footprint, with ``rotate`` > 0 those outside
     a square turned by ``rotate`` degrees (see ``footprint``), are nodata: the
-    encoding's nodata value in every band and label 255.
+    encoding's nodata value in every band and label 255. ``radiometry`` makes the same land
+    cover look like another scene's (gain, offset, haze, season; ``synth.radiometry``).
     """
     check_window(size, row_off, col_off, height, width, collar)
     check_pixels(collar, rotate, bands, dtype)
@@ -65,7 +68,7 @@ def render_window(
         return _nodata_window(height, width, bands, dtype)
     scene = plan_scene(int(seed), int(size))
     layers = build_layers(scene, rows, cols)
-    image = _paint(scene, layers)
+    image = _paint(scene, layers, radiometry or Radiometry())
     labels = layers.labels[HALO:-HALO, HALO:-HALO].copy()
     if outside is not None:
         labels[outside] = LABEL_NODATA
@@ -90,7 +93,7 @@ def _nodata_window(height: int, width: int, bands: int, dtype: str) -> tuple[np.
     return image, np.full((height, width), LABEL_NODATA, np.uint8)
 
 
-def _paint(s: Scene, lay: Layers) -> np.ndarray:
+def _paint(s: Scene, lay: Layers, radiometry: Radiometry) -> np.ndarray:
     """Reflectance image (4, h, w) uint16 of the window's core from its layers."""
     img = np.zeros((4,) + lay.labels.shape, np.float32)
     for cls, painter in (
@@ -101,8 +104,11 @@ def _paint(s: Scene, lay: Layers) -> np.ndarray:
         if idx[0].size:
             img[:, idx[0], idx[1]] = painter(s, lay, idx)
     img[:, lay.shadow] *= np.float32(0.5)
+    shift_season(img, lay.labels, radiometry.season)
     core = (slice(None), slice(HALO, -HALO), slice(HALO, -HALO))
     img = img[core] * (np.float32(1.0) + np.float32(0.08) * lay.fields["illum"][core[1:]])
+    if not radiometry.is_identity:
+        img = apply_sensor(img, radiometry, s.seed, lay.rows[HALO:-HALO], lay.cols[HALO:-HALO])
     img += _sensor_noise(s.seed, lay.rows[HALO:-HALO], lay.cols[HALO:-HALO], img)
     return np.clip(np.rint(img), 1, 10000).astype(np.uint16)
 

@@ -21,6 +21,7 @@ from rasterio.windows import Window
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.overwrite import check_target
 from fcnseg.pipeline.synth.options import check_layout, check_pixels, grid_for
+from fcnseg.pipeline.synth.radiometry import Radiometry
 from fcnseg.pipeline.synth.render import check_window, render_window
 from fcnseg.pipeline.synth.spec import (
     BAND_SETS,
@@ -56,12 +57,14 @@ def write_scene(
     layout: str = "tiled",
     block: int = 1024,
     overwrite: bool = False,
+    radiometry: Radiometry | None = None,
 ) -> tuple[Path, Path]:
     """Write ``image.tif`` and ``labels.tif`` of a scene, one window at a time.
 
     ``collar``, ``rotate``, ``bands`` and ``dtype`` shape the pixels (see ``render_window``),
     ``crs`` the georeferencing (``GRIDS``) and ``layout`` the file (``LAYOUTS``); every
-    option is checked before anything is written.  Memory is bounded by ``block`` (never
+    option is checked before anything is written.  ``radiometry`` shifts the scene's radiometry
+    (recorded in the tag when not the identity).  Memory is bounded by ``block`` (never
     by ``size``).  Both files are written under temporary names and renamed into place
     only when complete, so an interrupted run leaves no file that looks finished.
     An image.tif or labels.tif already in ``out_dir`` is replaced only when synth wrote it
@@ -80,6 +83,8 @@ def write_scene(
     final = (out_dir / SCENE_FILES["image"], out_dir / SCENE_FILES["labels"])
     look = dict(collar=collar, rotate=rotate, bands=bands, dtype=dtype)
     made = dict(seed=seed, size=size, **look, crs=grid.crs, layout=layout)
+    if radiometry is not None and not radiometry.is_identity:  # a default scene's tag stays as it was
+        made["radiometry"] = radiometry.tag()
     started = time.perf_counter()
     # labels outermost: image.tif is renamed into place first, then labels.tif
     with atomic_write(final[1]) as lab_tmp, atomic_write(final[0]) as img_tmp:
@@ -89,7 +94,7 @@ def write_scene(
         ):
             _describe_datasets(img_ds, lab_ds, bands, dtype, made)
             for window in _windows(size, block, layout):
-                image, labels = render_window(seed, size, *window, **look)
+                image, labels = render_window(seed, size, *window, **look, radiometry=radiometry)
                 logger.debug("rendering block rows %d+%d cols %d+%d", *window)
                 win = Window(window[1], window[0], window[3], window[2])
                 img_ds.write(image, window=win)
