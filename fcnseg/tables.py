@@ -12,8 +12,9 @@ from rich.table import Table
 if TYPE_CHECKING:
     from fcnseg.pipeline.analysis.query import ClassArea
 
-#: Reports go to stderr (stdout is kept for what a script reads: paths, JSON).
-console = Console(stderr=True)
+#: Reports go to stderr (stdout is kept for what a script reads: paths, JSON). ``soft_wrap``: a
+#: sentence is one line, never cut at 80 columns when stderr is a log file (tables keep their width).
+console = Console(stderr=True, soft_wrap=True)
 
 
 def metrics_json(metrics: dict, class_names: list[str]) -> dict:

@@ -82,3 +82,16 @@ def test_the_flows_api_log_handler_takes_records_only_from_inside_a_run():
     assert InRunOnly().filter(record) is False  # a Dask worker thread: no run, no API line, no warning
     record.flow_run_id = "8b4c3f8e-0000-0000-0000-000000000000"
     assert InRunOnly().filter(record) is True
+
+
+def test_a_reports_sentence_is_one_line_in_a_log_file(tmp_path):
+    """Off a terminal rich cut lines at 80 columns: the rerun's sentence about a long OUT came out
+    in pieces in a log file. Now a sentence is one line; tables keep their width."""
+    out = tmp_path / ("a-long-output-folder-name-" * 4)
+    script = ("from types import SimpleNamespace; from fcnseg.tables import print_report; "
+              f"print_report(SimpleNamespace(skipped=True, out={str(out)!r}, simplify_area_error=None, files=[], "
+              "class_areas=[]))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=os.environ | {"COLUMNS": "80", "TERM": "dumb"})
+    assert run.returncode == 0, run.stderr
+    assert f"{out}: already complete for this model and these parameters; nothing to do" in run.stderr.splitlines()
