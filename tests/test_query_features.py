@@ -137,8 +137,9 @@ def test_cli_refuses_by_without_aoi_and_another_output_format(scene):
     runner = CliRunner()
     alone = runner.invoke(app, ["query", str(store), "--by", "parcel"])
     assert alone.exit_code != 0 and "--by applies to --aoi" in alone.output
-    over = runner.invoke(app, ["query", str(store), "--aoi", str(utm), "--by", "parcel", "--output", str(utm)])
-    assert over.exit_code == 1 and "--output must end in .csv or .parquet" in over.output
+    over = runner.invoke(app, ["query", str(store), "--aoi", str(utm), "--by", "parcel", "--output",
+                               str(utm.with_suffix(".geojson"))])
+    assert over.exit_code == 1 and "--output must end in .csv, .parquet (GeoParquet) or .gpkg" in over.output
     assert over.output.count("\n") == 1
 
 
@@ -149,3 +150,161 @@ def test_library_query_by_gives_the_rows(scene):
     assert fcnseg.query(store, aoi=utm, by="parcel") == query_features(store, utm, "parcel")
     with pytest.raises(ValueError, match="by applies to aoi"):
         fcnseg.query(store, by="parcel")
+
+
+def wide_rows(path: Path) -> dict[str, tuple[int, dict[int, int]]]:
+    """parcel -> (valid pixels, class -> pixels), as the GeoPackage's one row per feature says."""
+    import pyogrio
+
+    table = pyogrio.read_dataframe(path, layer="class_areas")
+    return {p: (int(row["valid_pixels"]), {i: int(row[f"{n}_pixels"]) for i, n in enumerate(NAMES)})
+            for p, (_, row) in zip(table["parcel"], table.iterrows(), strict=True)}
+
+
+@pytest.mark.parametrize("batch", [2, 1000])
+def test_three_formats_hold_the_independent_counts(scene, tmp_path, monkeypatch, batch):
+    """CSV and GeoParquet long, GeoPackage wide: the same counts, read back by pandas, geopandas,
+    pyogrio and SQLite; batch 2 streams the six features in three batches (row groups)."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    from fcnseg.pipeline.analysis import features
+
+    monkeypatch.setattr(features, "BATCH", batch)
+    labels, store, utm, _ = scene
+    want = independent(labels, utm)
+    runner = CliRunner()
+    for name in ("rows.csv", "rows.parquet", "rows.gpkg"):
+        out = tmp_path / name
+        done = runner.invoke(app, ["query", str(store), "--aoi", str(utm), "--by", "parcel", "--output", str(out)])
+        assert done.exit_code == 0, done.output
+        if name.endswith(".gpkg"):
+            assert "6 features, 6 rows (one row per feature" in done.output
+            assert wide_rows(out) == want
+            with sqlite3.connect(out) as db:  # GeoPackage's own tables, read without GDAL
+                assert db.execute("select table_name, data_type from gpkg_contents").fetchall() == [
+                    ("class_areas", "features")]
+                assert db.execute("select count(*) from class_areas").fetchone() == (6,)
+                srs = db.execute("select organization_coordsys_id from gpkg_spatial_ref_sys join gpkg_geometry_columns"
+                                 " using (srs_id) where table_name = 'class_areas'").fetchone()
+                assert srs == (32633,)
+            table = geopandas.read_file(out, layer="class_areas")
+            assert list(table.columns[:4]) == ["parcel", "owner", "valid_pixels", "nodata_pixels"]
+            assert [c for c in table.columns if c.startswith("forest")] == ["forest_pixels", "forest_m2", "forest_share"]
+            assert list(table["forest_m2"]) == [v[1][1] * PIXEL_AREA for v in want.values()]
+        else:
+            table = pandas.read_csv(out) if name.endswith(".csv") else geopandas.read_parquet(out)
+            assert by_feature(table.rename(columns={"parcel": "feature"}).itertuples()) == want
+            assert "6 features, 18 rows (one row per feature and class" in done.output
+        given = geopandas.read_file(utm).geometry
+        geometries = (geopandas.GeoSeries.from_wkt(table["geometry"].fillna("")) if name.endswith(".csv")
+                      else table.geometry)
+        first = geometries.iloc[0] if not name.endswith(".gpkg") else table.geometry.iloc[0]
+        assert first.equals(given.iloc[0])  # the feature's own geometry, in its own CRS
+        if name.endswith(".parquet"):
+            assert pq.ParquetFile(out).num_row_groups == (3 if batch == 2 else 1)
+
+
+def test_output_into_a_missing_folder_or_onto_a_folder_is_one_line(scene, tmp_path):
+    _, store, utm, _ = scene
+    runner = CliRunner()
+    for target, words in ((tmp_path / "no" / "such" / "rows.gpkg", "no such folder"),
+                          (tmp_path / "folder.csv", "is a folder")):
+        if words == "is a folder":
+            target.mkdir()
+        done = runner.invoke(app, ["query", str(store), "--aoi", str(utm), "--by", "parcel", "--output", str(target)])
+        assert done.exit_code == 1 and words in done.output and done.output.count("\n") == 1, done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv"]  # nothing made, the folder untouched
+    assert list((tmp_path / "folder.csv").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def odd_parcels(scene, tmp_path_factory) -> Path:
+    """A bow-tie, an empty polygon, a null geometry, a point, a line and a good parcel."""
+    folder = tmp_path_factory.mktemp("odd")
+    bowtie = shapely.Polygon([world(20, 20), world(120, 120), world(120, 20), world(20, 120)])
+    assert not bowtie.is_valid
+    geoms = [bowtie, shapely.Polygon(), None, shapely.Point(world(50, 50)),
+             shapely.LineString([world(10, 10), world(100, 100)]), parcel(10, 20, 110, 120)]
+    frame = geopandas.GeoDataFrame({"parcel": ["bowtie", "empty", "null", "point", "line", "good"]},
+                                   geometry=geoms, crs=UTM)
+    frame.to_file(folder / "odd.gpkg")
+    return folder / "odd.gpkg"
+
+
+def test_invalid_and_non_polygon_geometries(scene, odd_parcels, tmp_path, caplog):
+    """The bow-tie is counted repaired (its two triangles), the rest are zero rows; each is named in a warning."""
+    labels, store, _, _ = scene
+    with caplog.at_level("WARNING", logger="fcnseg"):
+        rows = by_feature(query_features(store, odd_parcels, "parcel"))
+    assert list(rows) == ["bowtie", "empty", "null", "point", "line", "good"]
+    repaired = shapely.make_valid(geopandas.read_file(odd_parcels).geometry.iloc[0])
+    inside = rasterize([repaired], out_shape=labels.shape, transform=TRANSFORM, all_touched=False).astype(bool)
+    values = labels[inside & (labels != 255)]
+    assert rows["bowtie"] == (values.size, dict(enumerate(np.bincount(values, minlength=3).tolist())))
+    assert values.size > 2000  # both triangles, not one
+    for name in ("empty", "null", "point", "line"):
+        assert rows[name] == (0, {0: 0, 1: 0, 2: 0})
+    assert rows["good"][0] > 0
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    for name, words in (("bowtie", "repaired with make_valid"), ("empty", "empty geometry"), ("null", "no geometry"),
+                        ("point", "a Point, not a polygon"), ("line", "a LineString, not a polygon")):
+        assert f"parcel='{name}': " in warned and words in warned
+    assert "'good'" not in warned
+    out = tmp_path / "odd.gpkg"
+    done = CliRunner().invoke(app, ["query", str(store), "--aoi", str(odd_parcels), "--by", "parcel",
+                                    "--output", str(out)])
+    assert done.exit_code == 0, done.output
+    written = geopandas.read_file(out, layer="class_areas")
+    assert list(written["parcel"]) == list(rows) and list(written["valid_pixels"]) == [v[0] for v in rows.values()]
+    assert not written.geometry.iloc[0].is_valid  # written as given, counted repaired
+
+
+def test_against_exactextract(tmp_path):
+    """exactextract (coverage fractions) against the centre rule, on a stripped int16 GeoTIFF in
+    EPSG:4326 with -9999 and a stair-stepped nodata collar: on parcels along pixel edges every
+    pixel is covered 0 or 1 and both count the same; on rotated parcels the centre rule lies
+    between the pixels covered wholly and those covered at all."""
+    import rasterio
+    from affine import Affine
+    from exactextract import exact_extract
+
+    size = 1 / 1024  # degrees: pixel edges exact in binary
+    transform = Affine(size, 0, 15.0, 0, -size, 49.0)
+    rng = np.random.default_rng(11)
+    labels = np.kron(rng.integers(0, 4, (12, 16)), np.ones((10, 10), dtype=np.int16))  # 120 x 160
+    rows, cols = np.indices(labels.shape)
+    labels[cols < 40 - rows // 6 * 2] = -9999  # a stair-stepped collar, as a rotated footprint leaves
+    labels[rng.random(labels.shape) < 0.03] = -9999
+    raster = tmp_path / "labels.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=160, height=120, count=1, dtype="int16",
+                       crs="EPSG:4326", transform=transform, nodata=-9999) as dst:  # stripped: no TILED
+        dst.write(labels, 1)
+    with rasterio.open(raster) as src:
+        assert src.block_shapes[0][1] == 160  # strips
+    edge = lambda c, r: transform @ (c, r)  # noqa: E731
+    aligned = [shapely.box(*edge(c0, r1), *edge(c1, r0)) for c0, r0, c1, r1 in
+               ((0, 0, 50, 40), (30, 20, 110, 90), (100, 60, 160, 120), (5, 100, 30, 118))]
+    aligned.append(shapely.Polygon([edge(60, 0), edge(90, 0), edge(90, 30), edge(75, 30), edge(75, 15), edge(60, 15)]))
+    rotated = [shapely.affinity.rotate(shapely.box(*edge(c, r + 25), *edge(c + 30, r)), 27, use_radians=False)
+               for c, r in ((20, 20), (70, 40), (110, 70))]
+    frame = geopandas.GeoDataFrame({"parcel": [f"p{i}" for i in range(len(aligned) + len(rotated))]},
+                                   geometry=aligned + rotated, crs="EPSG:4326")
+    aoi = tmp_path / "parcels.gpkg"
+    frame.to_file(aoi)
+    ours = by_feature(query_features(raster, aoi, "parcel"))
+    with rasterio.open(raster) as src:
+        theirs = exact_extract(src, frame, ["values", "coverage"], include_cols=["parcel"], output="pandas")
+    assert list(theirs["parcel"]) == list(ours)
+    assert ours["p0"][0] < 50 * 40 // 2  # most of p0 is in the collar
+    for name, values, coverage in zip(theirs["parcel"], theirs["values"], theirs["coverage"], strict=True):
+        values, coverage = np.asarray(values, dtype=np.int64), np.asarray(coverage)
+        full = np.bincount(values[coverage == 1], minlength=4)
+        touched = np.bincount(values[coverage > 0], minlength=4)
+        counted = np.array([ours[name][1].get(i, 0) for i in range(4)])
+        if int(name[1:]) < len(aligned):
+            assert set(np.unique(coverage)) <= {0.0, 1.0}
+            assert counted.tolist() == full.tolist() and ours[name][0] == int(full.sum()), name
+        else:
+            assert (full <= counted).all() and (counted <= touched).all() and (full < touched).any(), name

@@ -23,7 +23,7 @@ def query(
     partial: Annotated[bool, typer.Option(help="Read a label store whose run was interrupted, as it is.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
     by: Annotated[Optional[str], typer.Option(help="With --aoi: one answer per feature, identified by this field (without it: the union of the features).")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="With --by: also write the rows to this .csv or .parquet (GeoParquet), with each feature's attributes and geometry.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="With --by: write the answers to this file instead of printing them: .csv or .parquet (GeoParquet; one row per feature and class) or .gpkg (GeoPackage; one row per feature, a column per class), with each feature's fields and geometry.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
 ) -> None:
     """How much of each class is in a box, an area of interest (pixel centres inside), each of its features (--by), at a point, or everywhere."""
@@ -34,15 +34,19 @@ def query(
             raise ValueError("--by applies to --aoi: give the area-of-interest file too")
         if output is not None and by is None:
             raise ValueError("--output writes the per-feature rows: give --aoi FILE --by FIELD")
-        if by is not None:
-            rows = _feature_rows(raster, aoi, by, output, overwrite, partial)
         given = [name for name, value in (("--bbox", bbox), ("--aoi", aoi), ("--point", point)) if value is not None]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
         if bbox_crs is not None and bbox is None and point is None:
             raise ValueError("--bbox-crs (--crs) applies to --bbox or --point; give one of them")
-        result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs,
-                               allow_partial=partial)
+        if by is not None:  # per feature only: the union is not counted as well
+            rows = _feature_rows(raster, aoi, by, output, overwrite, partial)
+        else:
+            result = query_classes(raster, bbox=bbox, bbox_crs=bbox_crs, aoi=aoi, point=point, point_crs=bbox_crs,
+                                   allow_partial=partial)
+    if by is not None and output is not None:  # the table is in the file: say what it holds
+        typer.echo(json.dumps(rows.to_dict()) if as_json else rows.summary())
+        return
     if by is not None:
         _print_feature_rows(rows, as_json)
         return
@@ -52,8 +56,8 @@ def query(
     print_query(result)
 
 
-def _feature_rows(raster: str, aoi: str, by: str, output: Path | None, overwrite: bool, partial: bool) -> list:
-    """The per-feature rows (and the --output file when asked)."""
+def _feature_rows(raster: str, aoi: str, by: str, output: Path | None, overwrite: bool, partial: bool):
+    """The per-feature rows, or (--output) what the file written holds: its rows stream to the file."""
     if output is not None:
         from fcnseg.pipeline.analysis.feature_table import write_feature_table
 

@@ -1,19 +1,25 @@
 """Per-feature answers: how much of each class lies in each feature of an area-of-interest file.
 
 ``fcnseg query OUT --aoi FILE --by FIELD`` asks "how much forest in each parcel": one row per
-feature and class. Features are read in batches (``BATCH``) and counted one at a time with the
-same pixel rule as ``query_classes`` (a pixel belongs to a feature when its centre is inside,
-``count_classes``): only that feature's window of the label store is read, so memory is bounded by
-a batch of geometries and one window, never by the store or by all features' masks.
+feature and class. Features are streamed from the vector file in batches of ``BATCH`` (GDAL's
+Arrow stream: one fixed schema for every batch, whatever the driver) and counted one at a time
+with the same pixel rule as ``query_classes`` (a pixel belongs to a feature when its centre is
+inside, ``count_classes``): only that feature's window of the label store is read, so memory is
+bounded by a batch of geometries and one window, never by the store or by the number of features.
 
-Each feature is counted in full: overlapping features both get the pixels they share. A feature
-outside the raster, over nodata only, or with an empty or missing geometry gets zero valid pixels
-(rows of zeros, not an error: a parcel table keeps every parcel). An invalid geometry (a bow-tie)
-is repaired with ``make_valid`` first, as the union query does.
+Each feature is counted in full: overlapping features both get the pixels they share. Every
+feature of the file gets its rows, in file order, so the table joins back to the parcels one to
+one. What cannot be counted is not dropped but counted as zero valid pixels, with a warning that
+names the feature (``GeometryNote``): a feature outside the raster or over nodata only; a missing
+(null) or empty geometry; a point or a line (no pixel centre lies inside a zero-area shape). An
+invalid polygon (a self-intersecting bow-tie, a ring that touches itself) is repaired with
+shapely's ``make_valid`` (the bow-tie's two triangles; what QGIS's "Fix geometries" gives) and
+counted, also with a warning: the count is of the repaired polygon.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import shapely
 from rasterio.crs import CRS
 
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Features read from the vector file at a time (bounded memory for files of 10⁵ parcels).
 BATCH = 1000
+#: Geometry warnings logged one by one; the rest are counted in one line at the end.
+WARN_FEATURES = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,34 +66,80 @@ class FeatureClassArea(ClassArea):
         return {"feature": row.pop("feature"), **row}
 
 
-def feature_batches(path: str | Path, by: str, raster_crs: CRS | None) -> Iterator[Any]:
-    """The AOI file's features, ``BATCH`` at a time, as GeoDataFrames; checks ``by`` and the CRS first."""
+@dataclass
+class FeatureBatch:
+    """Up to ``BATCH`` features as the file holds them: their fields (an Arrow table, the file's
+    schema), their geometries as WKB (None: a null geometry) and the file's CRS."""
+
+    fields: pa.Table
+    wkb: list[bytes | None]
+    crs: CRS | None
+    geometry_type: str | None
+
+
+@dataclass
+class GeometryNotes:
+    """Features whose geometry was repaired or could not be counted: logged, at most
+    ``WARN_FEATURES`` lines and then one line with the count of the rest."""
+
+    path: str
+    by: str
+    count: int = 0
+
+    def add(self, value: Any, note: str) -> None:
+        self.count += 1
+        if self.count <= WARN_FEATURES:
+            log.warning("%s: feature %s=%r: %s", self.path, self.by, value, note)
+
+    def close(self) -> None:
+        if self.count > WARN_FEATURES:
+            log.warning("%s: %d more features with geometry warnings (%d in all)", self.path,
+                        self.count - WARN_FEATURES, self.count)
+
+
+def feature_batches(path: str | Path, by: str, raster_crs: CRS | None) -> Iterator[FeatureBatch]:
+    """The AOI file's features, ``BATCH`` at a time; checks ``by`` and the CRS first."""
     import pyogrio
 
     with reading_aoi(path):
         info = pyogrio.read_info(path)
     if by not in list(info["fields"]):
         raise InputError(f"{path}: has no field {by!r} for --by (fields: {', '.join(info['fields']) or 'none'})")
-    check_aoi_crs(path, None if info["crs"] is None else CRS.from_user_input(info["crs"]), raster_crs)
-    for start in range(0, int(info["features"]), BATCH):
-        with reading_aoi(path):
-            frame = pyogrio.read_dataframe(path, skip_features=start, max_features=BATCH)
-        yield frame
+    if info["features"] == 0:
+        raise InputError(f"{path}: the area of interest holds no features")
+    crs = None if info["crs"] is None else CRS.from_user_input(info["crs"])
+    check_aoi_crs(path, crs, raster_crs)
+    with reading_aoi(path), pyogrio.open_arrow(path, batch_size=BATCH, use_pyarrow=True) as (meta, reader):
+        geometry = meta["geometry_name"] or "wkb_geometry"
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            wkb = table[geometry].to_pylist() if geometry in table.column_names else [None] * table.num_rows
+            fields = table.drop_columns([geometry]) if geometry in table.column_names else table
+            yield FeatureBatch(fields, wkb, crs, info.get("geometry_type"))
 
 
-def feature_geometry(geom: Any, src: CRS | None, dst: CRS | None) -> shapely.Geometry:
-    """A feature's polygons in the raster's CRS (repaired, densified before reprojection); empty
-    for a missing, empty or non-polygonal geometry."""
-    if geom is None or shapely.is_empty(geom):
-        return shapely.Polygon()
-    polygons = _polygonal(shapely.make_valid(geom))
-    if polygons.is_empty or src == dst:
-        return polygons
+def feature_geometry(wkb: bytes | None, src: CRS | None, dst: CRS | None) -> tuple[shapely.Geometry, str | None]:
+    """A feature's polygons in the raster's CRS (repaired, densified before reprojection) and a
+    note when it was repaired or is not countable (empty then)."""
+    geom = None if wkb is None else shapely.from_wkb(wkb)
+    if geom is None:
+        return shapely.Polygon(), "no geometry (null): counted as 0 pixels"
+    if geom.is_empty:
+        return shapely.Polygon(), "an empty geometry: counted as 0 pixels"
+    note = None
+    if not geom.is_valid:
+        note = f"an invalid {geom.geom_type} ({shapely.is_valid_reason(geom)}), repaired with make_valid and counted"
+        geom = shapely.make_valid(geom)
+    polygons = _polygonal(geom)
+    if polygons.is_empty:
+        return polygons, f"a {geom.geom_type}, not a polygon (no area, no pixel centre inside): counted as 0 pixels"
+    if src == dst:
+        return polygons, note
     minx, miny, maxx, maxy = polygons.bounds
     step = max(maxx - minx, maxy - miny) / (4 * DENSIFY)
     if step > 0:
         polygons = shapely.segmentize(polygons, step)
-    return _polygonal(shapely.make_valid(reproject_geometry(polygons, src, dst)))
+    return _polygonal(shapely.make_valid(reproject_geometry(polygons, src, dst))), note
 
 
 def feature_rows(raster: LabelRaster, feature: Any, geom: shapely.Geometry) -> list[FeatureClassArea]:
@@ -95,17 +150,24 @@ def feature_rows(raster: LabelRaster, feature: Any, geom: shapely.Geometry) -> l
             for c in class_table(raster, tally)]
 
 
-def iter_feature_areas(raster: str | Path, aoi: str | Path, by: str, *,
-                       allow_partial: bool = False) -> Iterator[tuple[dict[str, Any], list[FeatureClassArea]]]:
-    """Per feature of ``aoi``: (its attributes and geometry in the file's CRS, its class rows),
-    one feature at a time, in file order."""
+def iter_feature_batches(raster: str | Path, aoi: str | Path, by: str, *, allow_partial: bool = False,
+                         ) -> Iterator[tuple[FeatureBatch, list[list[FeatureClassArea]]]]:
+    """Per batch of ``aoi``'s features: the batch as read and each feature's class rows, in file order."""
+    notes = GeometryNotes(str(aoi), by)
     with open_labels(raster, allow_partial=allow_partial) as labels:
-        for frame in feature_batches(aoi, by, labels.crs):
-            src = None if frame.crs is None else CRS.from_user_input(frame.crs)
-            for record, geom in zip(frame.drop(columns="geometry").to_dict("records"), frame.geometry, strict=True):
-                value = _plain(record[by])
-                record = {k: _plain(v) for k, v in record.items()}
-                yield {**record, "geometry": geom}, feature_rows(labels, value, feature_geometry(geom, src, labels.crs))
+        for batch in feature_batches(aoi, by, labels.crs):
+            values = [plain(v) for v in batch.fields[by].to_pylist()]
+            rows = []
+            for value, wkb in zip(values, batch.wkb, strict=True):
+                try:
+                    geom, note = feature_geometry(wkb, batch.crs, labels.crs)
+                except InputError as exc:
+                    raise InputError(f"{aoi}: feature {by}={value!r}: {exc}") from None
+                if note is not None:
+                    notes.add(value, note)
+                rows.append(feature_rows(labels, value, geom))
+            yield batch, rows
+    notes.close()
 
 
 def query_features(raster: str | Path, aoi: str | Path, by: str, *,
@@ -113,14 +175,17 @@ def query_features(raster: str | Path, aoi: str | Path, by: str, *,
     """``fcnseg query --aoi FILE --by FIELD``: one row per feature and class, in file order.
 
     Raises InputError for an unreadable AOI file, a ``by`` field it lacks, or a CRS mismatch with a
-    raster without CRS; a feature outside the raster is a row of zeros."""
-    return [row for _, rows in iter_feature_areas(raster, aoi, by, allow_partial=allow_partial) for row in rows]
+    raster without CRS; a feature outside the raster or without an area is a row of zeros."""
+    return [row for _, batch_rows in iter_feature_batches(raster, aoi, by, allow_partial=allow_partial)
+            for rows in batch_rows for row in rows]
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars as Python ones (JSON); missing values as None."""
+def plain(value: Any) -> Any:
+    """A field's value as JSON has it: numpy scalars as Python ones, dates as ISO text, NaN as None."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and value != value:
         return None
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
     return value
