@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 __all__ = [
     "ARCHS", "MAX_CLASSES", "OUTSIDE_POLICIES", "Arch", "ClassInfo", "LabelMapping", "ModelCard", "NodataPolicy",
-    "Normalization", "STRIDE", "TrainingProvenance", "check_color", "class_count_problem", "class_names_problem",
-    "receptive_field",
+    "Normalization", "RobustStatistics", "STRIDE", "TrainingProvenance", "check_color", "class_count_problem",
+    "class_names_problem", "receptive_field",
 ]
 
 #: The architectures a card may name (``fcnseg.models.fcn`` builds them).
@@ -85,6 +85,29 @@ class Normalization:
 
     mean: list[float]
     std: list[float]
+
+
+@dataclass
+class RobustStatistics:
+    """Per-band percentiles of the training scene's valid pixels (as stored, before normalisation),
+    which a bright pixel or a nodata value missed by the mask moves far less than the mean and std:
+    what a scene that differs in radiometry can be compared with, and matched to (its 2-98 % range,
+    or median and interquartile range). ``pixels``: how many valid pixels per band they were read from."""
+
+    p2: list[float]
+    p25: list[float]
+    p50: list[float]
+    p75: list[float]
+    p98: list[float]
+    pixels: int
+
+    def validate(self, bands: int) -> None:
+        rows = (self.p2, self.p25, self.p50, self.p75, self.p98)
+        if any(len(row) != bands for row in rows):
+            raise ValueError(f"statistics have not {bands} values per percentile")
+        for band, values in enumerate(zip(*rows, strict=True)):
+            if not all(math.isfinite(v) for v in values) or list(values) != sorted(values):
+                raise ValueError(f"statistics of band {band + 1}: percentiles {list(values)} are not finite and rising")
 
 
 @dataclass
@@ -165,6 +188,7 @@ class TrainingProvenance:
     class_pixels: tuple[int, ...] | None = None
     holdout: Mapping[str, Any] | None = None  # {"fraction", "block", "blocks"}; None: no held-out blocks
     read_threads: int | None = None
+    augmentation: Mapping[str, float] | None = None  # the photometric settings; None: flips and rotations only
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys of another version, kept as they are
     unrecorded: frozenset[str] = frozenset()  # the fields the card does not hold
 
@@ -223,6 +247,8 @@ class ModelCard:
     labels: LabelMapping | None = None
     training: TrainingProvenance = field(default_factory=TrainingProvenance.of)
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: The training scene's robust per-band statistics; None in cards from before them and in init-model's.
+    statistics: RobustStatistics | None = None
 
     @property
     def num_classes(self) -> int:
@@ -233,7 +259,10 @@ class ModelCard:
         return [c.name for c in self.classes]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "training": self.training.to_json()}
+        card = {**asdict(self), "training": self.training.to_json()}
+        if self.statistics is None:  # a card without them is written as before they existed
+            del card["statistics"]
+        return card
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelCard:
@@ -248,6 +277,7 @@ class ModelCard:
             labels=LabelMapping(**data["labels"]) if data.get("labels") else None,
             training=TrainingProvenance.from_json(data.get("training") or {}),
             metrics=data.get("metrics", {}),
+            statistics=RobustStatistics(**data["statistics"]) if data.get("statistics") else None,
         )
 
     def validate(self) -> None:
@@ -275,6 +305,8 @@ class ModelCard:
             raise ValueError(f"nodata label must be {MAX_CLASSES} (nodata in every output), got {self.nodata.label}")
         if self.labels is not None:
             self.labels.validate(len(self.classes))
+        if self.statistics is not None:
+            self.statistics.validate(self.bands)
 
     def check_normalization(self) -> None:
         """Each band's mean finite and std positive and finite: a NaN passes ``std <= 0`` and makes

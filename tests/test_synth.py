@@ -408,7 +408,8 @@ def test_season_changes_only_the_vegetation_and_moves_its_nir_against_its_red(ba
 def test_gain_and_offset_are_per_band_and_haze_is_smooth_and_thinner_towards_the_nir(base_512):
     img, lab = base_512
     base = img.astype(np.float64)
-    gained, _ = render_window(8, 512, 0, 0, 512, 512, radiometry=Radiometry(gain=(1.3, 1.0, 0.8, 0.6), offset=(0.02, 0, 0, -0.01)))
+    sensor = Radiometry(gain=(1.3, 1.0, 0.8, 0.6), offset=(0.02, 0, 0, -0.01))
+    gained, _ = render_window(8, 512, 0, 0, 512, 512, radiometry=sensor)
     means = gained.reshape(4, -1).mean(axis=1)
     expected = base.reshape(4, -1).mean(axis=1) * (1.3, 1.0, 0.8, 0.6) + (200, 0, 0, -100)
     np.testing.assert_allclose(means, expected, rtol=0.01)
@@ -428,8 +429,8 @@ def test_radiometry_is_recorded_in_the_tag_and_given_on_the_command_line(tmp_pat
     with rasterio.open(tmp_path / "s" / "image.tif") as img:
         made = json.loads(img.tags()[writer.SYNTH_TAG])
     assert made["radiometry"] == {"gain": [1.1, 1.0, 1.0, 0.9], "offset": [0.01] * 4, "haze": 0.03, "season": -0.5}
-    expected, _ = render_window(0, 96, 0, 0, 96, 96, radiometry=Radiometry(gain=(1.1, 1, 1, 0.9), offset=0.01, haze=0.03,
-                                                                            season=-0.5))
+    asked = Radiometry(gain=(1.1, 1, 1, 0.9), offset=0.01, haze=0.03, season=-0.5)
+    expected, _ = render_window(0, 96, 0, 0, 96, 96, radiometry=asked)
     with rasterio.open(tmp_path / "s" / "image.tif") as img:
         np.testing.assert_array_equal(img.read(), expected)
     for args, option in ((["--gain", "1,2"], "--gain"), (["--gain", "0"], "--gain"), (["--offset", "a"], "--offset"),

@@ -30,8 +30,10 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import ModelCard, Normalization
-from fcnseg.pipeline.io import InputError, read_model_input, read_pixels
+from fcnseg.pipeline.io import InputError, normalize, read_pixels
+from fcnseg.pipeline.training.augment import Augmenter
 from fcnseg.pipeline.training.labels import UNLABELLED, LabelSource
+from fcnseg.pipeline.training.statistics import scene_statistics
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +204,9 @@ class ChipSampler:
     by a thread pool (one dataset handle per thread) while the model trains on the previous batch.
 
     A chip with too few labelled valid pixels (``min_labelled``, or none at all when sampling
-    labelled cells) once the held-out blocks' labels are masked is drawn again.
+    labelled cells) once the held-out blocks' labels are masked is drawn again. ``augment`` changes
+    a drawn chip's radiometry (``augment.Augmenter``) with a generator of its own, seeded by
+    ``(seed, k, 1)``: the windows are those of a run without it.
     """
 
     def __init__(
@@ -221,6 +225,7 @@ class ChipSampler:
         workers: int = 0,
         min_labelled: float = 0.05,
         max_tries: int = 50,
+        augment: Augmenter | None = None,
     ) -> None:
         if chip > min(src.height, src.width):
             raise InputError(f"{src.name}: {src.width}x{src.height} is smaller than a {chip}px chip")
@@ -228,7 +233,7 @@ class ChipSampler:
             raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
         self.src, self.bands, self.labels, self.card = src, list(bands), labels, card
         self.chip, self.batch_size, self.seed = chip, batch_size, seed
-        self.holdout, self.max_tries = holdout, max_tries
+        self.holdout, self.max_tries, self.augment = holdout, max_tries, augment
         self.min_labelled = min_labelled if sampling == "uniform" else 0.0
         self.index, self.cdf = index, None
         if sampling == "labelled":
@@ -290,10 +295,12 @@ class ChipSampler:
                 target[self.holdout.mask(window)] = UNLABELLED
             if not self._enough(target):  # the image's nodata only removes labels: skip its read
                 continue
-            x, valid = read_model_input(src, self.bands, window, self.card)
+            pixels, valid = read_pixels(src, self.bands, window)
             target[~valid] = UNLABELLED
             if self._enough(target):
-                return window, x, target
+                if self.augment is not None:
+                    pixels = self.augment(pixels, valid, np.random.default_rng([self.seed, k, 1]))
+                return window, normalize(pixels, valid, self.card.normalization, self.card.nodata), target
         if self.min_labelled > 0:
             raise InputError(f"{self.src.name}: found no chip with {self.min_labelled:.0%} of its pixels labelled in"
                              f" {self.max_tries} tries (sparse labels: --sampling labelled)")
@@ -336,21 +343,6 @@ class ChipSampler:
 def band_statistics(
     src: DatasetReader, bands: Sequence[int], *, windows: int = 64, size: int = 256, seed: int = 0
 ) -> Normalization:
-    """Per-band mean and std of valid pixels over random windows: the normalisation a model keeps."""
-    rng = np.random.default_rng(seed)
-    size = min(size, src.height, src.width)
-    total = np.zeros(len(bands))
-    total_sq = np.zeros(len(bands))
-    count = 0
-    for _ in range(windows):
-        window = Window(int(rng.integers(0, src.width - size + 1)), int(rng.integers(0, src.height - size + 1)), size, size)
-        pixels, valid = read_pixels(src, bands, window)
-        values = pixels[:, valid].astype(np.float64)
-        total += values.sum(axis=1)
-        total_sq += (values**2).sum(axis=1)
-        count += values.shape[1]
-    if count == 0:
-        raise InputError(f"{src.name}: no valid pixel found to compute band statistics")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return Normalization(mean=[float(m) for m in mean], std=[float(max(s, 1e-6)) for s in std])
+    """Per-band mean and std of valid pixels over random windows: the normalisation a model keeps
+    (``statistics.scene_statistics``, without its percentiles)."""
+    return scene_statistics(src, bands, windows=windows, size=size, seed=seed)[0]

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
-from pydantic.json_schema import SkipJsonSchema
 from rasterio.windows import Window
 
 from fcnseg.models.checkpoint import (
@@ -35,23 +31,20 @@ from fcnseg.models.checkpoint import (
     read_card,
     save_checkpoint,
 )
-from fcnseg.models.card import Arch, TrainingProvenance
-from fcnseg.models.fcn import ARCHS, STRIDE, FCNBase, build_model
+from fcnseg.models.card import Normalization, RobustStatistics, TrainingProvenance
+from fcnseg.models.fcn import FCNBase, build_model
 from fcnseg.models.inference import autocast_for, resolve_device
 from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
-from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
-from fcnseg.pipeline.options import OptionModel, check_band_numbers, option_name, real_number, whole_number
 from fcnseg.pipeline.io import InputError, check_pixel_types, open_raster, read_model_input, select_bands
 from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
+from fcnseg.pipeline.training.augment import Augmenter, BandReference
 from fcnseg.pipeline.training.chips import (
-    SAMPLING,
     ChipSampler,
     Holdout,
     LabelIndex,
-    band_statistics,
     build_label_index,
     cell_probabilities,
     choose_holdout,
@@ -66,96 +59,12 @@ from fcnseg.pipeline.training.labels import (
     LabelSource,
     check_class_ids,
     default_class_names,
-    check_outside,
     open_labels,
 )
+from fcnseg.pipeline.training.request import TrainRequest, photometric
+from fcnseg.pipeline.training.statistics import scene_statistics
 
 log = logging.getLogger(__name__)
-
-#: Loss weights: median frequency balancing (Eigen & Fergus), its square root (half as far from
-#: equal weights, in ratio), or none.
-CLASS_WEIGHTS = ("median", "sqrt", "none")
-
-class TrainRequest(OptionModel):
-    """A training as ``fcnseg train`` asks for it: the one definition that the command builds its
-    options from, the ``train-fcn`` flow takes as its ``request`` parameter and ``train_model`` runs.
-    The descriptions are the help texts (``option_texts``); a bad value fails in one line naming the
-    option, before any file is opened (``options.OptionModel``)."""
-
-    image: Annotated[Path, Field(description=HELP["image"])]
-    labels: Annotated[Path, Field(description=HELP["labels"])]
-    out: Annotated[Path, Field(description=HELP["out"])]
-    val_image: Annotated[Path | None, Field(description=HELP["val_image"])] = None
-    val_labels: Annotated[Path | None, Field(description=HELP["val_labels"])] = None
-    arch: Annotated[Arch, Field(description=HELP["arch"])] = "fcn8s"
-    width: Annotated[float, Field(gt=0, le=1, description=HELP["width"])] = 0.125
-    init: Annotated[Path | None, Field(description=HELP["init"])] = None
-    vgg16_weights: Annotated[Path | None, Field(description=HELP["vgg16_weights"])] = None
-    steps: Annotated[int, Field(ge=1, description=HELP["steps"])] = 2000
-    chip: Annotated[int, Field(ge=STRIDE, description=HELP["chip"])] = 256
-    batch_size: Annotated[int, Field(ge=1, description=HELP["batch_size"])] = 8
-    lr: Annotated[float, Field(gt=0, allow_inf_nan=False, description=HELP["lr"])] = 1e-3
-    seed: Annotated[int, Field(description=HELP["seed"])] = 0
-    device: Annotated[str, Field(description=HELP["device"])] = "auto"
-    label_field: Annotated[str | None, Field(description=HELP["label_field"])] = None
-    label_layer: Annotated[str | None, Field(description=HELP["label_layer"])] = None
-    classes: Annotated[tuple[str, ...] | None, Field(description=HELP["classes"])] = None
-    outside: Annotated[Literal["background", "unlabelled"] | None, Field(description=HELP["outside"])] = None
-    class_name: Annotated[str | None, Field(description=HELP["class_name"])] = None
-    bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...] | None, Field(description=HELP["bands"])] = None
-    val_every: Annotated[int, Field(ge=1, description=HELP["val_every"])] = 250
-    #: A progress bar on a terminal (the command line's choice; a flow trains without one).
-    progress: Annotated[bool, SkipJsonSchema()] = True
-    sampling: Annotated[Literal["labelled", "uniform"], Field(description=HELP["sampling"])] = "labelled"
-    class_weights: Annotated[Literal["median", "sqrt", "none"], Field(description=HELP["class_weights"])] = "median"
-    holdout: Annotated[float, Field(ge=0, lt=1, description=HELP["holdout"])] = 0.2
-    read_threads: Annotated[int, Field(ge=0, description=HELP["read_threads"])] = 4
-    overwrite: Annotated[bool, Field(description=HELP["overwrite"])] = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_line_errors(cls, data: Any) -> Any:
-        """Refuse options that cannot train, before any file is opened, named as on the command line
-        (before pydantic's constraints, which name no option)."""
-        if isinstance(data, dict):
-            check_request(data)
-        return data
-
-
-def check_request(data: dict[str, Any]) -> None:
-    """The training options' values as the command line names them; ValueError in one line. Values
-    of another type are left to pydantic (``--steps: input should be a valid integer``)."""
-    arch = data.get("arch", "fcn8s")
-    if isinstance(arch, str) and arch not in ARCHS:
-        raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
-    checks = [
-        ("steps", whole_number, lambda v: v >= 1, "at least 1"),
-        ("batch_size", whole_number, lambda v: v >= 1, "at least 1"),
-        ("chip", whole_number, lambda v: v >= STRIDE, f"at least {STRIDE} (the model's stride)"),
-        ("lr", real_number, lambda v: v > 0 and math.isfinite(v), "a positive number"),
-        ("val_every", whole_number, lambda v: v >= 1, "at least 1"),
-        ("width", real_number, lambda v: 0 < v <= 1, "above 0 and at most 1 (the paper's VGG16)"),
-        ("sampling", text, lambda v: v in SAMPLING, f"one of {', '.join(SAMPLING)}"),
-        ("class_weights", text, lambda v: v in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
-        ("holdout", real_number, lambda v: 0 <= v < 1, "at least 0 and below 1"),
-        ("read_threads", whole_number, lambda v: v >= 0, "at least 0"),
-    ]
-    for name, typed, ok, rule in checks:
-        value = typed(data.get(name))
-        if value is not None and not ok(value):
-            raise ValueError(f"{option_name(name)} must be {rule}, got {value}")
-    check_outside(text(data.get("outside")))
-    check_band_numbers(data.get("bands"))
-    classes = data.get("classes")
-    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
-        problem = class_count_problem(len(classes)) or class_names_problem(classes)
-        if problem:
-            raise ValueError(f"--classes: {problem}")
-
-
-def text(value: Any) -> str | None:
-    """``value`` where it is a str, else None (``options.whole_number``)."""
-    return value if isinstance(value, str) else None
 
 
 def check_out(request: TrainRequest) -> None:
@@ -163,6 +72,15 @@ def check_out(request: TrainRequest) -> None:
     inputs = {"--image": request.image, "--labels": request.labels, "--val-image": request.val_image,
               "--val-labels": request.val_labels, "--init": request.init, "--vgg16-weights": request.vgg16_weights}
     check_checkpoint_out(request.out, inputs=inputs, overwrite=request.overwrite, override=OVERWRITE)
+
+
+def augmenter(request: TrainRequest, scene: Normalization, statistics: RobustStatistics) -> Augmenter | None:
+    """The chips' photometric augmentation, measured against this scene's own statistics; None when off."""
+    settings = photometric(request)
+    if not settings.active:
+        return None
+    log.info("photometric augmentation: %s", ", ".join(f"{k} {v:g}" for k, v in settings.to_json().items()))
+    return Augmenter(settings, BandReference(scene.mean, scene.std, statistics.p2, statistics.p98))
 
 
 def initial_model(request: TrainRequest, bands: int, num_classes: int) -> tuple[FCNBase, ModelCard | None]:
@@ -369,7 +287,8 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
             classes = class_list(request, labels.class_names, labels.class_colors, init_card, labels)
             class_names = [c.name for c in classes]
             check_class_ids(labels, request.labels, class_names)
-            normalization = init_card.normalization if init_card else band_statistics(src, band_indexes, seed=request.seed)
+            scene_normalization, statistics = scene_statistics(src, band_indexes, seed=request.seed)
+            normalization = init_card.normalization if init_card else scene_normalization
             descriptions = [src.descriptions[b - 1] for b in band_indexes]
             card = ModelCard(
                 arch=request.arch,
@@ -380,6 +299,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
                 nodata=NodataPolicy(input=src.nodata),
                 band_names=descriptions if all(descriptions) else None,
                 labels=labels.mapping(len(classes)),
+                statistics=statistics,
             )
             card.validate()
             if request.val_image is not None and request.val_labels is not None:
@@ -390,6 +310,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
             sampler = ChipSampler(
                 src, band_indexes, labels, card, chip=request.chip, batch_size=request.batch_size, seed=request.seed,
                 sampling=request.sampling, index=plan.index, holdout=plan.holdout, workers=request.read_threads,
+                augment=augmenter(request, scene_normalization, statistics),
             )
             validate = None
             if request.val_image is not None and request.val_labels is not None:
@@ -430,6 +351,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         history=tuple(result.history),
         **plan.info,  # sampling, class_weights, class_pixels, holdout
         read_threads=request.read_threads,
+        augmentation=photometric(request).to_json(),
     )
     check_out(request)  # again: a file may have appeared at --out while training
     path = save_checkpoint(request.out, model.cpu(), card)

@@ -1,0 +1,76 @@
+"""A training scene's per-band statistics, from random windows read one at a time.
+
+The mean and standard deviation are the normalisation the model keeps; the percentiles
+(2, 25, 50, 75, 98: ``models.card.RobustStatistics``) go into the card beside them, so a scene whose
+radiometry differs can be compared with the training scene's (issue 27), and the photometric
+augmentation bends its gamma over the 2-98 % range. Memory is bounded by the window, never the
+scene: 8- and 16-bit bands are counted in an exact histogram (65,536 bins at most), other types
+keep an evenly spaced subsample of at most ``SUBSAMPLE`` values per window and band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from fcnseg.models.card import Normalization, RobustStatistics
+from fcnseg.pipeline.io import InputError, read_pixels
+
+PERCENTILES = (2, 25, 50, 75, 98)
+#: Values per window and band kept for the percentiles of bands not 8 or 16 bits wide.
+SUBSAMPLE = 4096
+_HISTOGRAM_TYPES = ("uint8", "int8", "uint16", "int16")
+
+
+def scene_statistics(
+    src: DatasetReader, bands: Sequence[int], *, windows: int = 64, size: int = 256, seed: int = 0
+) -> tuple[Normalization, RobustStatistics]:
+    """Per-band mean and std, and percentiles, of the valid pixels of ``windows`` random windows."""
+    rng = np.random.default_rng(seed)
+    size = min(size, src.height, src.width)
+    total = np.zeros(len(bands))
+    total_sq = np.zeros(len(bands))
+    count = 0
+    dtype = np.dtype(src.dtypes[bands[0] - 1])
+    counted = all(src.dtypes[b - 1] == dtype.name for b in bands) and dtype.name in _HISTOGRAM_TYPES
+    histograms = np.zeros((len(bands), 1 << (8 * dtype.itemsize)), np.int64) if counted else None
+    kept: list[np.ndarray] = []
+    for _ in range(windows):
+        col, row = int(rng.integers(0, src.width - size + 1)), int(rng.integers(0, src.height - size + 1))
+        window = Window(col, row, size, size)
+        pixels, valid = read_pixels(src, bands, window)
+        values = pixels[:, valid].astype(np.float64)
+        total += values.sum(axis=1)
+        total_sq += (values**2).sum(axis=1)
+        count += values.shape[1]
+        if histograms is not None:
+            shifted = (pixels[:, valid].astype(np.int64) - int(np.iinfo(dtype).min))
+            for b in range(len(bands)):
+                histograms[b] += np.bincount(shifted[b], minlength=histograms.shape[1])
+        elif values.shape[1]:
+            kept.append(values[:, :: max(1, values.shape[1] // SUBSAMPLE)].astype(np.float32))
+    if count == 0:
+        raise InputError(f"{src.name}: no valid pixel found to compute band statistics")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    normalization = Normalization(mean=[float(m) for m in mean], std=[float(max(s, 1e-6)) for s in std])
+    if histograms is not None:
+        rows = histogram_percentiles(histograms, int(np.iinfo(dtype).min))
+    else:
+        rows = np.percentile(np.concatenate(kept, axis=1), PERCENTILES, axis=1, method="inverted_cdf")
+    values = {f"p{q}": [float(v) for v in row] for q, row in zip(PERCENTILES, rows, strict=True)}
+    return normalization, RobustStatistics(**values, pixels=int(count))
+
+
+def histogram_percentiles(histograms: np.ndarray, first: int) -> np.ndarray:
+    """(percentiles, bands): per band the smallest value whose cumulative count reaches q % of the
+    pixels (numpy's ``inverted_cdf``), from (bands, values) counts of values ``first``, ``first + 1``, ..."""
+    cumulative = histograms.cumsum(axis=1)
+    out = np.empty((len(PERCENTILES), histograms.shape[0]))
+    for i, q in enumerate(PERCENTILES):
+        target = q / 100 * cumulative[:, -1]
+        out[i] = [np.searchsorted(row, t, side="left") + first for row, t in zip(cumulative, target, strict=True)]
+    return out
