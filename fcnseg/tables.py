@@ -74,9 +74,15 @@ def class_area_table(title: str, classes: Sequence[ClassArea]) -> Table:
     total = f"{sum(c.area_m2 for c in classes):,.2f}" if metres else "-"
     table.add_column("area m²", total, justify="right")
     table.add_column("share %", "100.00" if valid else "-", justify="right")
+    confident = any(c.mean_confidence is not None for c in classes)  # a store with a confidence band
+    if confident:
+        table.add_column("mean confidence", "", justify="right")
     for c in classes:
         area = f"{c.area_m2:,.2f}" if c.area_m2 is not None else "-"
-        table.add_row(str(c.class_id), c.class_name, f"{c.pixels:,}", area, f"{100 * c.share:.2f}")
+        row = [str(c.class_id), c.class_name, f"{c.pixels:,}", area, f"{100 * c.share:.2f}"]
+        if confident:
+            row.append("-" if c.mean_confidence is None else f"{c.mean_confidence:.3f}")
+        table.add_row(*row)
     return table
 
 

@@ -1,4 +1,5 @@
-"""The Zarr v3 label store: ``labels`` (uint8, 255 = nodata) and optional class probabilities.
+"""The Zarr v3 label store: ``labels`` (uint8, 255 = nodata), optional class probabilities and an
+optional per-pixel ``confidence`` (the top class's probability, quantised as probabilities are).
 
 Laid out so that ``xarray.open_zarr(path)`` gives DataArrays whose ``.rio.crs`` and
 ``.rio.transform()`` equal the input's: a CF grid mapping (0-d ``spatial_ref`` with ``crs_wkt``,
@@ -47,6 +48,7 @@ from fcnseg.pipeline.pyramid import (
 
 LABELS = "labels"
 PROBABILITIES = "probabilities"
+CONFIDENCE = "confidence"
 NODATA = 255
 #: Probabilities are stored as uint8: value * PROBABILITY_SCALE, 255 = nodata (CF scale_factor decodes them).
 PROBABILITY_SCALE = 254
@@ -92,6 +94,7 @@ def create_store(
     class_colors: Sequence[Sequence[int]],
     attrs: dict[str, Any],
     probabilities: bool = False,
+    confidence: bool = False,
 ) -> zarr.Group:
     """A new, empty store (every pixel 255 until written) with all geo metadata in place, and the
     overview levels that its chunks write (``pyramid``; listed in the multiscales layout)."""
@@ -116,6 +119,15 @@ def create_store(
         probs.attrs.update({
             **GEO_ATTRS, "_FillValue": NODATA, "scale_factor": 1 / PROBABILITY_SCALE,
             "long_name": "class probability", "class_names": list(class_names),
+        })
+    if confidence:
+        band = group.create_array(
+            CONFIDENCE, shape=(height, width), dtype="uint8", chunks=(chunk, chunk), fill_value=NODATA,
+            dimension_names=("y", "x"),
+        )
+        band.attrs.update({
+            **GEO_ATTRS, "_FillValue": NODATA, "scale_factor": 1 / PROBABILITY_SCALE,
+            "long_name": "probability of the pixel's class (the top class)",
         })
     per_chunk = [lv for lv in pyramid_levels(height, width, (chunk, chunk)) if lv.per_chunk]
     for level in per_chunk:
@@ -230,13 +242,17 @@ def store_geometry(group: zarr.Group) -> tuple[CRS | None, Affine]:
     return (CRS.from_wkt(attrs["crs_wkt"]) if "crs_wkt" in attrs else None), Affine(a, b, c, d, e, f)
 
 
-def write_chunk(group: zarr.Group, window: Window, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+def write_chunk(group: zarr.Group, window: Window, labels: np.ndarray, probabilities: np.ndarray | None = None,
+                confidence: np.ndarray | None = None) -> None:
     """Write one core window (a whole chunk, or the clipped chunk at the raster's edge), and its
-    blocks of the overview levels written per chunk (a store without a pyramid has none)."""
+    blocks of the overview levels written per chunk (a store without a pyramid has none). The
+    labels last: a chunk whose labels are there has its other bands too."""
     rows = slice(int(window.row_off), int(window.row_off + window.height))
     cols = slice(int(window.col_off), int(window.col_off + window.width))
     if probabilities is not None and PROBABILITIES in group:
         group[PROBABILITIES][:, rows, cols] = probabilities
+    if confidence is not None and CONFIDENCE in group:
+        group[CONFIDENCE][rows, cols] = confidence
     array = group[LABELS]
     array[rows, cols] = labels
     if MULTISCALES in group.attrs:
@@ -341,6 +357,15 @@ def _fill_levels(source: zarr.Array, targets: dict[int, zarr.Array], num_classes
                 block = modes[ratio]
                 rr, cc = r0 // ratio, c0 // ratio
                 target[rr : rr + block.shape[0], cc : cc + block.shape[1]] = block
+
+
+def quantize_confidence(top: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(h, w) top-class probabilities to uint8 as ``quantize_probabilities`` quantises each class
+    (255 where not valid): rounding is monotone, so this is the largest of the pixel's quantised
+    probabilities, the value probabilities.tif holds for its label."""
+    out = np.rint(np.clip(top, 0, 1) * PROBABILITY_SCALE).astype(np.uint8)
+    out[~valid] = NODATA
+    return out
 
 
 def quantize_probabilities(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:

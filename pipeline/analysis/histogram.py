@@ -24,24 +24,35 @@ from fcnseg.pipeline.store import LABELS, store_geometry
 
 @dataclass(frozen=True)
 class ClassHistogram:
-    """Pixels per class of the model, and for a geographic CRS their area in m² (None otherwise)."""
+    """Pixels per class of the model, and for a geographic CRS their area in m² (None otherwise);
+    with a confidence band, each class's summed confidence (uint8 codes, p x 254: exact integers,
+    so the run's mean per class is the same whatever the order the chunks are added in)."""
 
     pixels: list[int]
     area_m2: list[float] | None = None
+    confidence: list[int] | None = None
 
 
-def chunk_histogram(group: zarr.Group, window: Window, labels: np.ndarray | None) -> ClassHistogram:
-    """The histogram of one chunk of the store ``group`` (``labels`` None: a chunk without data)."""
+def chunk_histogram(group: zarr.Group, window: Window, labels: np.ndarray | None,
+                    confidence: np.ndarray | None = None) -> ClassHistogram:
+    """The histogram of one chunk of the store ``group`` (``labels`` None: a chunk without data);
+    ``confidence``: the chunk's confidence band, summed per class."""
     num_classes = len(store_classes(group[LABELS].attrs).names)
     crs, transform = store_geometry(group)  # cheap next to the counts (benchmarks.md): not worth a cache
     geographic = crs is not None and crs.is_geographic
     if labels is None:
         return ClassHistogram([0] * num_classes, [0.0] * num_classes if geographic else None)
+    sums = None if confidence is None else class_sums(labels, confidence, num_classes)
     if not geographic:
-        return ClassHistogram([int(np.count_nonzero(labels == c)) for c in range(num_classes)])
+        return ClassHistogram([int(np.count_nonzero(labels == c)) for c in range(num_classes)], None, sums)
     per_row = row_counts(labels, num_classes)
     areas = per_row @ row_pixel_areas_m2(crs, transform, int(window.row_off), labels.shape[0])
-    return ClassHistogram(per_row.sum(axis=1).tolist(), areas.tolist())
+    return ClassHistogram(per_row.sum(axis=1).tolist(), areas.tolist(), sums)
+
+
+def class_sums(labels: np.ndarray, values: np.ndarray, num_classes: int) -> list[int]:
+    """Per class, the sum of ``values`` (uint8) over its pixels: exact integers."""
+    return [int(values[labels == c].sum(dtype=np.int64)) for c in range(num_classes)]
 
 
 def row_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:

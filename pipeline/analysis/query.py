@@ -11,6 +11,10 @@ is densified into a polygon and reprojected (a reprojected box is not a box), th
 area of interest. Areas are true areas (``fcnseg.pipeline.analysis.areas``): per-row pixel areas on the
 ellipsoid for geographic rasters.
 
+A label store with a confidence band (``segment --confidence``) also gives each class's mean
+confidence (``mean_confidence``, a probability: the mean of its pixels' top-class probability);
+other rasters leave the key out.
+
 A raster without a CRS (a scan, a microscopy mosaic) is counted in pixels: selections are in its
 own (transform) coordinates, ``area_m2`` is null throughout and ``units`` says "pixels" — the keys
 stay the same, so a consumer never mistakes pixels for square metres.
@@ -32,7 +36,8 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
-from fcnseg.pipeline.analysis.label_raster import LabelRaster, open_labels, query_windows
+from fcnseg.pipeline.analysis.confidence import confidence_reader, mean_confidence
+from fcnseg.pipeline.analysis.label_raster import LabelRaster, is_store, open_labels, query_windows
 from fcnseg.pipeline.analysis.selection import (
     bbox_polygon,
     footprint,
@@ -62,15 +67,21 @@ class ClassArea:
     pixels: int
     area_m2: float | None  # None without a CRS: no metres to measure in
     share: float
+    mean_confidence: float | None = None  # a store with a confidence band, a class with pixels; else None
 
     def to_json(self) -> dict[str, Any]:
-        """The row as run.json and ``query --json`` write it (these keys, in this order)."""
-        return asdict(self)
+        """The row as run.json and ``query --json`` write it (these keys, in this order;
+        ``mean_confidence`` only where there is one)."""
+        row = asdict(self)
+        if row["mean_confidence"] is None:
+            del row["mean_confidence"]
+        return row
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ClassArea:
         """A row as run.json recorded it."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name != "mean_confidence"},
+                   mean_confidence=data.get("mean_confidence"))
 
 
 @dataclass
@@ -111,6 +122,7 @@ class Tally:
     pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
     area: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.float64))
     nodata: int = 0
+    confidence: np.ndarray | None = None  # summed confidence codes per class (a store with the band)
 
     def add(self, path: str, values: np.ndarray, weights: np.ndarray | None) -> None:
         if values.size == 0:
@@ -131,6 +143,15 @@ class Tally:
         if area_m2 is not None:
             self.area[: len(area_m2)] += np.asarray(area_m2, dtype=np.float64)
 
+    def add_confidence(self, values: np.ndarray, codes: np.ndarray | Sequence[int]) -> None:
+        """Add confidence codes: per pixel (``values`` its class ids), or summed per class (``values`` None)."""
+        if self.confidence is None:
+            self.confidence = np.zeros(len(self.pixels), dtype=np.int64)
+        sums = np.asarray(codes, dtype=np.int64) if values is None else \
+            np.bincount(values, weights=codes, minlength=len(self.pixels)).astype(np.int64)  # exact below 2**53
+        self._grow(len(sums))
+        self.confidence[: len(sums)] += sums
+
     def uniform_areas(self, crs: CRS | None, transform: Affine) -> None:
         """Areas as pixels x the one pixel area of a projected CRS: exact products, no float sums."""
         if crs is not None and not crs.is_geographic:
@@ -141,6 +162,8 @@ class Tally:
             size = max(size, 2 * len(self.pixels))
             self.pixels = np.pad(self.pixels, (0, size - len(self.pixels)))
             self.area = np.pad(self.area, (0, size - len(self.area)))
+            if self.confidence is not None:
+                self.confidence = np.pad(self.confidence, (0, size - len(self.confidence)))
 
 
 def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
@@ -152,6 +175,9 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
     if geom is not None:
         shapely.prepare(geom)
     geographic = raster.crs is not None and raster.crs.is_geographic
+    confidence = confidence_reader(raster.path, (raster.height, raster.width), is_store(raster.path))
+    if confidence is not None:
+        tally.add_confidence(None, [])
     windows = 0
     for window in query_windows(raster, bounds):
         inside = True if geom is None else selection_mask(raster, geom, window)
@@ -166,6 +192,8 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
             rows = row_pixel_areas_m2(raster.crs, raster.transform, int(window.row_off), int(window.height))
             weights = np.broadcast_to(rows[:, None], values.shape)[keep]
         tally.add(raster.path, values[keep].astype(np.intp, copy=False), weights)
+        if confidence is not None:
+            tally.add_confidence(values[keep].astype(np.intp, copy=False), confidence(window)[keep])
     log.debug("%s: read %d windows of %s", raster.path, windows, bounds)
     tally.uniform_areas(raster.crs, raster.transform)  # one pixel area everywhere (projected)
     return tally
@@ -180,6 +208,8 @@ def class_table(raster: LabelRaster, tally: Tally) -> list[ClassArea]:
             class_id=i, class_name=raster.classes.name(i), pixels=int(tally.pixels[i]) if i < len(tally.pixels) else 0,
             area_m2=None if raster.crs is None else float(tally.area[i]) if i < len(tally.area) else 0.0,
             share=float(tally.pixels[i] / valid) if valid and i < len(tally.pixels) else 0.0,
+            mean_confidence=None if tally.confidence is None or i >= len(tally.pixels) else
+            mean_confidence(int(tally.confidence[i]), int(tally.pixels[i])),
         )
         for i in ids
     ]
@@ -265,12 +295,14 @@ def _result(labels: LabelRaster, selection: dict[str, Any], tally: Tally) -> Que
 
 
 def summed_classes(raster: str | Path,
-                   histograms: Iterable[tuple[Sequence[int], Sequence[float] | None]]) -> QueryResult | None:
+                   histograms: Iterable[tuple[Sequence[int], Sequence[float] | None]],
+                   confidence: Iterable[Sequence[int]] | None = None) -> QueryResult | None:
     """``query_classes(raster)`` (the whole raster) from per-class counts taken chunk by chunk when
     the chunks were written (and, for a geographic CRS, their areas): no pixel is read again.
 
-    ``histograms`` must cover every chunk once. None when a geographic raster's counts come
-    without areas (markers of another version): count the raster instead.
+    ``histograms`` must cover every chunk once; ``confidence``: the chunks' summed confidence per
+    class (a store with the band). None when a geographic raster's counts come without areas
+    (markers of another version): count the raster instead.
     """
     with open_labels(raster) as labels:
         geographic = labels.crs is not None and labels.crs.is_geographic
@@ -279,6 +311,8 @@ def summed_classes(raster: str | Path,
             if geographic and area_m2 is None:
                 return None
             tally.add_counts(pixels, area_m2)
+        for sums in confidence or ():
+            tally.add_confidence(None, sums)
         tally.uniform_areas(labels.crs, labels.transform)
         tally.nodata = labels.height * labels.width - int(tally.pixels.sum())
         return _result(labels, {"type": "raster"}, tally)

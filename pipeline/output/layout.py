@@ -15,6 +15,9 @@ LABELS_COG = "labels.tif"
 LABELS_PAM = "labels.tif.aux.xml"
 LABELS_QML = "labels.qml"
 PROBABILITIES_COG = "probabilities.tif"
+#: The per-pixel confidence (``--confidence``): its COG and its picture beside the quicklook.
+CONFIDENCE_COG = "confidence.tif"
+CONFIDENCE_PNG = "confidence.png"
 POLYGONS_PARQUET = "polygons.parquet"
 POLYGONS_GPKG = "polygons.gpkg"
 QUICKLOOK_PNG = "quicklook.png"
@@ -23,7 +26,7 @@ RUN_JSON = "run.json"
 
 #: Every file a run may leave in OUT (a run with other parameters starts by removing them).
 OUTPUT_FILES = (RUN_JSON, ITEM_JSON, STORE_NAME, LABELS_COG, LABELS_PAM, LABELS_QML, PROBABILITIES_COG, POLYGONS_PARQUET, POLYGONS_GPKG,
-                QUICKLOOK_PNG)
+                QUICKLOOK_PNG, CONFIDENCE_COG, CONFIDENCE_PNG)
 
 #: The advisory lock of a local OUT (``hold``): present only while a run holds it.
 LOCK_FILE = ".fcnseg.lock"

@@ -34,6 +34,7 @@ class ChunkResult:
     class_pixels: list[int] | None = None  # per class of the model; None: not counted (blend pass 1, older markers)
     class_area_m2: list[float] | None = None  # per class, for a geographic CRS only (pixel areas vary by row)
     sha256: str | None = None  # of the chunk's labels as written (``labels_sha256``); None: not recorded
+    class_confidence: list[int] | None = None  # per class, its summed confidence codes; None: no confidence band
 
 
 def labels_sha256(labels: np.ndarray) -> str:
@@ -56,7 +57,8 @@ class ChunkLedger:
         ``labels``: what was written, hashed into the marker."""
         pixels, areas = (histogram.pixels, histogram.area_m2) if histogram is not None else (None, None)
         digest = labels_sha256(labels) if labels is not None else None
-        result = ChunkResult(tile.row, tile.col, status, valid_pixels, pixels, areas, digest)
+        confidence = histogram.confidence if histogram is not None else None
+        result = ChunkResult(tile.row, tile.col, status, valid_pixels, pixels, areas, digest, confidence)
         atomic_write_text(self.marker(tile), json.dumps(asdict(result)), durable=True)
         return result
 

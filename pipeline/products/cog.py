@@ -10,8 +10,8 @@ names travel inside the TIFF, so the single file is self-describing in QGIS and 
 appears under its final name only when complete.
 
 A store written before pyramids (or any store without all its levels) is exported as it was then:
-staged once, overviews built by GDAL with mode resampling. probabilities.tif is made that way too,
-with *average* overviews.
+staged once, overviews built by GDAL with mode resampling. probabilities.tif and confidence.tif are
+made that way too, with *average* overviews.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from fcnseg.pipeline.io import atomic_write, atomic_write_text, bounded_gdal_cac
 from fcnseg.pipeline.products.styles import labels_pam, labels_qml
 from fcnseg.pipeline.pyramid import Level, overview_factors
 from fcnseg.pipeline.store import (
+    CONFIDENCE,
     LABELS,
     NODATA,
     PROBABILITIES,
@@ -122,6 +123,23 @@ def export_probabilities_cog(store_path: str | Path, out_path: str | Path) -> Pa
         dst.update_tags(class_names=json.dumps(names), scale_factor=str(1 / PROBABILITY_SCALE))
 
     return _write_cog(group, out_path, len(names), "uint8", write_bands, resampling=Resampling.average)
+
+
+def export_confidence_cog(store_path: str | Path, out_path: str | Path) -> Path:
+    """confidence in the store -> confidence.tif (COG, one uint8 band: the top class's p * 254, 255 = nodata)."""
+    group = open_store(store_path, mode="r")
+    require_complete(group, store_path)  # never a product of an interrupted run
+    band = group[CONFIDENCE]
+
+    def write_bands(dst) -> None:
+        _copy_windows(band, dst)
+        dst.set_band_description(1, "confidence")
+        dst.scales, dst.offsets = (1 / PROBABILITY_SCALE,), (0.0,)  # GDAL's unscale gives p
+        dst.update_tags(1, scale=str(1 / PROBABILITY_SCALE))
+        dst.update_tags(scale_factor=str(1 / PROBABILITY_SCALE),
+                        meaning="probability of the pixel's class (the top class), p * 254")
+
+    return _write_cog(group, out_path, 1, "uint8", write_bands, resampling=Resampling.average)
 
 
 def _write_cog(group, out_path, count: int, dtype: str, write_bands, resampling: Resampling = Resampling.mode) -> Path:
