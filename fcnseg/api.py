@@ -95,8 +95,8 @@ def segment(
     scheduler, cluster_spec, workers : a scheduler address, a cluster spec (``deploy/clusters/``)
         or a number of local worker processes, instead of a client.
     **option_fields : any field of ``SegmentOptions``, as the CLI options of the same names:
-        tile, halo, stitch ("crop" or "blend"), batch_size, device, probabilities, bands, cog,
-        polygons, simplify, min_area, polygon_cell, quicklook, stac.
+        tile, halo, stitch ("crop" or "blend"), batch_size, device, probabilities, tta ("none",
+        "flip" or "d4"), bands, cog, polygons, simplify, min_area, polygon_cell, quicklook, stac.
 
     Returns
     -------
@@ -187,6 +187,7 @@ def predict_array(
     nodata: float | Sequence[float | None] | None = None,
     probabilities: bool = False,
     device: str = "auto",
+    tta: str = "none",
 ) -> Any:
     """Segment an array in memory: numpy (bands, rows, cols) or (rows, cols), or an xarray DataArray.
 
@@ -208,6 +209,8 @@ def predict_array(
     probabilities : also return the class probabilities, as labels.zarr stores them (uint8,
         p x 254, 255 = nodata).
     device : where to load ``model`` when it is a path (a ``Model`` runs on its own device).
+    tta : test-time augmentation, as ``segment``'s: each tile's logits averaged over ``"none"``,
+        ``"flip"`` (4 flips) or ``"d4"`` (the 8 flips and rotations by 90°), before stitching.
 
     Returns
     -------
@@ -229,7 +232,8 @@ def predict_array(
     pixels, frame = bands_first(array)
     values = nodata_values(nodata if nodata is not None else array_nodata(array), pixels.shape[0])
     labels, probs = predict_pixels(model.network, model.card, model.device, pixels, tile=tile, halo=halo,
-                                   stitch=stitch, batch_size=batch_size, nodata=values, probabilities=probabilities)
+                                   stitch=stitch, batch_size=batch_size, nodata=values, probabilities=probabilities,
+                                   tta=tta)
     if frame is not None:
         labels, probs = on_input_grid(frame, model.card, labels, probs)
     return (labels, probs) if probabilities else labels
@@ -372,6 +376,7 @@ def evaluate(
     batch_size: int | None = None,
     device: str = "auto",
     progress: bool = False,
+    tta: str = "none",
 ) -> Metrics:
     """Score a model on a labelled raster, tile by tile as ``segment`` runs it (``fcnseg evaluate``).
 
@@ -384,6 +389,7 @@ def evaluate(
     bands, tile, halo, batch_size : as ``segment``'s (None: the model's bands, the device's tiling).
     device : where to load ``model`` when it is a path.
     progress : a progress bar (on a terminal) or log lines.
+    tta : test-time augmentation, as ``segment``'s (``"none"``, ``"flip"`` or ``"d4"``).
 
     Returns
     -------
@@ -400,4 +406,4 @@ def evaluate(
     model = _loaded(model, device)
     return evaluate_raster(model.network, model.card, image, labels, device=model.device, label_field=label_field,
                            outside=outside, label_layer=label_layer, bands=bands, tile=tile, halo=halo,
-                           batch_size=batch_size, progress=progress)
+                           batch_size=batch_size, progress=progress, tta=tta)

@@ -35,10 +35,14 @@ TileInput = tuple[Tile, np.ndarray, np.ndarray]
 
 
 class TileSource:
-    """``with TileSource(path, bands, card) as source: for tile, pixels, valid in source.stream(tiles, depth)``."""
+    """``with TileSource(path, bands, card) as source: for tile, pixels, valid in source.stream(tiles, depth)``.
 
-    def __init__(self, path: str, bands: Sequence[int], card: ModelCard, *, readers: int = READERS) -> None:
-        self.path, self.bands, self.card = path, list(bands), card
+    ``tta``: the views of each tile the model averages (``models.tta``: none, flip, d4), read by
+    the forward pass with the card."""
+
+    def __init__(self, path: str, bands: Sequence[int], card: ModelCard, *, readers: int = READERS,
+                 tta: str = "none") -> None:
+        self.path, self.bands, self.card, self.tta = path, list(bands), card, tta
         self._local = threading.local()
         self._opened: list[DatasetReader] = []
         self._lock = threading.Lock()

@@ -22,6 +22,7 @@ from typing import Any
 from fcnseg.errors import CheckpointError
 from fcnseg.models.card import ModelCard
 from fcnseg.models.card_file import ModelSource, read_card_file  # ModelSource: its home beside the header reader
+from fcnseg.models.tta import views
 from fcnseg.pipeline.output.file_fields import sha256_multihash
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,11 @@ def read_model(model_path: str | Path | None, sha256: str | None) -> ModelSource
 
 
 def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], torch_version: str | None,
-                   input_bands: Sequence[int] | None = None) -> dict[str, Any]:
+                   input_bands: Sequence[int] | None = None, tta: str = "none") -> dict[str, Any]:
     """Item-level MLM fields: name, architecture, task, framework, input (bands, shape, scaling) and
-    output (class scores, classes). ``classes``: the model's classes as classification class objects."""
+    output (class scores, classes). ``classes``: the model's classes as classification class objects;
+    ``tta``: the run's test-time augmentation (``models.tta``), which the output's scores are
+    averaged over: said in its description and, for a run that used it, in ``fcnseg:tta``."""
     card = model.card
     fields: dict[str, Any] = {
         "mlm:name": model_name(model.path, card.arch),
@@ -71,7 +74,9 @@ def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], tor
         fields["mlm:total_parameters"] = parameters
     fields.update(_pretraining(card))
     fields["mlm:input"] = [model_input(card, input_bands)]
-    fields["mlm:output"] = [model_output(card, classes)]
+    fields["mlm:output"] = [model_output(card, classes, tta)]
+    if tta != "none":
+        fields["fcnseg:tta"] = {"mode": tta, "views": [view.name for view in views(tta)]}
     return fields
 
 
@@ -124,14 +129,17 @@ def model_input(card: ModelCard, input_bands: Sequence[int] | None) -> dict[str,
     }
 
 
-def model_output(card: ModelCard, classes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The output: a score per class and pixel; the labels are their argmax."""
+def model_output(card: ModelCard, classes: Sequence[Mapping[str, Any]], tta: str = "none") -> dict[str, Any]:
+    """The output: a score per class and pixel (averaged over the views of ``tta``); the labels are their argmax."""
+    averaged = "" if tta == "none" else (
+        f", averaged over {len(views(tta))} views of each tile (test-time augmentation {tta}: "
+        f"{', '.join(view.name for view in views(tta))}; each view's scores turned back before the mean)")
     return {
         "name": "class scores",
         "tasks": list(TASKS),
         "result": {"shape": [-1, card.num_classes, -1, -1], "dim_order": ["batch", "class", "height", "width"],
                    "data_type": "float32"},
-        "description": "Per-class scores (logits); a pixel's label is the class of the highest score.",
+        "description": f"Per-class scores (logits){averaged}; a pixel's label is the class of the highest score.",
         "classification:classes": [dict(c) for c in classes],
     }
 

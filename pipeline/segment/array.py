@@ -26,6 +26,7 @@ from fcnseg.errors import InputError
 from fcnseg.models.card import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
+from fcnseg.models.tta import check_tta
 from fcnseg.pipeline.cluster_specs import torch_threads
 from fcnseg.pipeline.segment.blend import BlendGrid, blend_core, ring_contribution, ramp_width
 from fcnseg.pipeline.segment.memory_source import ArraySource
@@ -80,20 +81,22 @@ def check_pixel_type(dtype: np.dtype) -> None:
 def predict_pixels(
     model: FCNBase, card: ModelCard, device: torch.device, array: Any, *, tile: int | None = None,
     halo: int | None = None, stitch: str = "crop", batch_size: int | None = None,
-    nodata: list[float | None] | None = None, probabilities: bool = False,
+    nodata: list[float | None] | None = None, probabilities: bool = False, tta: str = "none",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels (rows, cols) uint8, 255 on nodata, and with ``probabilities`` the quantised class
     probabilities (classes, rows, cols) uint8 (p x 254, 255 on nodata) of a (bands, rows, cols)
-    array, as labels.zarr holds them. ``nodata``: one value per band (None: none)."""
+    array, as labels.zarr holds them. ``nodata``: one value per band (None: none); ``tta``: the
+    views each tile's logits are averaged over (``models.tta``)."""
     if stitch not in STITCHES:
         raise ValueError(f"stitch must be crop or blend, got {stitch!r}")
+    check_tta(tta)
     check_pixel_type(np.dtype(array.dtype))
     tiling = array_tiling(card, device, tuple(array.shape), tile, halo, batch_size)
-    source = ArraySource(array, card, nodata or [None] * card.bands)
+    source = ArraySource(array, card, nodata or [None] * card.bands, tta=tta)
     labels = np.full((tiling.height, tiling.width), NODATA, dtype=np.uint8)
     probs = np.full((card.num_classes, tiling.height, tiling.width), NODATA, dtype=np.uint8) if probabilities else None
-    log.debug("array %dx%d px: tile %d, halo %d, batch %d, %s", tiling.width, tiling.height, tiling.tile,
-              tiling.halo, tiling.batch_size, stitch)
+    log.debug("array %dx%d px: tile %d, halo %d, batch %d, %s, tta %s", tiling.width, tiling.height, tiling.tile,
+              tiling.halo, tiling.batch_size, stitch, tta)
     with segment_threads(device):
         if stitch == "crop":
             _crop(model, device, source, tiling, labels, probs)

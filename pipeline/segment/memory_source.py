@@ -41,11 +41,11 @@ class ArraySource:
     """``ArraySource(array, card, nodata)``: tiles of a (bands, rows, cols) array as model input.
 
     ``array`` is anything that slices to numpy (numpy, an xarray DataArray, dask, zarr ...); it is
-    never copied whole.
+    never copied whole. ``tta``: the views of each tile the model averages, as ``TileSource``'s.
     """
 
-    def __init__(self, array: Any, card: ModelCard, nodata: Sequence[float | None]) -> None:
-        self.array, self.card, self.nodata = array, card, list(nodata)
+    def __init__(self, array: Any, card: ModelCard, nodata: Sequence[float | None], *, tta: str = "none") -> None:
+        self.array, self.card, self.nodata, self.tta = array, card, list(nodata), tta
 
     def read(self, tile: Tile) -> TileInput:
         """One tile's read window: its pixels as stored and their validity."""

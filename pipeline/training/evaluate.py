@@ -12,6 +12,7 @@ import torch
 from fcnseg.models.checkpoint import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
+from fcnseg.models.tta import check_tta
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
 from fcnseg.pipeline.engine.predict import predict_tiles
 from fcnseg.pipeline.engine.tile_source import TileSource
@@ -39,6 +40,7 @@ def evaluate_raster(
     batch_size: int | None = None,
     progress: bool = False,
     check_labels: bool = True,
+    tta: str = "none",
 ) -> Metrics:
     """Metrics over every pixel that is valid in the image and labelled (not 255) in the labels.
 
@@ -48,9 +50,11 @@ def evaluate_raster(
     the labels; ``check_labels=False`` skips it where the caller has checked them already).
     Label values map to class ids through the card's ``labels`` mapping, as training mapped them;
     ``label_field`` and ``outside`` default to the card's (see ``labels.open_labels``); ``label_layer``
-    picks the layer of a vector file of several.
+    picks the layer of a vector file of several. ``tta``: the views each tile's logits are
+    averaged over (``models.tta``), as ``segment --tta`` averages them.
     """
     check_tiling(tile, halo, batch_size)
+    check_tta(tta)
     halo = default_halo(card.arch) if halo is None else halo
     tile, batch_size = default_tiling(card.width, halo, device, tile, batch_size)  # as segment chooses them
     num_classes = card.num_classes
@@ -74,7 +78,7 @@ def evaluate_raster(
                             targets[(t.row, t.col)] = target
                             yield t
 
-            with TileSource(src.name, band_indexes, card) as source:
+            with TileSource(src.name, band_indexes, card, tta=tta) as source:
                 for t, scores, valid in predict_tiles(model, device, source, labelled_tiles(), batch_size):
                     target = targets.pop((t.row, t.col))
                     if scores is None:
