@@ -19,6 +19,7 @@ from fcnseg.cli import segment as _segment  # noqa: E402,F401  isort: skip
 from fcnseg.cli import bench as _bench  # noqa: E402,F401  isort: skip
 from fcnseg.cli import inspect as _inspect  # noqa: E402,F401  isort: skip
 from fcnseg.cli import info as _info  # noqa: E402,F401  isort: skip
+from fcnseg.cli import export as _export  # noqa: E402,F401  isort: skip
 from fcnseg.cli.train import check_model_shape
 
 __all__ = [
