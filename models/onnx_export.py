@@ -30,7 +30,7 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ from fcnseg.models.onnx_runtime import CARD_KEY, EXPORT_FORMAT, EXPORT_FORMAT_VE
 
 log = logging.getLogger(__name__)
 
-#: ONNX opset of the graph: 18 is the oldest the dynamo exporter writes, so older runtimes read it too.
+#: ONNX opset of the graph: the one torch's exporter translates to natively (its onnxscript functions are
+#: written for 18; 16 and 17 go through onnx's version converter), and read by ONNX Runtime since 1.14.
 OPSET = 18
 INPUTS = ("pixels", "valid")
 OUTPUTS = ("logits", "labels")
@@ -103,7 +104,7 @@ def export_info(card: ModelCard, source: Mapping[str, Any] | None = None) -> dic
 
 
 def export_onnx(model: FCNBase, card: ModelCard, path: str | Path, *, source: Mapping[str, Any] | None = None,
-                check_before_rename: Any = None) -> Path:
+                check_before_rename: Callable[[], None] | None = None) -> Path:
     """Write ``model`` (with ``card``) as an ONNX file at ``path``, atomically: the graph is checked
     against torch on an odd-sized batch before it is renamed into place, so a wrong graph is never
     left behind. ``source``: what the export came from (the checkpoint's path and content hash);
