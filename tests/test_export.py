@@ -118,20 +118,20 @@ def recipe() -> dict:
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    """A 250 px int16 scene (nodata -9999), untiled, its valid square turned by 30 degrees."""
+    """A 250 px int16 scene (nodata -9999) in EPSG:4326, untiled, its valid square turned by 30 degrees."""
     image, _ = write_scene(tmp_path_factory.mktemp("rotated"), 250, seed=5, rotate=30, dtype="int16",
-                           layout="stripped")
+                           layout="stripped", crs="EPSG:4326")
     return image
 
 
 def test_the_recipe_labels_as_torch_on_a_rotated_scene(exported, scene, tmp_path):
     out = tmp_path / "labels.tif"
     recipe()["segment_onnx"](exported, scene, out, threads=2, **TILING)
-    with rasterio.open(out) as dst:
+    with rasterio.open(out) as dst, rasterio.open(scene) as src:
         labels = dst.read(1)
-    with rasterio.open(scene) as src:
         pixels, nodata = src.read(), src.nodata
-        assert src.profile["tiled"] is False and nodata == -9999
+        assert src.profile["tiled"] is False and nodata == -9999 and src.crs.to_epsg() == 4326
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
     expected, probabilities = fcnseg.predict_array(fcnseg.load_model("demo", device="cpu"), pixels, nodata=nodata,
                                                    probabilities=True, device="cpu", **TILING)
     np.testing.assert_array_equal(labels == 255, expected == 255)  # nodata exactly where torch has it
