@@ -142,6 +142,8 @@ def check_run_record(out: Path, polygon_cell: int) -> dict[str, Any]:
     expected = ["labels.zarr"] + [name for option, names in FILES_BY_OPTION.items() if options[option] for name in names]
     if record["parameters"].get("probabilities") and options["cog"]:
         expected.append("probabilities.tif")
+    if record["parameters"].get("confidence"):
+        expected += (["confidence.tif"] if options["cog"] else []) + (["confidence.png"] if options["quicklook"] else [])
     listed = record["files"]
     assert len(listed) == len(set(listed)), listed
     missing_item = options["stac"] and "item.json" not in listed  # no STAC item without a CRS
