@@ -118,10 +118,9 @@ def feature_batches(path: str | Path, by: str, raster_crs: CRS | None) -> Iterat
             yield FeatureBatch(fields, wkb, crs, info.get("geometry_type"))
 
 
-def feature_geometry(wkb: bytes | None, src: CRS | None, dst: CRS | None) -> tuple[shapely.Geometry, str | None]:
-    """A feature's polygons in the raster's CRS (repaired, densified before reprojection) and a
-    note when it was repaired or is not countable (empty then)."""
-    geom = None if wkb is None else shapely.from_wkb(wkb)
+def feature_polygons(geom: shapely.Geometry | None) -> tuple[shapely.Geometry, str | None]:
+    """A feature's polygons in its own CRS (repaired) and a note when it was repaired or is not
+    countable (empty then)."""
     if geom is None:
         return shapely.Polygon(), "no geometry (null): counted as 0 pixels"
     if geom.is_empty:
@@ -133,13 +132,27 @@ def feature_geometry(wkb: bytes | None, src: CRS | None, dst: CRS | None) -> tup
     polygons = _polygonal(geom)
     if polygons.is_empty:
         return polygons, f"a {geom.geom_type}, not a polygon (no area, no pixel centre inside): counted as 0 pixels"
+    return polygons, note
+
+
+def batch_geometries(wkb: list[bytes | None], src: CRS | None, dst: CRS | None,
+                     ) -> tuple[list[shapely.Geometry], list[str | None]]:
+    """A batch's polygons in the raster's CRS and their notes: repaired one by one, then densified
+    (a quarter of ``DENSIFY`` steps along each feature's longer side) and reprojected together, with
+    one transformer for the batch."""
+    pairs = [feature_polygons(g) for g in shapely.from_wkb(np.array(wkb, dtype=object))]
+    polygons, notes = [p for p, _ in pairs], [n for _, n in pairs]
     if src == dst:
-        return polygons, note
-    minx, miny, maxx, maxy = polygons.bounds
-    step = max(maxx - minx, maxy - miny) / (4 * DENSIFY)
-    if step > 0:
-        polygons = shapely.segmentize(polygons, step)
-    return _polygonal(shapely.make_valid(reproject_geometry(polygons, src, dst))), note
+        return polygons, notes
+    todo = [i for i, p in enumerate(polygons) if not p.is_empty]
+    if todo:
+        parts = np.array([polygons[i] for i in todo], dtype=object)
+        bounds = shapely.bounds(parts)
+        step = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) / (4 * DENSIFY)
+        parts = np.where(step > 0, shapely.segmentize(parts, np.where(step > 0, step, 1.0)), parts)
+        for i, part in zip(todo, reproject_geometry(parts, src, dst), strict=True):
+            polygons[i] = _polygonal(shapely.make_valid(part))
+    return polygons, notes
 
 
 def feature_rows(raster: LabelRaster, feature: Any, geom: shapely.Geometry) -> list[FeatureClassArea]:
@@ -157,17 +170,27 @@ def iter_feature_batches(raster: str | Path, aoi: str | Path, by: str, *, allow_
     with open_labels(raster, allow_partial=allow_partial) as labels:
         for batch in feature_batches(aoi, by, labels.crs):
             values = [plain(v) for v in batch.fields[by].to_pylist()]
+            try:
+                geometries, batch_notes = batch_geometries(batch.wkb, batch.crs, labels.crs)
+            except InputError as exc:  # a feature outside the CRS's area of use: name it
+                raise InputError(f"{aoi}: {unplaceable(values, batch, labels.crs, by) or exc}") from None
             rows = []
-            for value, wkb in zip(values, batch.wkb, strict=True):
-                try:
-                    geom, note = feature_geometry(wkb, batch.crs, labels.crs)
-                except InputError as exc:
-                    raise InputError(f"{aoi}: feature {by}={value!r}: {exc}") from None
+            for value, geom, note in zip(values, geometries, batch_notes, strict=True):
                 if note is not None:
                     notes.add(value, note)
                 rows.append(feature_rows(labels, value, geom))
             yield batch, rows
     notes.close()
+
+
+def unplaceable(values: list[Any], batch: FeatureBatch, dst: CRS | None, by: str) -> str | None:
+    """The first feature of a batch that cannot be reprojected, and why (None: none found alone)."""
+    for value, wkb in zip(values, batch.wkb, strict=True):
+        try:
+            batch_geometries([wkb], batch.crs, dst)
+        except InputError as exc:
+            return f"feature {by}={value!r}: {exc}"
+    return None
 
 
 def query_features(raster: str | Path, aoi: str | Path, by: str, *,
