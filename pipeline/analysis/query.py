@@ -231,7 +231,10 @@ def _point_result(raster: LabelRaster, x: float, y: float, point_crs: CRS) -> Qu
                            nodata=True, **common)
     class_id = int(values[0, 0])
     area = None if raster.crs is None else float(row_pixel_areas_m2(raster.crs, raster.transform, row, 1)[0])
-    entry = ClassArea(class_id=class_id, class_name=raster.classes.name(class_id), pixels=1, area_m2=area, share=1.0)
+    confidence = confidence_reader(raster.path, (raster.height, raster.width), is_store(raster.path))
+    code = None if confidence is None else int(confidence(Window(col, row, 1, 1))[0, 0])
+    entry = ClassArea(class_id=class_id, class_name=raster.classes.name(class_id), pixels=1, area_m2=area, share=1.0,
+                      mean_confidence=None if code is None else mean_confidence(code, 1))
     return QueryResult(classes=[entry], valid_pixels=1, nodata_pixels=0, area_m2=area, nodata=False, **common)
 
 
