@@ -11,6 +11,7 @@ scene's tiles infer.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -68,6 +69,17 @@ def is_transient(task, task_run, state) -> bool:
     return False
 
 
+def artifact_key(kind: str, target: str | Path) -> str:
+    """``{kind}-{scene}``: the key a scene's artifact keeps from run to run, so the Artifacts page
+    holds one history per scene and kind. ``scene`` is the name of the scene's output folder (its
+    STAC item id: stem and a hash of the input's path) in Prefect's alphabet: an artifact key may
+    hold lowercase letters, digits and dashes only (anything else and creating the artifact fails
+    with a ValidationError, failing the task), so capitals are lowered and every other run of
+    characters (``.``, ``_``) becomes one dash."""
+    name = str(target).rstrip("/").rsplit("/", 1)[-1]
+    return f"{kind}-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "scene")
+
+
 stage = task(
     cache_policy=NO_CACHE, persist_result=False, retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_condition_fn=is_transient,
@@ -94,7 +106,8 @@ def plan(scene: str, model: str, out: Path, options: SegmentOptions, overwrite: 
 def infer(plan: RunPlan, scheduler_address: str) -> ChunkRun:
     """The chunks on Dask, with a progress artifact (percent of the scene's chunks done) that the
     run's page updates as they finish."""
-    artifact = create_progress_artifact(0.0, description=f"fcnseg: chunks of {plan.input} segmented")
+    artifact = create_progress_artifact(0.0, key=artifact_key("progress", plan.target),
+                                        description=f"fcnseg: chunks of {plan.input} segmented")
 
     def show(done: int, total: int) -> None:
         update_progress_artifact(artifact, 100.0 * done / total)
@@ -117,19 +130,21 @@ def vectorize(plan: RunPlan, scheduler_address: str) -> VectorizeReport | None:
 @stage(name="publish", task_run_name="publish {plan.input}")
 def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float], files: list[str],
                     polygons: VectorizeReport | None) -> RunReport:
-    """run.json and item.json, then the scene's class areas as a table artifact and a link to its output.
-    A scene without CRS has no square metres: its ``area_m2`` is null in the table, never a number."""
+    """run.json and item.json, then the scene's class areas as a table artifact and a link to its
+    output, each keyed by the scene (``artifact_key``) for its history across runs. A scene
+    without CRS has no square metres: its ``area_m2`` is null in the table, never a number."""
     report = publish(plan, chunk_run, seconds, files, polygons)
     scene = Path(plan.input).name
     create_table_artifact(
         [{"class": c.class_name, "pixels": c.pixels,
           "area_m2": None if c.area_m2 is None else round(c.area_m2, 1),  # None: no CRS, no metres
           "share_percent": round(100 * c.share, 2)} for c in report.class_areas],
-        description=f"fcnseg: class areas of {scene}",
+        key=artifact_key("class-areas", report.out), description=f"fcnseg: class areas of {scene}",
     )
     target = str(report.out)
     create_link_artifact(target if is_object_store(target) else Path(target).resolve().as_uri(),
-                         link_text=f"{scene}: outputs", description=f"fcnseg: the output of {scene}")
+                         key=artifact_key("outputs", report.out), link_text=f"{scene}: outputs",
+                         description=f"fcnseg: the output of {scene}")
     return report
 
 

@@ -401,6 +401,91 @@ def test_scenes_without_crs_collared_and_all_nodata_complete_in_one_run(prefect_
     assert "| water | 0 | 0 | 0.0 % |" in section
 
 
+def scene_artifacts(env: dict, keys: list[str]) -> dict:
+    """Per key: every version's flow run and data (newest first), and the latest's (read_latest_artifacts)."""
+    code = (
+        "import json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey, "
+        "ArtifactFilter, ArtifactFilterKey\n"
+        "from prefect.client.schemas.sorting import ArtifactSort\n"
+        f"keys = {keys!r}\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    versions = {k: [[str(a.flow_run_id), a.type, a.data] for a in c.read_artifacts(artifact_filter="
+        "ArtifactFilter(key=ArtifactFilterKey(any_=[k])), sort=ArtifactSort.CREATED_DESC)] for k in keys}\n"
+        "    latest = c.read_latest_artifacts(artifact_filter=ArtifactCollectionFilter("
+        "key=ArtifactCollectionFilterKey(any_=keys)))\n"
+        "    print(json.dumps({'versions': versions, 'latest': {a.key: str(a.flow_run_id) for a in latest}}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_artifact_keys_follow_prefects_rule():
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    from fcnseg.flows.segment_scene import artifact_key
+
+    assert artifact_key("class-areas", Path("/out/S2B_MSIL2A.Tile_33UVP-1a2b3c4d")) == \
+        "class-areas-s2b-msil2a-tile-33uvp-1a2b3c4d"
+    assert artifact_key("outputs", "s3://bucket/nightly/Scene..A__b-0f0f0f0f/") == "outputs-scene-a-b-0f0f0f0f"
+    assert artifact_key("progress", "/out/___") == "progress-scene"
+    ArtifactCreate(key=artifact_key("class-areas", "/out/S2B_MSIL2A.Tile_33UVP-1a2b3c4d"), type="table", data=[])
+    with pytest.raises(ValueError, match="lowercase letters, numbers, and dashes"):  # what an unsanitised key meets
+        ArtifactCreate(key="class-areas-S2B_MSIL2A.Tile_33UVP-1a2b3c4d", type="table", data=[])
+
+
+def test_each_scene_keeps_one_artifact_history_per_kind(prefect_env, tmp_path_factory):
+    """Two runs of a scene named with capitals, dots and underscores: its class-areas table, outputs
+    link and progress each carry the scene's key, with both runs' versions under it, newest latest."""
+    folder = tmp_path_factory.mktemp("keyed")
+    image, _ = write_scene(tmp_path_factory.mktemp("keyed-source"), 128, seed=7)  # 4 chunks: a LocalCluster
+    scene = folder / "S2B_MSIL2A.Tile_33UVP.tif"
+    image.rename(scene)
+    root = tmp_path_factory.mktemp("outputs")
+    name = scene_folder(str(root), str(scene)).name
+    assert name.startswith("S2B_MSIL2A.Tile_33UVP-")
+    suffix = "s2b-msil2a-tile-33uvp-" + name.rsplit("-", 1)[1]
+    keys = [f"{kind}-{suffix}" for kind in ("class-areas", "outputs", "progress")]
+    runs = []
+    for options in ({"tile": 64}, {"tile": 64, "quicklook": False}):  # other parameters: processed again
+        result = run_deployment(prefect_env, "segment-scene/on-demand", inputs=[str(scene)], output_root=str(root),
+                                options=options, overwrite=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs.append(latest_run_id(prefect_env))
+    found = scene_artifacts(prefect_env, keys)
+    for key, kind in zip(keys, ("table", "markdown", "progress"), strict=True):
+        versions = found["versions"][key]
+        assert [v[0] for v in versions] == runs[::-1], key  # one version per run, newest first
+        assert {v[1] for v in versions} == {kind}, key
+        assert found["latest"][key] == runs[1], key
+    table = json.loads(found["versions"][keys[0]][0][2])
+    run = json.loads((root / name / "run.json").read_text())
+    assert [(r["class"], r["pixels"]) for r in table] == [(c["class_name"], c["pixels"]) for c in run["class_areas"]]
+    assert found["versions"][keys[1]][0][2] == f"[{scene.name}: outputs]({(root / name).resolve().as_uri()})"
+    assert found["versions"][keys[2]][0][2] == 100.0
+    # issue 25 item 4: the served worker's log (102 of 187 lines were Dask's INFO) holds none of Dask's lines
+    log = (Path(prefect_env["PREFECT_HOME"]) / "worker.log").read_text().splitlines()
+    assert sum("starting a LocalCluster of 2 workers" in line for line in log) >= 2, log  # worker processes ran
+    assert [line for line in log if "distributed." in line or "jupyter" in line] == []
+
+
+def latest_run_id(env: dict) -> str:
+    """The id of the newest on-demand flow run."""
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId\n"
+        "from prefect.client.schemas.sorting import FlowRunSort\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    d = c.read_deployment_by_name('segment-scene/on-demand')\n"
+        "    runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[d.id])),"
+        " sort=FlowRunSort.START_TIME_DESC, limit=1)\n"
+        "    print(runs[0].id)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
 def test_find_scenes_expands_folders_and_globs(scenes):
     tifs = [str(scenes / n) for n in ("broken.tif", "scene4.tif", "scene5.tif")]
     assert find_scenes(str(scenes)) == tifs
