@@ -204,6 +204,10 @@ def test_three_formats_hold_the_independent_counts(scene, tmp_path, monkeypatch,
         assert first.equals(given.iloc[0])  # the feature's own geometry, in its own CRS
         if name.endswith(".parquet"):
             assert pq.ParquetFile(out).num_row_groups == (3 if batch == 2 else 1)
+    said = runner.invoke(app, ["query", str(store), "--aoi", str(utm), "--by", "parcel", "--output",
+                               str(tmp_path / "said.gpkg"), "--json"])
+    assert json.loads(said.output) == {"output": str(tmp_path / "said.gpkg"), "format": "gpkg", "features": 6,
+                                       "rows": 6, "classes": NAMES}
 
 
 def test_output_into_a_missing_folder_or_onto_a_folder_is_one_line(scene, tmp_path):
@@ -308,3 +312,13 @@ def test_against_exactextract(tmp_path):
             assert counted.tolist() == full.tolist() and ours[name][0] == int(full.sum()), name
         else:
             assert (full <= counted).all() and (counted <= touched).all() and (full < touched).any(), name
+
+
+def test_a_file_without_features_is_one_line(scene, tmp_path):
+    _, store, _, _ = scene
+    empty = tmp_path / "none.gpkg"
+    geopandas.GeoDataFrame({"parcel": pandas.Series([], dtype=str)}, geometry=[], crs=UTM).to_file(empty)
+    done = CliRunner().invoke(app, ["query", str(store), "--aoi", str(empty), "--by", "parcel", "--output",
+                                    str(tmp_path / "rows.gpkg")])
+    assert done.exit_code == 1 and "holds no features" in done.output and done.output.count("\n") == 1, done.output
+    assert not (tmp_path / "rows.gpkg").exists()
