@@ -138,7 +138,9 @@ def publish_outputs(plan: RunPlan, chunk_run: ChunkRun, seconds: dict[str, float
     create_table_artifact(
         [{"class": c.class_name, "pixels": c.pixels,
           "area_m2": None if c.area_m2 is None else round(c.area_m2, 1),  # None: no CRS, no metres
-          "share_percent": round(100 * c.share, 2)} for c in report.class_areas],
+          "share_percent": round(100 * c.share, 2),
+          **({} if c.mean_confidence is None else {"mean_confidence": round(c.mean_confidence, 4)})}
+         for c in report.class_areas],
         key=artifact_key("class-areas", report.out), description=f"fcnseg: class areas of {scene}",
     )
     target = str(report.out)
