@@ -236,7 +236,7 @@ def segment_scene(
     """Segment every scene in ``inputs`` (paths, folders, globs, URIs) into ``output_root/<scene>/``.
 
     ``options`` are ``fcnseg segment``'s (``SegmentOptions``: tile, halo, stitch, batch_size, device,
-    probabilities, bands, cog, polygons, simplify, min_area, polygon_cell, quicklook, stac), with the
+    probabilities, tta, bands, cog, polygons, simplify, min_area, polygon_cell, quicklook, stac), with the
     same defaults and the same one-line errors. The Dask cluster is ``scheduler_address``, one started
     from ``cluster_spec`` (deploy/clusters/NAME.yaml), or ``workers`` local processes; it is started
     at the first scene with something to compute, so a run with nothing new starts none. A scene
