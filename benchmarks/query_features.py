@@ -5,8 +5,8 @@ turned 20 degrees in a stair-stepped nodata collar), then ``fcnseg segment`` wit
 (labels.zarr only: no COG, polygons, quicklook or STAC); both kept in OUT and reused by a rerun.
 
 The parcels: Voronoi cells of 10⁴ random points (seed 0) over the scene's square, about 41 x 41 m
-each, written in EPSG:4326 (the store is in UTM: every feature is reprojected); about a third of
-them cross or lie in the collar. 1 % are turned into bow-ties (the cell's four bounds corners in
+each, written in EPSG:4326 (the store is in UTM: every feature is reprojected); 41 % of them
+have nodata pixels (37 % lie wholly in the collar: rows of zeros). 1 % are turned into bow-ties (the cell's four bounds corners in
 crossed order, invalid), so the warnings path and make_valid are timed too. ``parcels-1000``
 holds the first 10³ of the same cells: the same cell sizes, a tenth of the features.
 
