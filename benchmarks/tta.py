@@ -11,8 +11,9 @@ and the time factor against ``none``, in the same run.
   ``benchmarks/cross_scene.py`` does) and scored on the right half with each mode.
 
 Seconds are wall time of ``evaluate_raster`` per mode over all scenes (reading included), on this
-machine's CPU with torch's threads set to ``--threads``: the least of ``--repeat`` rounds in which the
-modes take turns; the factor is against ``none`` of the same run.
+machine's CPU with torch's threads set to ``--threads``, and the process's CPU time (all its threads:
+less disturbed by other jobs on a shared machine than the wall time): the least of ``--repeat`` rounds
+in which the modes take turns; the factors are against ``none`` of the same run.
 ``--memory SIDE`` (default 1536; 0: skip): the peak memory of one forward pass of a SIDE² tile of the
 demo model per mode (``tta_logits``), each in a fresh process (its RSS high-water mark over the pass,
 as ``benchmarks/forward_memory.py`` measures): d4 runs its views one at a time, so it should cost
@@ -60,22 +61,24 @@ def score(model_path: Path, tests: list[tuple[Path, Path]], tile: int | None, re
     for _ in range(repeat):
         for mode in TTA_MODES:
             confusion, per_scene = None, []
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for image, labels in tests:
                 metrics = evaluate_raster(model, card, image, labels, device=torch.device("cpu"), tile=tile, tta=mode)
                 matrix = np.asarray(metrics["confusion"], np.int64)
                 confusion = matrix if confusion is None else confusion + matrix
                 per_scene.append(round(metrics["mean_iou"], 4))
             rows[mode]["rounds"].append(round(time.perf_counter() - started, 2))
+            rows[mode].setdefault("cpu_rounds", []).append(round(time.process_time() - cpu, 2))
             metrics = metrics_from_confusion(confusion)
+            per_class = zip(card.class_names, metrics["per_class_iou"], strict=True)
             rows[mode].update({"mean_iou": round(metrics["mean_iou"], 4), "pixel_acc": round(metrics["pixel_acc"], 4),
                                "per_scene_mean_iou": per_scene,
-                               "per_class_iou": {n: None if v is None else round(v, 4)
-                                                 for n, v in zip(card.class_names, metrics["per_class_iou"], strict=True)}})
+                               "per_class_iou": {n: None if v is None else round(v, 4) for n, v in per_class}})
             log.info("%s", json.dumps(rows[mode]))
     for row in rows.values():
-        row["seconds"] = min(row["rounds"])
+        row["seconds"], row["cpu_seconds"] = min(row["rounds"]), min(row["cpu_rounds"])
         row["time_factor"] = round(row["seconds"] / rows["none"]["seconds"], 2)
+        row["cpu_factor"] = round(row["cpu_seconds"] / rows["none"]["cpu_seconds"], 2)
     return list(rows.values())
 
 
@@ -108,7 +111,7 @@ def status_mb(key: str) -> float:
 
 def forward_memory(mode: str, side: int) -> tuple[float, float]:
     """In this process: MB the RSS high-water mark rises by over one ``tta_logits`` pass of a side² tile,
-    and the least seconds of three more passes (one thread: the model's cost alone, no reading)."""
+    and the least CPU seconds of three more passes (one thread: the model's cost alone, no reading)."""
     from fcnseg.models.inference import load_for_inference
     from fcnseg.models.tta import tta_logits
 
@@ -122,9 +125,9 @@ def forward_memory(mode: str, side: int) -> tuple[float, float]:
         extra = status_mb("VmHWM") - before
         times = []
         for _ in range(3):
-            started = time.perf_counter()
+            started = time.process_time()
             tta_logits(model, x, mode, card.nodata.fill).argmax(1)
-            times.append(time.perf_counter() - started)
+            times.append(time.process_time() - started)
     return extra, min(times)
 
 
@@ -143,12 +146,13 @@ def memory(side: int) -> dict[str, dict[str, float]]:
 
 def table(rows: list[dict]) -> str:
     names = list(rows[0]["per_class_iou"])
-    lines = ["| tta | mean IU | per scene | " + " | ".join(names) + " | seconds | time factor |",
+    lines = ["| tta | mean IU | per scene | " + " | ".join(names) + " | seconds (CPU) | time factor (CPU) |",
              "|---|---:|---|" + "---:|" * len(names) + "---:|---:|"]
     for r in rows:
         classes = " | ".join("-" if r["per_class_iou"][n] is None else f"{r['per_class_iou'][n]:.3f}" for n in names)
         scenes = ", ".join(f"{v:.3f}" for v in r["per_scene_mean_iou"])
-        lines.append(f"| {r['tta']} | {r['mean_iou']:.4f} | {scenes} | {classes} | {r['seconds']:.1f} | {r['time_factor']:.2f} |")
+        lines.append(f"| {r['tta']} | {r['mean_iou']:.4f} | {scenes} | {classes} | {r['seconds']:.1f}"
+                     f" ({r['cpu_seconds']:.1f}) | {r['time_factor']:.2f} ({r['cpu_factor']:.2f}) |")
     return "\n".join(lines)
 
 
@@ -171,7 +175,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     results: dict = {"load_before": os.getloadavg()}
-    results["synthetic"] = synthetic(args.out, args.size, [int(s) for s in args.seeds.split(",")], args.tile, args.repeat)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results["synthetic"] = synthetic(args.out, args.size, seeds, args.tile, args.repeat)
     with rasterio.open(args.real) as src:
         bands = src.count
     results["real_bands"] = bands
@@ -183,11 +188,12 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"synthetic ({args.size} px, seeds {args.seeds}, demo model):\n{table(results['synthetic'])}")
     print(f"\nreal ({args.real.name}): {bands} band(s); the demo model takes 4" + (
-        f"; one-band model trained {args.real_steps} steps on the left half, scored on the right:\n{table(results['real'])}"
+        f"; one-band model trained {args.real_steps} steps on the left half, scored on the right:\n"
+        f"{table(results['real'])}"
         if "real" in results else ": not scored (--real-steps 0)"))
     if args.memory:
         print(f"\none forward pass of a {args.memory}² tile, demo model, one thread: MB above the process before it,"
-              " seconds (least of 3), factor: "
+              " CPU seconds (least of 3), factor: "
               + ", ".join(f"{m} +{v['mb']:.0f} MB {v['seconds']:.2f} s x{v['time_factor']:.2f}"
                           for m, v in results["forward_pass"].items()))
     print(f"\nload average before {results['load_before']}, after {results['load_after']}")
