@@ -322,3 +322,43 @@ def test_a_file_without_features_is_one_line(scene, tmp_path):
                                     str(tmp_path / "rows.gpkg")])
     assert done.exit_code == 1 and "holds no features" in done.output and done.output.count("\n") == 1, done.output
     assert not (tmp_path / "rows.gpkg").exists()
+
+
+def test_a_confidence_band_gives_each_feature_and_class_its_mean_confidence(scene, tmp_path):
+    """A store with ``segment --confidence``'s band: the rows, --json and the files carry each
+    feature's classes' mean confidence (their codes summed over their pixels / 254, counted here by numpy)."""
+    import zarr
+
+    from fcnseg.pipeline.store import CONFIDENCE
+
+    labels, _, utm, _ = scene
+    store = store_from_array(tmp_path / "labels.zarr", labels, chunk=64, class_names=NAMES,
+                             class_colors=[(0, 0, 255), (0, 128, 0), (128, 128, 128)])
+    codes = np.random.default_rng(5).integers(0, 255, labels.shape).astype(np.uint8)
+    codes[labels == 255] = 255
+    zarr.open_group(store, mode="a").create_array(CONFIDENCE, shape=labels.shape, dtype="uint8", chunks=(64, 64),
+                                                  fill_value=255)[:] = codes
+    frame = geopandas.read_file(utm)
+    want = {}
+    for name, geom in zip(frame["parcel"], frame.geometry, strict=True):
+        inside = np.zeros(labels.shape, bool) if geom is None or geom.is_empty else rasterize(
+            [geom], out_shape=labels.shape, transform=TRANSFORM, all_touched=False).astype(bool)
+        for c in range(3):
+            picked = inside & (labels == c)
+            want[name, c] = float(codes[picked].astype(np.int64).sum()) / (254 * picked.sum()) if picked.any() else None
+    rows = query_features(store, utm, "parcel")
+    assert {(r.feature, r.class_id): r.mean_confidence for r in rows} == want
+    assert "mean_confidence" in rows[0].to_json() and "mean_confidence" not in query_features(
+        scene[1], utm, "parcel")[0].to_json()  # only where the store has the band, as a ClassArea's
+    runner = CliRunner()
+    for name in ("c.parquet", "c.gpkg"):
+        done = runner.invoke(app, ["query", str(store), "--aoi", str(utm), "--by", "parcel", "--output",
+                                   str(tmp_path / name)])
+        assert done.exit_code == 0, done.output
+    long = geopandas.read_parquet(tmp_path / "c.parquet")
+    assert {(p, c): (None if v != v else v) for p, c, v in zip(long["parcel"], long["class_id"],
+                                                                long["mean_confidence"], strict=True)} == want
+    wide = geopandas.read_file(tmp_path / "c.gpkg", layer="class_areas")
+    assert {(p, c): (None if row[f"{n}_confidence"] != row[f"{n}_confidence"] else row[f"{n}_confidence"])
+            for p, (_, row) in zip(wide["parcel"], wide.iterrows(), strict=True)
+            for c, n in enumerate(NAMES)} == want

@@ -4,11 +4,12 @@ Three formats, chosen by the suffix, each for the tool that reads it:
 
 * ``.csv`` and ``.parquet`` (GeoParquet 1.1): the **long** table, one row per feature and class,
   with the feature's fields, then class_id, class_name, pixels, area_m2, share, valid_pixels,
-  nodata_pixels and the feature's geometry (WKT in the CSV). What pandas, DuckDB or R group and
-  pivot: one schema whatever the classes.
+  nodata_pixels (and mean_confidence, where the store has ``segment --confidence``'s band), then
+  the feature's geometry (WKT in the CSV). What pandas, DuckDB or R group and pivot: one schema
+  whatever the classes.
 * ``.gpkg`` (GeoPackage, layer ``class_areas``): the **wide** table, one row per feature: its
   fields, valid_pixels, nodata_pixels, then ``<class>_pixels``, ``<class>_m2`` and
-  ``<class>_share`` for every class. A QGIS user opens it and styles the parcels by
+  ``<class>_share`` (and ``<class>_confidence``) for every class. A QGIS user opens it and styles the parcels by
   ``forest_share`` or reads all classes of a parcel with the Identify tool; in the long form each
   parcel would be drawn once per class, stacked, and every map would need a filter first. (QGIS's
   own zonal statistics and exactextract give the same shape: a column per statistic.)
@@ -51,6 +52,8 @@ GPKG_VERSION = "1.2"
 #: The class columns of the long table, after the feature's fields (a field of the same name is prefixed "aoi_").
 CLASS_COLUMNS = ("class_id", "class_name", "pixels", "area_m2", "share", "valid_pixels", "nodata_pixels")
 CLASS_TYPES = (pa.int32(), pa.string(), pa.int64(), pa.float64(), pa.float64(), pa.int64(), pa.int64())
+#: After them where the raster has a confidence band (``segment --confidence``): the class's mean confidence.
+CONFIDENCE = ("mean_confidence", pa.float64())
 #: The wide table's columns per feature before the classes'.
 FEATURE_COLUMNS = ("valid_pixels", "nodata_pixels")
 INDEX = "_feature"  # the feature's number, in the GeoPackage's hidden long table only
@@ -143,12 +146,14 @@ class LongTable:
         """The batch's rows: each feature's fields repeated on each of its class rows, then the classes, the geometry."""
         take = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
         fields = batch.fields.take(pa.array(take, pa.int64()))
-        self.names = [f"aoi_{n}" if n in CLASS_COLUMNS + ("geometry", INDEX) else n for n in fields.column_names]
+        taken = CLASS_COLUMNS + (CONFIDENCE[0], "geometry", INDEX)
+        self.names = [f"aoi_{n}" if n in taken else n for n in fields.column_names]
         columns = [fields[n].combine_chunks() for n in fields.column_names]
         flat = [r for feature in rows for r in feature]
-        for name, kind in zip(CLASS_COLUMNS, CLASS_TYPES, strict=True):
+        classes = list(zip(CLASS_COLUMNS, CLASS_TYPES, strict=True)) + ([CONFIDENCE] if batch.confidence else [])
+        for name, kind in classes:
             columns.append(pa.array([getattr(r, name) for r in flat], kind))
-        names = self.names + list(CLASS_COLUMNS)
+        names = self.names + [name for name, _ in classes]
         if self.index:
             columns.append(pa.array(take + self.features, pa.int64()))
             names.append(INDEX)
@@ -231,6 +236,7 @@ def pivot(table: pa.Table, fields: list[str], keys: dict[int, str]) -> pa.Table:
     area = table["area_m2"]
     metres = area.null_count < len(area)  # a raster without CRS has no m²: null columns
     area = area.to_numpy(zero_copy_only=False)
+    confidence = table[CONFIDENCE[0]] if CONFIDENCE[0] in table.column_names else None
     base = table.select(fields + list(FEATURE_COLUMNS)).take(pa.array(first))
     columns, names = list(base.columns), list(base.column_names)
     for class_id_, key in keys.items():
@@ -243,6 +249,12 @@ def pivot(table: pa.Table, fields: list[str], keys: dict[int, str]) -> pa.Table:
         columns += [pa.array(values[0]), pa.array(values[1]) if metres else pa.nulls(len(numbers), pa.float64()),
                     pa.array(values[2])]
         names += [f"{key}_pixels", f"{key}_m2", f"{key}_share"]
+        if confidence is not None:  # null where the feature has no pixel of the class
+            column = [None] * len(numbers)
+            for position, value in zip(at[rows], confidence.filter(pa.array(rows)).to_pylist(), strict=True):
+                column[position] = value
+            columns.append(pa.array(column, pa.float64()))
+            names.append(f"{key}_confidence")
     names = [f"aoi_{n}" if i < len(fields) and n in names[len(fields):] else n for i, n in enumerate(names)]
     columns.append(table["geometry"].take(pa.array(first)))
     return pa.Table.from_arrays(columns, names=names + ["geometry"])

@@ -31,7 +31,8 @@ import pyarrow as pa
 import shapely
 from rasterio.crs import CRS
 
-from fcnseg.pipeline.analysis.label_raster import LabelRaster, open_labels
+from fcnseg.pipeline.analysis.confidence import confidence_reader
+from fcnseg.pipeline.analysis.label_raster import LabelRaster, is_store, open_labels
 from fcnseg.pipeline.analysis.query import ClassArea, Tally, class_table, count_classes
 from fcnseg.pipeline.analysis.selection import (
     DENSIFY,
@@ -61,8 +62,9 @@ class FeatureClassArea(ClassArea):
     nodata_pixels: int
 
     def to_json(self) -> dict[str, Any]:
-        """The row as ``query --json --by`` writes it: feature first, then the class's keys."""
-        row = asdict(self)
+        """The row as ``query --json --by`` writes it: feature first, then the class's keys
+        (``mean_confidence`` only where the store has a confidence band, as ``ClassArea``'s)."""
+        row = super().to_json()
         return {"feature": row.pop("feature"), **row}
 
 
@@ -75,6 +77,7 @@ class FeatureBatch:
     wkb: list[bytes | None]
     crs: CRS | None
     geometry_type: str | None
+    confidence: bool = False  # the raster has a confidence band: its rows carry mean_confidence
 
 
 @dataclass
@@ -168,7 +171,9 @@ def iter_feature_batches(raster: str | Path, aoi: str | Path, by: str, *, allow_
     """Per batch of ``aoi``'s features: the batch as read and each feature's class rows, in file order."""
     notes = GeometryNotes(str(aoi), by)
     with open_labels(raster, allow_partial=allow_partial) as labels:
+        confidence = confidence_reader(labels.path, (labels.height, labels.width), is_store(labels.path)) is not None
         for batch in feature_batches(aoi, by, labels.crs):
+            batch.confidence = confidence
             values = [plain(v) for v in batch.fields[by].to_pylist()]
             try:
                 geometries, batch_notes = batch_geometries(batch.wkb, batch.crs, labels.crs)
