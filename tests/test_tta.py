@@ -153,6 +153,16 @@ def test_segment_on_dask_with_tta_equals_the_whole_image_and_is_part_of_the_run(
         segment(image, str(model.path), out, options.replace(tta="none"), scheduler=cluster, progress=False)
 
 
+def test_blend_on_dask_with_tta_equals_the_whole_image(model, image, whole, cluster, tmp_path):
+    """Blend's two passes on the workers (their tiles read through the run's source, with its --tta)."""
+    options = SegmentOptions(tile=TILE, batch_size=3, device="cpu", stitch="blend", tta="flip", probabilities=True,
+                             **STORE_ONLY, stac=False)
+    segment(image, str(model.path), tmp_path / "out", options, scheduler=cluster, progress=False)
+    store = xr.open_zarr(tmp_path / "out" / "labels.zarr", mask_and_scale=False)
+    np.testing.assert_array_equal(store.labels.values, whole["flip"][0])
+    np.testing.assert_array_equal(store.probabilities.values, whole["flip"][1])
+
+
 # --------------------------------------------------------------------------- records, options, evaluate
 
 
