@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import shapely
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
-from fcnseg.pipeline.analysis.confidence import confidence_reader
+from fcnseg.pipeline.analysis.confidence import ConfidenceReader, confidence_reader
 from fcnseg.pipeline.analysis.label_raster import LabelRaster, is_store, open_labels
 from fcnseg.pipeline.analysis.query import ClassArea, Tally, class_table, count_classes
 from fcnseg.pipeline.analysis.selection import (
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Features read from the vector file at a time (bounded memory for files of 10⁵ parcels).
 BATCH = 1000
+#: Decoded chunks of a label store kept for the next features (``ChunkCache``): a 2 x 2 neighbourhood.
+CACHE_CHUNKS = 4
 #: Geometry warnings logged one by one; the rest are counted in one line at the end.
 WARN_FEATURES = 20
 
@@ -98,6 +102,64 @@ class GeometryNotes:
         if self.count > WARN_FEATURES:
             log.warning("%s: %d more features with geometry warnings (%d in all)", self.path,
                         self.count - WARN_FEATURES, self.count)
+
+
+class ChunkCache:
+    """A label store's window reads through its last ``CACHE_CHUNKS`` decoded chunks. zarr
+    decodes a whole chunk for any window of it, and the consecutive features of a parcel file are
+    mostly neighbours: each chunk is decoded once for all of them instead of once per feature.
+    Memory: at most ``CACHE_CHUNKS`` chunks (a chunk is a tile of the run), whatever the features."""
+
+    def __init__(self, read: Callable[[Window], tuple[np.ndarray, ...]], shape: tuple[int, int],
+                 block: tuple[int, int]) -> None:
+        self._read, self.shape, self.block = read, shape, block
+        self._chunks: OrderedDict[tuple[int, int], tuple[np.ndarray, ...]] = OrderedDict()
+
+    def read(self, window: Window) -> tuple[np.ndarray, ...]:
+        """The arrays ``read`` gives for ``window`` (views of a cached chunk where it lies in one)."""
+        (bh, bw), r0, c0 = self.block, int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        rows, cols = range(r0 // bh, (r1 - 1) // bh + 1), range(c0 // bw, (c1 - 1) // bw + 1)
+        if len(rows) == 1 and len(cols) == 1:
+            inside = (slice(r0 - rows[0] * bh, r1 - rows[0] * bh), slice(c0 - cols[0] * bw, c1 - cols[0] * bw))
+            return tuple(a[inside] for a in self._chunk(rows[0], cols[0]))
+        out: tuple[np.ndarray, ...] = ()
+        for cr in rows:
+            for cc in cols:
+                arrays = self._chunk(cr, cc)
+                out = out or tuple(np.empty((r1 - r0, c1 - c0), a.dtype) for a in arrays)
+                ra, rb, ca, cb = max(r0, cr * bh), min(r1, (cr + 1) * bh), max(c0, cc * bw), min(c1, (cc + 1) * bw)
+                for whole, part in zip(out, arrays, strict=True):
+                    whole[ra - r0:rb - r0, ca - c0:cb - c0] = part[ra - cr * bh:rb - cr * bh, ca - cc * bw:cb - cc * bw]
+        return out
+
+    def _chunk(self, row: int, col: int) -> tuple[np.ndarray, ...]:
+        key = (row, col)
+        if key in self._chunks:
+            self._chunks.move_to_end(key)
+            return self._chunks[key]
+        (bh, bw), (height, width) = self.block, self.shape
+        self._chunks[key] = self._read(Window(col * bw, row * bh, min(bw, width - col * bw), min(bh, height - row * bh)))
+        if len(self._chunks) > CACHE_CHUNKS:
+            self._chunks.popitem(last=False)
+        return self._chunks[key]
+
+
+class CachedLabels(LabelRaster):
+    """A label store (and its confidence band) read through ``ChunkCache``; a GeoTIFF's blocks
+    are cached by GDAL already."""
+
+    def __init__(self, raster: LabelRaster, confidence: ConfidenceReader | None) -> None:
+        self.path, self.crs, self.transform = raster.path, raster.crs, raster.transform
+        self.height, self.width, self.block, self.classes = raster.height, raster.width, raster.block, raster.classes
+        shape = (raster.height, raster.width)
+        self._labels = ChunkCache(raster.read, shape, raster.block)
+        band = None if confidence is None else ChunkCache(lambda w: (confidence(w),), shape, raster.block)
+        self.confidence = None if band is None else (lambda window: band.read(window)[0])
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        values, valid = self._labels.read(window)
+        return values, valid
 
 
 def feature_batches(path: str | Path, by: str, raster_crs: CRS | None) -> Iterator[FeatureBatch]:
@@ -160,7 +222,8 @@ def batch_geometries(wkb: list[bytes | None], src: CRS | None, dst: CRS | None,
 
 def feature_rows(raster: LabelRaster, feature: Any, geom: shapely.Geometry) -> list[FeatureClassArea]:
     """Every class's row for one feature (zeros for an empty geometry or one outside the raster)."""
-    tally = Tally() if geom.is_empty else count_classes(raster, geom)
+    confidence = raster.confidence if isinstance(raster, CachedLabels) else "open"
+    tally = Tally() if geom.is_empty else count_classes(raster, geom, confidence=confidence)
     valid = int(tally.pixels.sum())
     return [FeatureClassArea(feature=feature, valid_pixels=valid, nodata_pixels=tally.nodata, **asdict(c))
             for c in class_table(raster, tally)]
@@ -171,9 +234,10 @@ def iter_feature_batches(raster: str | Path, aoi: str | Path, by: str, *, allow_
     """Per batch of ``aoi``'s features: the batch as read and each feature's class rows, in file order."""
     notes = GeometryNotes(str(aoi), by)
     with open_labels(raster, allow_partial=allow_partial) as labels:
-        confidence = confidence_reader(labels.path, (labels.height, labels.width), is_store(labels.path)) is not None
+        band = confidence_reader(labels.path, (labels.height, labels.width), is_store(labels.path))
+        labels = CachedLabels(labels, band) if is_store(labels.path) else labels
         for batch in feature_batches(aoi, by, labels.crs):
-            batch.confidence = confidence
+            batch.confidence = band is not None
             values = [plain(v) for v in batch.fields[by].to_pylist()]
             try:
                 geometries, batch_notes = batch_geometries(batch.wkb, batch.crs, labels.crs)

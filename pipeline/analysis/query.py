@@ -36,7 +36,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from fcnseg.pipeline.analysis.areas import row_pixel_areas_m2
-from fcnseg.pipeline.analysis.confidence import confidence_reader, mean_confidence
+from fcnseg.pipeline.analysis.confidence import ConfidenceReader, confidence_reader, mean_confidence
 from fcnseg.pipeline.analysis.label_raster import LabelRaster, is_store, open_labels, query_windows
 from fcnseg.pipeline.analysis.selection import (
     bbox_polygon,
@@ -166,8 +166,11 @@ class Tally:
                 self.confidence = np.pad(self.confidence, (0, size - len(self.confidence)))
 
 
-def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
-    """Per-class counts and areas over the pixels whose centre is in ``geom`` (None: the whole raster)."""
+def count_classes(raster: LabelRaster, geom: shapely.Geometry | None, *,
+                  confidence: ConfidenceReader | None | str = "open") -> Tally:
+    """Per-class counts and areas over the pixels whose centre is in ``geom`` (None: the whole raster).
+    ``confidence``: the reader of the store's confidence band, or "open" to find it here (a caller
+    counting 10⁴ features passes the one it holds: opening the store costs more than a feature's count)."""
     bounds = Window(0, 0, raster.width, raster.height) if geom is None else pixel_bounds(raster, geom)
     tally = Tally()
     if bounds is None:
@@ -175,7 +178,8 @@ def count_classes(raster: LabelRaster, geom: shapely.Geometry | None) -> Tally:
     if geom is not None:
         shapely.prepare(geom)
     geographic = raster.crs is not None and raster.crs.is_geographic
-    confidence = confidence_reader(raster.path, (raster.height, raster.width), is_store(raster.path))
+    if confidence == "open":
+        confidence = confidence_reader(raster.path, (raster.height, raster.width), is_store(raster.path))
     if confidence is not None:
         tally.add_confidence(None, [])
     windows = 0
