@@ -17,8 +17,12 @@ SEGMENT_HELP: dict[str, str] = {
     "batch_size": "Tiles per forward pass; default: 1 on the CPU, as many as half a GPU's memory holds (at most 8).",
     "device": "auto, cpu or cuda.",
     "probabilities": "Also store class probabilities.",
+    "confidence": ("Also store each pixel's confidence (its class's probability, uint8 p x 254), and write"
+                   " confidence.tif (with --cog) and confidence.png (with --quicklook)."),
+    "tta": ("Test-time augmentation: each tile's logits averaged over none, flip (4 flips) or d4 (8 flips and"
+            " rotations by 90°); d4 costs 8 forward passes."),
     "bands": "1-based bands to feed the model, comma separated.",
-    "cog": "Write labels.tif (and probabilities.tif) as Cloud-Optimized GeoTIFF.",
+    "cog": "Write labels.tif (and probabilities.tif, confidence.tif) as Cloud-Optimized GeoTIFF.",
     "polygons": "Write polygons.parquet and polygons.gpkg (regions merged across chunks).",
     "simplify": "Simplify polygons as a coverage (shared edges stay shared) by this tolerance, CRS units; 0 = exact pixel edges.",
     "min_area": "Merge regions smaller than this, m², into their largest neighbour.",
@@ -80,5 +84,13 @@ TRAIN_HELP: dict[str, str] = {
                 " validate on and keep the best mean IU (dropped, with a warning, where a class has too few labels"
                 " to split); 0 turns it off."),
     "read_threads": "Threads reading the next batch's chips while the model trains (0: in the training thread).",
+    "augment_gain": ("Photometric augmentation: per-band gain of each chip, x (1 + G) ** u with u uniform in -1..1"
+                     " (0.2: 0.83x to 1.2x); 0 turns it off. Up to 1."),
+    "augment_offset": "Photometric augmentation: per-band offset, uniform within +-N band standard deviations. Up to 2.",
+    "augment_gamma": ("Photometric augmentation: per-band gamma (1 + G) ** u over the scene's 2-98 % range"
+                      " (0.3: 0.77 to 1.3). Up to 1."),
+    "augment_noise": ("Photometric augmentation: Gaussian noise of a standard deviation drawn per chip from 0 to N"
+                      " band standard deviations. Up to 1."),
+    "augment_blur": "Photometric augmentation: Gaussian blur of a sigma drawn per chip from 0 to N pixels. Up to 4.",
     "overwrite": CHECKPOINT_OVERWRITE_HELP,
 }

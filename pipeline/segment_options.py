@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from fcnseg.models.card import STRIDE
 from fcnseg.models.sizing import default_tiling, sizing_device
+from fcnseg.models.tta import check_tta
 from fcnseg.pipeline.option_texts import SEGMENT_HELP as HELP
 from fcnseg.pipeline.options import POLYGON_CELL, OptionModel, check_band_numbers, option_name, real_number, whole_number
 from fcnseg.pipeline.tiles import check_tiling
@@ -36,6 +37,8 @@ class SegmentOptions(OptionModel):
     batch_size: Annotated[int | None, Field(ge=1, description=HELP["batch_size"])] = None
     device: Annotated[str, Field(pattern=DEVICE_PATTERN.pattern, description=HELP["device"])] = "auto"
     probabilities: Annotated[bool, Field(description=HELP["probabilities"])] = False
+    confidence: Annotated[bool, Field(description=HELP["confidence"])] = False
+    tta: Annotated[Literal["none", "flip", "d4"], Field(description=HELP["tta"])] = "none"
     bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...] | None, Field(min_length=1, description=HELP["bands"])] = None
     # what is made from the finished store (changing these never recomputes a chunk)
     cog: Annotated[bool, Field(description=HELP["cog"])] = True
@@ -82,6 +85,9 @@ def check_options(data: dict[str, Any]) -> None:
         raise ValueError(f"--stitch must be crop or blend, got {stitch!r}")
     if isinstance(device, str) and not DEVICE_PATTERN.match(device):
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    tta = data.get("tta", "none")
+    if isinstance(tta, str):
+        check_tta(tta)
     check_band_numbers(data.get("bands"))
     for name in ("simplify", "min_area"):
         value = real_number(data.get(name))

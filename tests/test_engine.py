@@ -279,21 +279,21 @@ def test_a_batch_too_large_for_the_device_runs_in_halves(monkeypatch, scene, cap
     tiles = list(iter_tiles(320, 320, 160, 64))
     with TileSource(str(scene), [1, 2, 3, 4], card) as source:
         whole = [c.labels for c in predict_cores(model, torch.device("cpu"), source, tiles, 4, False)]
-        real_forward = predict.forward_logits
+        real_forward = predict.tta_logits
 
-        def small_device(m, x):
+        def small_device(m, x, *tta):
             if x.shape[0] > 1:
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-            return real_forward(m, x)
+            return real_forward(m, x, *tta)
 
-        monkeypatch.setattr(predict, "forward_logits", small_device)
+        monkeypatch.setattr(predict, "tta_logits", small_device)
         monkeypatch.setattr(predict, "_FITTING_BATCH", {})
         with caplog.at_level(logging.WARNING):
             halved = [c.labels for c in predict_cores(model, torch.device("cpu"), source, tiles, 4, False)]
         assert caplog.text.count("running 2 at a time") == 1 and caplog.text.count("running 1 at a time") == 1
         assert predict._FITTING_BATCH == {("cpu", (4, 224, 224)): 1}  # later batches go in parts that fit
         assert all(np.array_equal(a, b) for a, b in zip(whole, halved, strict=True))
-        monkeypatch.setattr(predict, "forward_logits", lambda m, x: small_device(m, x.expand(2, -1, -1, -1)))
+        monkeypatch.setattr(predict, "tta_logits", lambda m, x, *tta: small_device(m, x.expand(2, -1, -1, -1), *tta))
         with pytest.raises(predict.DeviceMemoryError, match=r"out of memory for one tile of 224x224 px.*--tile"):
             list(predict_cores(model, torch.device("cpu"), source, tiles, 1, False))
 

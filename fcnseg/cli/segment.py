@@ -31,6 +31,8 @@ def segment(
     scheduler: Annotated[Optional[str], typer.Option(help=RUN_HELP["scheduler"])] = None,
     cluster_spec: Annotated[Optional[str], typer.Option(help=RUN_HELP["cluster_spec"])] = None,
     probabilities: Annotated[bool, typer.Option(help=HELP["probabilities"])] = False,
+    confidence: Annotated[bool, typer.Option(help=HELP["confidence"])] = False,
+    tta: Annotated[str, typer.Option(help=HELP["tta"])] = "none",
     bands: Annotated[Optional[str], typer.Option(help=HELP["bands"])] = None,
     overwrite: Annotated[bool, typer.Option(help=RUN_HELP["overwrite"])] = False,
     cog: Annotated[bool, typer.Option(help=HELP["cog"])] = True,
@@ -48,8 +50,8 @@ def segment(
     with clear_errors(out=out):
         options = SegmentOptions(
             tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device,
-            probabilities=probabilities, bands=csv_ints(bands), cog=cog, polygons=polygons, simplify=simplify,
-            min_area=min_area, polygon_cell=polygon_cell, quicklook=quicklook, stac=stac,
+            probabilities=probabilities, tta=tta, bands=csv_ints(bands), cog=cog, polygons=polygons, simplify=simplify,
+            min_area=min_area, polygon_cell=polygon_cell, quicklook=quicklook, stac=stac, confidence=confidence,
         )
         from fcnseg.pipeline.orchestrator import segment as run_segment
 

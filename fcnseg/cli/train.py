@@ -13,6 +13,7 @@ from fcnseg.cli.errors import clear_errors
 from fcnseg.models.card import (
     ClassInfo, ModelCard, Normalization, TrainingProvenance, class_count_problem, class_names_problem,
 )
+from fcnseg.pipeline.option_texts import SEGMENT_HELP
 from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
 from fcnseg.tables import console, metrics_json, print_metrics
 
@@ -45,6 +46,11 @@ def train(
     class_weights: Annotated[str, typer.Option(help=HELP["class_weights"])] = "median",
     holdout: Annotated[float, typer.Option(help=HELP["holdout"])] = 0.2,
     read_threads: Annotated[int, typer.Option(help=HELP["read_threads"])] = 4,
+    augment_gain: Annotated[float, typer.Option(help=HELP["augment_gain"])] = 0.0,
+    augment_offset: Annotated[float, typer.Option(help=HELP["augment_offset"])] = 0.0,
+    augment_gamma: Annotated[float, typer.Option(help=HELP["augment_gamma"])] = 0.0,
+    augment_noise: Annotated[float, typer.Option(help=HELP["augment_noise"])] = 0.0,
+    augment_blur: Annotated[float, typer.Option(help=HELP["augment_blur"])] = 0.0,
     overwrite: Annotated[bool, typer.Option(help=HELP["overwrite"])] = False,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""
@@ -57,6 +63,8 @@ def train(
             batch_size=batch_size, lr=lr, seed=seed, device=device, label_field=label_field,
             label_layer=label_layer, classes=csv_list(classes), outside=outside, class_name=class_name, bands=csv_ints(bands), val_every=val_every,
             sampling=sampling, class_weights=class_weights, holdout=holdout, read_threads=read_threads,
+            augment_gain=augment_gain, augment_offset=augment_offset, augment_gamma=augment_gamma,
+            augment_noise=augment_noise, augment_blur=augment_blur,
             progress=console.is_terminal, overwrite=overwrite,
         )
         path, result, card = train_model(request)
@@ -77,18 +85,22 @@ def evaluate(
     halo: Annotated[Optional[int], typer.Option(help="Halo around each tile (multiple of 32); default from the model.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=BATCH_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    tta: Annotated[str, typer.Option(help=SEGMENT_HELP["tta"])] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU, per-class IU, confusion matrix."""
     from fcnseg.models.inference import load_for_inference, resolve_device
+    from fcnseg.models.tta import check_tta
     from fcnseg.pipeline.training.evaluate import evaluate_raster
 
     with clear_errors():
+        check_tta(tta)  # before the model loads
         torch_device = resolve_device(device)
         net, card = load_for_inference(model, torch_device)
         metrics = evaluate_raster(
             net, card, image, labels, device=torch_device, label_field=label_field, outside=outside,
             label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=console.is_terminal and not as_json,
+            tta=tta,
         )
     if as_json:
         typer.echo(json.dumps(metrics_json(metrics, card.class_names)))

@@ -2,7 +2,7 @@
 
 Raw pixels and validity masks cross to the device through pinned buffers; normalisation and the
 nodata fill happen there. Two outputs, one loop. ``predict_cores`` (crop stitching) keeps each tile's core on the device:
-argmax (and quantised probabilities when asked) are taken there and only uint8 comes back, a
+argmax (and quantised probabilities and confidence when asked) are taken there and only uint8 comes back, a
 fraction of the float scores of the whole read window. ``predict_tiles`` returns the class
 probabilities over the read window, for what needs them whole: blend stitching and ``evaluate``.
 Tiles come from a ``TileSource`` that reads ahead on its own threads; tiles without a valid pixel
@@ -20,7 +20,8 @@ import torch
 
 from fcnseg.errors import DeviceMemoryError
 from fcnseg.models.fcn import FCNBase
-from fcnseg.models.inference import forward_logits, normalize_on_device
+from fcnseg.models.inference import normalize_on_device
+from fcnseg.models.tta import tta_logits
 from fcnseg.pipeline.engine.staging import staging_for
 from fcnseg.pipeline.engine.tile_source import TileInput, TileSource
 from fcnseg.pipeline.store import NODATA, PROBABILITY_SCALE, quantize_probabilities
@@ -37,12 +38,14 @@ Prediction = tuple[Tile, "np.ndarray | None", np.ndarray]
 @dataclass(frozen=True)
 class CorePrediction:
     """What crop stitching keeps of a tile: its core's labels (uint8, 255 = nodata), quantised
-    probabilities when asked, and the count of valid pixels; labels None: no valid pixel, not run."""
+    probabilities and confidence when asked, and the count of valid pixels; labels None: no valid
+    pixel, not run."""
 
     tile: Tile
     labels: np.ndarray | None
     probabilities: np.ndarray | None
     valid_pixels: int
+    confidence: np.ndarray | None = None
 
 
 def read_ahead(batch_size: int) -> int:
@@ -82,13 +85,13 @@ def predict_tiles(model: FCNBase, device: torch.device, source: TileSource, tile
 
 
 def predict_cores(model: FCNBase, device: torch.device, source: TileSource, tiles: Iterable[Tile],
-                  batch_size: int, probabilities: bool) -> Iterator[CorePrediction]:
+                  batch_size: int, probabilities: bool, confidence: bool = False) -> Iterator[CorePrediction]:
     """Each tile's core result, computed on the device (crop stitching)."""
     for empty, batch in batches(source.stream(tiles, read_ahead(batch_size)), batch_size):
         for tile, _, _ in empty:
             yield CorePrediction(tile, None, None, 0)
         if batch:
-            yield from _core_batch(model, device, source, batch, probabilities)
+            yield from _core_batch(model, device, source, batch, probabilities, confidence)
 
 
 def _forward(model: FCNBase, device: torch.device, source: TileSource,
@@ -127,23 +130,26 @@ def _forward_once(model: FCNBase, device: torch.device, source: TileSource,
     pixels = staging.to_device([pixels for _, pixels, _ in batch])
     valid = staging.to_device([valid for _, _, valid in batch])
     x = normalize_on_device(pixels, valid, source.card.normalization, source.card.nodata)
-    return forward_logits(model, x), valid
+    return tta_logits(model, x, source.tta, source.card.nodata.fill), valid  # the source's --tta views, averaged
 
 
 @torch.inference_mode()
 def _core_batch(model: FCNBase, device: torch.device, source: TileSource, batch: list[TileInput],
-                probabilities: bool) -> Iterator[CorePrediction]:
+                probabilities: bool, confidence: bool = False) -> Iterator[CorePrediction]:
     logits, valid = _forward(model, device, source, batch)
     for i, (tile, _, _) in enumerate(batch):
         rows, cols = tile.core_in_read
         core = logits[i, :, rows, cols]
         core_valid = valid[i, rows, cols]
         labels = core.argmax(dim=0).to(torch.uint8).masked_fill_(~core_valid, NODATA)
-        probs = None
-        if probabilities:
+        probs = top = None
+        if probabilities or confidence:
             quantised = torch.softmax(core, dim=0).clamp(0, 1).mul(PROBABILITY_SCALE).round().to(torch.uint8)
-            probs = quantised.masked_fill_(~core_valid, NODATA).cpu().numpy()
-        yield CorePrediction(tile, labels.cpu().numpy(), probs, int(core_valid.sum()))
+            if confidence:  # the label's quantised probability: the largest (rounding is monotone)
+                top = quantised.amax(dim=0).masked_fill_(~core_valid, NODATA).cpu().numpy()
+            if probabilities:
+                probs = quantised.masked_fill_(~core_valid, NODATA).cpu().numpy()
+        yield CorePrediction(tile, labels.cpu().numpy(), probs, int(core_valid.sum()), top)
 
 
 def core_result(

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from fcnseg.pipeline.output import layout as outputs
 from fcnseg.pipeline.analysis.query import ClassArea, query_classes, summed_classes
 from fcnseg.pipeline.cluster import optional_client
-from fcnseg.pipeline.products.cog import export_labels_cog, export_probabilities_cog
+from fcnseg.pipeline.products.cog import export_confidence_cog, export_labels_cog, export_probabilities_cog
 from fcnseg.pipeline.products.quicklook import checkpoint_label, write_quicklook
+from fcnseg.pipeline.products.quicklook_confidence import write_confidence_view
 from fcnseg.pipeline.products.stac import write_stac_item
 from fcnseg.pipeline.products.vectorize import VectorizeOptions, VectorizeReport, vectorize_store
 from fcnseg.pipeline.faults import crash_point
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def export_rasters(plan: RunPlan, *, client: Client | None = None, scheduler: str | None = None) -> list[str]:
-    """The export stage: labels.tif (and probabilities.tif) as COGs, and quicklook.png (its labels
-    from the store's overview pyramid, so it needs no labels.tif).
+    """The export stage: labels.tif (and probabilities.tif, confidence.tif) as COGs, and quicklook.png
+    (its labels from the store's overview pyramid, so it needs no labels.tif) and confidence.png.
 
     Starts by removing every file an earlier run left beside the store (its outputs may have been
     made with other options) and run.json with them: until publish, the folder is not complete.
@@ -49,11 +50,17 @@ def export_rasters(plan: RunPlan, *, client: Client | None = None, scheduler: st
         if options.probabilities:
             export_probabilities_cog(plan.store_path, out / outputs.PROBABILITIES_COG)
             written.append(outputs.PROBABILITIES_COG)
+        if options.confidence:
+            export_confidence_cog(plan.store_path, out / outputs.CONFIDENCE_COG)
+            written.append(outputs.CONFIDENCE_COG)
     if options.quicklook:  # its read of the input runs on the cluster when there is one
         with optional_client(client, scheduler) as reached:
             model = checkpoint_label(plan.model.path, plan.model.card.arch) if plan.model else plan.model_path
             write_quicklook(plan.input, plan.store_path, out / outputs.QUICKLOOK_PNG, client=reached, model=model)
         written.append(outputs.QUICKLOOK_PNG)
+        if options.confidence:
+            write_confidence_view(plan.store_path, out / outputs.CONFIDENCE_PNG, image_path=plan.input)
+            written.append(outputs.CONFIDENCE_PNG)
     return written
 
 
@@ -71,12 +78,17 @@ def export_polygons(plan: RunPlan, *, client: Client | None = None, scheduler: s
 
 
 def class_areas(plan: RunPlan) -> tuple[ClassArea, ...]:
-    """Per class: pixels, m² and share of the valid area, the sum of the class histograms in the
-    chunks' markers (counted by the workers as they wrote them). A store whose markers have none
-    (written by an earlier version) is counted again from the store, chunk by chunk."""
+    """Per class: pixels, m² and share of the valid area (and mean confidence), the sum of the class
+    histograms in the chunks' markers (counted by the workers as they wrote them). A store whose
+    markers have none (written by an earlier version) is counted again from the store, chunk by chunk."""
     markers = [plan.ledger.result(tile) for tile in plan.tiles]
     histograms = [(m.class_pixels, m.class_area_m2) for m in markers if m is not None and m.class_pixels is not None]
-    summed = summed_classes(plan.store_path, histograms) if len(histograms) == len(plan.tiles) else None
+    confidence = None
+    if plan.options.confidence:  # every chunk with a valid pixel summed its confidence
+        confidence = [m.class_confidence for m in markers if m is not None and m.class_confidence is not None]
+        if any(m is not None and m.status == "computed" and m.class_confidence is None for m in markers):
+            histograms = []  # not summed when written: count the store
+    summed = summed_classes(plan.store_path, histograms, confidence) if len(histograms) == len(plan.tiles) else None
     return tuple((summed or query_classes(plan.store_path)).classes)
 
 

@@ -14,6 +14,11 @@ from typing import Any
 
 #: The identity key that names the input's content: when only it changed, the run starts again.
 FINGERPRINT = "input_fingerprint"
+#: Identity keys that came after the first records, with the value every run before them had.
+#: A key at that value is left out of the JSON, so a record made before the key existed is the
+#: record of today's run with the same options (it resumes, it is complete) and the records of
+#: runs that do not use it read byte for byte as before; a record without the key has that value.
+LATER_KEYS: dict[str, Any] = {"tta": "none", "confidence": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,9 +38,16 @@ class RunIdentity:
     stitch: str
     bands: tuple[int, ...]
     probabilities: bool
+    tta: str = "none"  # --tta: the views each tile's logits are averaged over (``models.tta``)
+    confidence: bool = False  # --confidence: the store's per-pixel confidence band
 
     def to_json(self) -> dict[str, Any]:
-        """The identity as written to parameters.json and run.json (key order and values unchanged)."""
+        """The identity as written to parameters.json and run.json (key order and values unchanged;
+        a ``LATER_KEYS`` key only where it differs from its old value)."""
+        every = self._every()
+        return {k: v for k, v in every.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
+
+    def _every(self) -> dict[str, Any]:
         return {f.name: self._json_value(f.name) for f in fields(self)}
 
     def _json_value(self, name: str) -> Any:
@@ -47,27 +59,28 @@ class RunIdentity:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunIdentity:
         """The identity a run recorded; ValueError naming the keys a record lacks."""
-        missing = [f.name for f in fields(cls) if f.name not in data]
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name not in LATER_KEYS]
         if missing:
             raise ValueError(f"run parameters without {', '.join(missing)}")
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data.get(f.name, LATER_KEYS.get(f.name)) for f in fields(cls)}
         return cls(**{**values, "bands": tuple(values["bands"]), FINGERPRINT: dict(values[FINGERPRINT])})
 
     def changed(self, previous: Mapping[str, Any]) -> list[str]:
         """The keys whose recorded value (``previous``: a run's JSON record) differs from this one's."""
-        mine = self.to_json()
-        return sorted(k for k in mine if previous.get(k) != mine[k])
+        mine, was = self._every(), {**LATER_KEYS, **previous}
+        return sorted(k for k in mine if was.get(k) != mine[k])
 
     def differences(self, previous: Mapping[str, Any]) -> str:
         """What differs from the recorded run, readable: ``--tile 256 (was 512), model sha256 … (was …)``."""
-        mine = self.to_json()
-        return ", ".join(_described(key, mine[key], previous.get(key), key in previous) for key in self.changed(previous))
+        mine, was = self._every(), {**LATER_KEYS, **previous}
+        return ", ".join(_described(key, mine[key], was.get(key), key in was) for key in self.changed(previous))
 
 
 #: How each identity key is named in a refusal: the option that sets it, where one does.
 _KEY_NAMES = {
     "input": "input", FINGERPRINT: "input content", "model_sha256": "model sha256", "device": "--device",
     "tile": "--tile", "halo": "--halo", "stitch": "--stitch", "bands": "--bands", "probabilities": "--probabilities",
+    "tta": "--tta", "confidence": "--confidence",
 }
 
 

@@ -19,8 +19,8 @@ checkpoint as the ``mlm:model`` asset) and with which software, when (processing
   absolute: they live elsewhere, and a relative ``../`` path would dangle once the folder is copied
   (the checkpoint's ``file:checksum`` lets a copy elsewhere be checked). A flow's catalog adds the
   item's ``root``/``parent`` links (``stac_catalog``).
-* raster assets (labels, probabilities, the Zarr store) carry ``raster:bands`` (raster v1.1.0:
-  data_type, nodata, spatial_resolution, the probabilities' scale) and STAC 1.1's ``bands``
+* raster assets (labels, probabilities, confidence, the Zarr store) carry ``raster:bands`` (raster
+  v1.1.0: data_type, nodata, spatial_resolution, the probabilities' and confidence's scale) and STAC 1.1's ``bands``
   (name, data_type, nodata), so odc-stac and stackstac load uint8 with nodata 255, not float.
 
 Everything is read from what is already on disk, never the full-resolution data: the grid from
@@ -54,6 +54,8 @@ from fcnseg.pipeline.classes import ClassTable, raster_classes, store_classes
 from fcnseg.pipeline.io import atomic_write_text, open_raster
 from fcnseg.pipeline.output.file_fields import file_fields
 from fcnseg.pipeline.output.layout import (
+    CONFIDENCE_COG,
+    CONFIDENCE_PNG,
     ITEM_JSON,
     LABELS_COG,
     LABELS_PAM,
@@ -98,7 +100,7 @@ class AssetSpec:
     roles: tuple[str, ...]
     title: str
     classes: bool = False  # carries classification:classes (the label rasters)
-    raster: str | None = None  # "labels" (one uint8 band) or "probabilities" (one scaled band per class)
+    raster: str | None = None  # "labels" (one uint8 band), "probabilities" (one scaled band per class) or "confidence"
 
 
 ASSETS: tuple[AssetSpec, ...] = (
@@ -106,6 +108,9 @@ ASSETS: tuple[AssetSpec, ...] = (
               "Class labels (COG, uint8, 255 = nodata)", classes=True, raster="labels"),
     AssetSpec("probabilities", PROBABILITIES_COG, COG_MEDIA_TYPE, ("data",),
               "Class probabilities (COG, one uint8 band per class, p * 254, 255 = nodata)", raster="probabilities"),
+    AssetSpec("confidence", CONFIDENCE_COG, COG_MEDIA_TYPE, ("data",),
+              "Confidence: the probability of each pixel's class (COG, uint8, p * 254, 255 = nodata)",
+              raster="confidence"),
     AssetSpec("labels_zarr", STORE_NAME, ZARR_MEDIA_TYPE, ("data",),
               "Label store (Zarr v3, CF grid mapping)", classes=True, raster="labels"),
     AssetSpec("polygons_parquet", POLYGONS_PARQUET, "application/vnd.apache.parquet", ("data",),
@@ -114,6 +119,8 @@ ASSETS: tuple[AssetSpec, ...] = (
               "Class polygons (GeoPackage)"),
     AssetSpec("quicklook", QUICKLOOK_PNG, "image/png", ("overview", "visual"),
               "Quicklook: image with the labels overlaid, and a legend"),
+    AssetSpec("confidence_view", CONFIDENCE_PNG, "image/png", ("overview",),
+              "Confidence at quicklook size, in five bins, with a legend"),
     AssetSpec("labels_pam", LABELS_PAM, "application/xml", ("metadata",),
               "labels.tif's class names and raster attribute table (GDAL PAM)"),
     AssetSpec("labels_style", LABELS_QML, "application/xml", ("style",), "labels.tif's QGIS style (one entry per class)"),
@@ -178,7 +185,8 @@ def build_stac_item(
         properties["fcnseg:parameters"] = dict(parameters)
     assets = _assets(out_dir, grid, classes, table.names, pending)
     if model is not None:
-        properties.update(mlm_properties(model, model_classes(model), software_versions().get("torch"), bands))
+        properties.update(mlm_properties(model, model_classes(model), software_versions().get("torch"), bands,
+                                         (parameters or {}).get("tta", "none")))
         assets["model"] = model_asset(model, bands, out_dir)
 
     item = {
@@ -350,7 +358,7 @@ def _assets(out_dir: Path, grid: Grid, classes: list[dict[str, Any]] | None, nam
             asset["classification:classes"] = classes
         if spec.raster:
             asset.update(raster_bands(spec.raster, grid, names))
-        if spec.key == "quicklook":
+        if spec.key in ("quicklook", "confidence_view"):
             asset.update(_quicklook_grid(path, grid))
         if path.is_file():
             asset.update(file_fields(path))
@@ -370,6 +378,10 @@ def raster_bands(kind: str, grid: Grid, names: Sequence[str]) -> dict[str, Any]:
         band["spatial_resolution"] = resolution
     if kind == "labels":
         raster, core = [{**band, "sampling": "area"}], [{"name": "labels", "data_type": "uint8", "nodata": NODATA}]
+    elif kind == "confidence":
+        raster = [{**band, "sampling": "area", "scale": 1 / PROBABILITY_SCALE, "offset": 0.0}]
+        core = [{"name": "confidence", "description": f"probability of the pixel's class (p * {PROBABILITY_SCALE})",
+                 "data_type": "uint8", "nodata": NODATA}]
     else:
         scaled = {**band, "sampling": "area", "scale": 1 / PROBABILITY_SCALE, "offset": 0.0}
         raster = [dict(scaled) for _ in names]

@@ -14,6 +14,11 @@ Two passes keep the chunk the unit of work, with bounded memory and no locks:
 * pass 2, per chunk, after pass 1 of its 3x3 neighbourhood: add up the ring contributions that
   fall in the chunk, take the argmax there, and write the final chunk.
 
+The confidence band (``--confidence``) is cross-faded as the tiles' quantised confidences (one more
+ring channel: weight x p x 254), not as the top of the mixed probabilities: where the tiles agree
+(the FCN's size independence) the weighted mean of one integer rounds back to it whatever the
+float sums, so a tiled run's confidence equals a whole-image run's, bit for bit.
+
 Pass 1 writes scratch only, so running any task twice (a dead worker, a resumed run) is harmless.
 """
 
@@ -36,7 +41,8 @@ from fcnseg.pipeline.output.layout import PASS1_LEDGER, SCRATCH_STORE
 from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.segment.worker import Submitter, TileJob, job_model, job_source, task_groups, task_key
 from fcnseg.pipeline.store import (
-    LABELS, NODATA, PROBABILITIES, RUN_TOKEN, open_run_store, open_store, quantize_probabilities, write_chunk,
+    CONFIDENCE, LABELS, NODATA, PROBABILITIES, PROBABILITY_SCALE, RUN_TOKEN, open_run_store, open_store,
+    quantize_confidence, quantize_probabilities, write_chunk,
 )
 from fcnseg.pipeline.tiles import Tile
 
@@ -97,18 +103,22 @@ def ring_mask(window: Window, core: Window, height: int, width: int, r: int) -> 
 
 
 def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], tile: int, r: int,
-                   num_classes: int, probabilities: bool) -> None:
-    """Scratch for pass 1: core labels (and probabilities) on the chunk grid, and per-tile ring
-    contributions (probabilities x weight, then the weight) of which only the ring is ever stored."""
+                   num_classes: int, probabilities: bool, confidence: bool = False) -> None:
+    """Scratch for pass 1: core labels (and probabilities, confidence) on the chunk grid, and per-tile
+    ring contributions (probabilities x weight, the weight, then confidence x weight when asked) of
+    which only the ring is ever stored."""
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.create_array(LABELS, shape=(height, width), dtype="uint8", chunks=(tile, tile), fill_value=NODATA)
     if probabilities:
         group.create_array(PROBABILITIES, shape=(num_classes, height, width), dtype="uint8",
                            chunks=(num_classes, tile, tile), fill_value=NODATA)
+    if confidence:
+        group.create_array(CONFIDENCE, shape=(height, width), dtype="uint8", chunks=(tile, tile), fill_value=NODATA)
     side = tile + 2 * r
     zone = max(32, 2 * r)
-    group.create_array(RING, shape=(*grid, num_classes + 1, side, side), dtype="float32", fill_value=0.0,
-                       chunks=(1, 1, num_classes + 1, zone, zone))
+    channels = num_classes + 1 + int(confidence)
+    group.create_array(RING, shape=(*grid, channels, side, side), dtype="float32", fill_value=0.0,
+                       chunks=(1, 1, channels, zone, zone))
 
 
 def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[Tile], grid: BlendGrid) -> list[ChunkResult]:
@@ -124,22 +134,32 @@ def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[
             results.append(pass1.record(tile, "nodata", 0))
             continue
         if grid.ramp > 0:
-            write_ring(ring_array, tile, scores, valid, grid)
+            write_ring(ring_array, tile, scores, valid, grid, job.confidence)
         labels, probs, n_valid = core_result(tile, scores, valid, job.probabilities)
-        write_chunk(interior, tile.core, labels, probs)
+        confidence = core_confidence(tile, scores, valid) if job.confidence else None
+        write_chunk(interior, tile.core, labels, probs, confidence)
         results.append(pass1.record(tile, "computed", n_valid))
     return results
 
 
-def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid) -> None:
+def core_confidence(tile: Tile, scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The core's confidence from probabilities over the read window: the top class's probability,
+    quantised as crop stitching quantises it on the device (255 on nodata)."""
+    return quantize_confidence(scores[(slice(None), *tile.core_in_read)].max(axis=0), valid[tile.core_in_read])
+
+
+def write_ring(ring_array: zarr.Array, tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid,
+               confidence: bool = False) -> None:
     """Store the tile's weighted probabilities and weights over its ring (zero elsewhere, not stored)."""
-    contribution = ring_contribution(tile, scores, valid, grid)
+    contribution = ring_contribution(tile, scores, valid, grid, confidence)
     ring_array[tile.row, tile.col, :, : contribution.shape[1], : contribution.shape[2]] = contribution
 
 
-def ring_contribution(tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid) -> np.ndarray:
+def ring_contribution(tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: BlendGrid,
+                      confidence: bool = False) -> np.ndarray:
     """(classes + 1, h, w) over the tile's ``extended`` window: its probabilities x weight, then the
-    weight, zero off its ring. Apart from ``write_ring`` so that in-memory prediction mixes the same floats."""
+    weight, zero off its ring; with ``confidence`` one more channel, its quantised confidence x
+    weight. Apart from ``write_ring`` so that in-memory prediction mixes the same floats."""
     height, width, r = grid.height, grid.width, grid.ramp
     ext = extended(tile, height, width, r)
     read = tile.read_window
@@ -152,7 +172,11 @@ def ring_contribution(tile: Tile, scores: np.ndarray, valid: np.ndarray, grid: B
         * axis_weights(int(ext.col_off), int(ext.col_off + ext.width), core_cols, width, r)[None, :]
     )
     weight = weight * valid[rows, cols]  # nodata pixels contribute nothing
-    contribution = np.concatenate([scores[:, rows, cols] * weight, weight[None]], axis=0)
+    parts = [scores[:, rows, cols] * weight, weight[None]]
+    if confidence:
+        codes = quantize_confidence(scores[:, rows, cols].max(axis=0), valid[rows, cols])  # 255: weight 0
+        parts.append((codes * weight)[None])
+    contribution = np.concatenate(parts, axis=0)
     contribution[:, ~ring_mask(ext, tile.core, height, width, r)] = 0.0
     return contribution
 
@@ -173,14 +197,16 @@ def blend_pass2(job: TileJob, scratch: str, final_store: str, ledger: ChunkLedge
     if not valid.any():
         return [ledger.record(tile, "nodata", 0, chunk_histogram(final, core, None))]
     probs = scratch_group[PROBABILITIES][:, rows, cols] if job.probabilities else None
+    confidence = scratch_group[CONFIDENCE][rows, cols] if job.confidence else None
     ring_array = scratch_group[RING]
 
     def ring_part(other: Tile, part_rows: slice, part_cols: slice) -> np.ndarray:
         return ring_array[other.row, other.col, :, part_rows, part_cols]
 
-    labels, probs = blend_core(tile, neighbours, grid, labels, probs, ring_part, ring_array.shape[2])
-    write_chunk(final, core, labels, probs)
-    return [ledger.record(tile, "computed", int(valid.sum()), chunk_histogram(final, core, labels), labels)]
+    labels, probs = blend_core(tile, neighbours, grid, labels, probs, ring_part, ring_array.shape[2], confidence)
+    write_chunk(final, core, labels, probs, confidence)
+    histogram = chunk_histogram(final, core, labels, confidence)
+    return [ledger.record(tile, "computed", int(valid.sum()), histogram, labels)]
 
 
 #: A tile's stored ring contribution over (rows, cols) of its ``extended`` window (``ring_contribution``).
@@ -188,10 +214,12 @@ RingPart = Callable[[Tile, slice, slice], np.ndarray]
 
 
 def blend_core(tile: Tile, neighbours: Sequence[Tile], grid: BlendGrid, labels: np.ndarray,
-               probs: np.ndarray | None, ring_part: RingPart, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
+               probs: np.ndarray | None, ring_part: RingPart, channels: int,
+               confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """A chunk's final labels (and probabilities) from its pass-1 core result (``labels``: 255 on
     nodata) and the ring contributions of itself and its neighbours, added in this order (the floats
-    of pass 2 wherever its scratch lives). ``channels``: classes + 1 (the weight)."""
+    of pass 2 wherever its scratch lives). ``channels``: classes + 1 (the weight), + 1 with
+    ``confidence`` (the pass-1 core's band, cross-faded in place like ``labels``)."""
     height, width, r = grid.height, grid.width, grid.ramp
     core = tile.core
     valid = labels != NODATA
@@ -205,12 +233,16 @@ def blend_core(tile: Tile, neighbours: Sequence[Tile], grid: BlendGrid, labels: 
         dst_r, dst_c = int(overlap.row_off - core.row_off), int(overlap.col_off - core.col_off)
         h, w = int(overlap.height), int(overlap.width)
         total[:, dst_r : dst_r + h, dst_c : dst_c + w] += ring_part(other, slice(src_r, src_r + h), slice(src_c, src_c + w))
-    weight = total[-1]
+    classes = channels - 1 - int(confidence is not None)
+    weight = total[classes]
     blended = ring_mask(core, core, height, width, r) & valid & (weight > 0)
-    labels[blended] = total[:-1].argmax(axis=0)[blended]
+    labels[blended] = total[:classes].argmax(axis=0)[blended]
     if probs is not None:
-        mixed = total[:-1] / np.maximum(weight, 1e-12)
+        mixed = total[:classes] / np.maximum(weight, 1e-12)
         probs[:, blended] = quantize_probabilities(mixed, blended)[:, blended]
+    if confidence is not None:  # the weighted mean of the tiles' codes: one code where they agree
+        mean = total[classes + 1][blended] / weight[blended]
+        confidence[blended] = np.clip(np.rint(mean), 0, PROBABILITY_SCALE).astype(np.uint8)
     return labels, probs
 
 
@@ -226,7 +258,7 @@ def prepare_scratch(plan: RunPlan) -> tuple[Path, ChunkLedger]:
         r = ramp_width(plan.options.tile, plan.halo)
         with atomic_write(scratch) as partial:  # whole or absent: a crash here never blocks the rerun
             create_scratch(partial, plan.height, plan.width, grid, plan.options.tile, r, plan.num_classes,
-                           plan.options.probabilities)
+                           plan.options.probabilities, plan.options.confidence)
             open_store(partial).attrs[RUN_TOKEN] = plan.run_token  # pass 1 writes no other run's scratch
     pass1.mkdir(exist_ok=True)
     return scratch, ChunkLedger(str(pass1))

@@ -98,6 +98,7 @@ def run_parameters(
     return RunIdentity(
         input=input_path, input_fingerprint=fingerprint, model_sha256=model_sha256, device=options.device,
         tile=options.tile, halo=halo, stitch=options.stitch, bands=tuple(bands), probabilities=options.probabilities,
+        tta=options.tta, confidence=options.confidence,
     )
 
 
@@ -154,7 +155,7 @@ def plan_run(
                     chunk=options.tile, class_names=card.class_names, class_colors=[c.color for c in card.classes],
                     attrs={COMPLETE: False, RUN_TOKEN: plan.run_token, "model_sha256": model_sha,
                            "parameters": parameters.to_json(), "source": input_name},
-                    probabilities=options.probabilities,
+                    probabilities=options.probabilities, confidence=options.confidence,
                 )
     plan.reused = plan.ledger.finished(tiles)
     log.info("%s: %dx%d px, %d chunks (%d done before), tile %d, halo %d, batch %d", input_name, plan.width,

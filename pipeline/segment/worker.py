@@ -71,6 +71,8 @@ class TileJob:
     batch_size: int
     probabilities: bool
     run_token: str | None = None  # the store's ``RUN_TOKEN``: a task writes into no other store
+    tta: str = "none"  # --tta: the views each tile's logits are averaged over (``models.tta``)
+    confidence: bool = False  # the store's per-pixel confidence band (top-class probability)
 
 
 def worker_device(device: str) -> torch.device:
@@ -124,11 +126,11 @@ def job_source(job: TileJob, card: ModelCard) -> TileSource:
     every task of the run (a task of one tile no longer pays for opening them). Keyed by the
     input's fingerprint: a file rewritten in place is opened afresh, never read through GDAL's
     handle (and block cache) of the old one. At most two are kept."""
-    key = (job.input_path, job.input_fingerprint, job.bands, job.model_content_sha256)
+    key = (job.input_path, job.input_fingerprint, job.bands, job.model_content_sha256, job.tta)
     if key not in _SOURCES:
         while len(_SOURCES) >= 2:
             _SOURCES.pop(next(iter(_SOURCES))).close()
-        _SOURCES[key] = TileSource(job.input_path, job.bands, card)
+        _SOURCES[key] = TileSource(job.input_path, job.bands, card, tta=job.tta)
     return _SOURCES[key]
 
 
@@ -145,7 +147,7 @@ def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Se
     waiting: deque[Future[ChunkResult]] = deque()
     source = job_source(job, card)
     with ThreadPoolExecutor(1, thread_name_prefix="fcnseg-write") as writer:
-        for core in predict_cores(model, device, source, tiles, job.batch_size, job.probabilities):
+        for core in predict_cores(model, device, source, tiles, job.batch_size, job.probabilities, job.confidence):
             waiting.append(writer.submit(write_core, group, ledger, core))
             while len(waiting) > WRITE_DEPTH:
                 results.append(waiting.popleft().result())  # a failed write surfaces here, as itself
@@ -156,11 +158,11 @@ def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Se
 
 def write_core(group: zarr.Group, ledger: ChunkLedger, core: CorePrediction) -> ChunkResult:
     """Write a tile's core as its chunk (with its overview blocks), then record the chunk finished
-    with its class histogram."""
-    histogram = chunk_histogram(group, core.tile.core, core.labels)
+    with its class histogram (and each class's summed confidence)."""
+    histogram = chunk_histogram(group, core.tile.core, core.labels, core.confidence)
     if core.labels is None:
         return ledger.record(core.tile, "nodata", 0, histogram)
-    write_chunk(group, core.tile.core, core.labels, core.probabilities)
+    write_chunk(group, core.tile.core, core.labels, core.probabilities, core.confidence)
     return ledger.record(core.tile, "computed", core.valid_pixels, histogram, core.labels)
 
 
