@@ -8,15 +8,18 @@ The parcels: Voronoi cells of 10⁴ random points (seed 0) over the scene's squa
 each, written in EPSG:4326 (the store is in UTM: every feature is reprojected); 41 % of them
 have nodata pixels (37 % lie wholly in the collar: rows of zeros). 1 % are turned into bow-ties (the cell's four bounds corners in
 crossed order, invalid), so the warnings path and make_valid are timed too. ``parcels-1000``
-holds the first 10³ of the same cells: the same cell sizes, a tenth of the features.
+holds the first 10³ of the same cells: the same cell sizes, a tenth of the features;
+``parcels-20000`` the 10⁴ twice (the second copy's ids end in "b"), twice the features.
 
 Each measurement is a fresh ``fcnseg query`` process: wall seconds and its peak RSS
 (``ru_maxrss`` of the child; the machine's other load is printed beside it). Per-feature answers
-stream to the file in batches, so the peak should be flat from 10³ to 10⁴ features while the time
-grows with them. exactextract 0.3 (``unique`` and ``frac`` per feature, coverage-weighted: another
-rule, timed as a peer) runs on labels.tif written from the same store, parcels in UTM.
+stream to the file in batches and the store is read through a cache of 4 chunks, so the peak
+should be flat from 10⁴ to 2 x 10⁴ features (10³ is one batch: the allocator has not settled)
+while the time grows with them (``--batches``: RSS and the Python heap after each batch of one
+process). exactextract 0.3 (``unique`` and ``frac`` per feature, coverage-weighted: another rule,
+timed as a peer) runs on labels.tif written from the same store, parcels in UTM.
 
-    .venv/bin/python benchmarks/query_features.py [OUT]     # OUT=bench-query-features; about 5 min on 2 cores
+    .venv/bin/python benchmarks/query_features.py [OUT]     # OUT=bench-query-features; 1 min (+1 min the first time)
     .venv/bin/python benchmarks/query_features.py --batches [OUT]   # RSS and Python heap after each batch of 10³
 """
 
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 FCNSEG = str(Path(sys.executable).with_name("fcnseg"))
@@ -74,11 +78,13 @@ def make_parcels(out: Path, store: Path) -> dict[int, Path]:
         cells[i] = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])
     frame = gpd.GeoDataFrame({"parcel": [f"P{i:05d}" for i in range(len(cells))], "bowtie": bad}, geometry=cells,
                              crs=crs).to_crs("EPSG:4326")
+    twice = gpd.GeoDataFrame(pd.concat([frame, frame.assign(parcel=frame["parcel"] + "b")], ignore_index=True),
+                             crs=frame.crs)
     paths = {}
-    for n in (1000, len(frame)):
+    for n in (1000, len(frame), 2 * len(frame)):
         paths[n] = out / f"parcels-{n}.gpkg"
         if not paths[n].exists():
-            frame.iloc[:n].to_file(paths[n])
+            (frame.iloc[:n] if n <= len(frame) else twice).to_file(paths[n])
     utm = out / "parcels-utm.gpkg"
     if not utm.exists():
         frame.to_crs(crs).to_file(utm)
@@ -154,7 +160,7 @@ def main() -> None:
         print(json.dumps({"batches": batch_memory(store, parcels[FEATURES]), "load": os.getloadavg()[0]}))
         return
     rows = []
-    for n in (1000, FEATURES):
+    for n in (1000, FEATURES, 2 * FEATURES):
         for suffix in ("parquet", "gpkg"):
             table = out / f"answers-{n}.{suffix}"
             figures = measured([FCNSEG, "query", str(store), "--aoi", str(parcels[n]), "--by", "parcel",
