@@ -90,14 +90,21 @@ def write_feature_table(raster: str | Path, aoi: str | Path, by: str, output: st
         if kind == "gpkg":
             long_path = partial_path(output.with_suffix(".parquet"))
             try:
-                long = LongTable(long_path, "parquet", index=True).write_all(batches)
+                long = no_features(LongTable(long_path, "parquet", index=True).write_all(batches), aoi)
                 table = write_wide_gpkg(long_path, tmp, long)
             finally:
                 remove_path(long_path)
         else:
-            table = LongTable(tmp, kind).write_all(batches)
+            table = no_features(LongTable(tmp, kind).write_all(batches), aoi)
         check_output(output, raster, aoi, overwrite)  # nothing appeared there while counting
     return FeatureTable(str(output), kind, table.features, table.rows, table.class_names())
+
+
+def no_features(table: LongTable, aoi: str | Path) -> LongTable:
+    """A driver that cannot count its features up front (read_info's -1) and gave none: one line."""
+    if table.features == 0:
+        raise InputError(f"{aoi}: the area of interest holds no features")
+    return table
 
 
 def check_output(output: Path, raster: str | Path, aoi: str | Path, overwrite: bool) -> None:
