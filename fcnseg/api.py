@@ -313,9 +313,9 @@ def query(
         raise ValueError(f"{' and '.join(given)} are mutually exclusive: choose one selection")
     if crs is not None and bbox is None and point is None:
         raise ValueError("crs applies to bbox or point; give one of them")
-    from fcnseg.pipeline.output.layout import store_of
+    from fcnseg.pipeline.output.layout import labels_in
 
-    target = store_of(raster) if Path(raster).is_dir() and not str(raster).rstrip("/").endswith(".zarr") else raster
+    target = labels_in(raster)
     if by is not None:
         if aoi is None or bbox is not None or point is not None:
             raise ValueError("by applies to aoi alone: give aoi=FILE with by=FIELD")

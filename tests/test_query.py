@@ -423,3 +423,20 @@ def test_json_says_the_areas_are_square_metres(rasters):
     _, store, tif = rasters
     for raster in (store, tif):
         assert query_classes(raster, point=world(3.5, 4.5)).to_dict()["units"] == "m2"
+
+
+def test_cli_and_library_take_an_output_folder(rasters, tmp_path):
+    """``fcnseg query OUT`` reads OUT/labels.zarr (it failed: "cannot open as a Zarr label store");
+    a folder without a store names the store it looked for."""
+    labels, store, _ = rasters
+    result = fcnseg("query", store.parent, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["raster"] == str(store)
+    assert [c["pixels"] for c in data["classes"]] == [v[0] for v in expected(labels).values()]
+    import fcnseg as fcnseg_api
+
+    assert fcnseg_api.query(store.parent).to_dict() == fcnseg_api.query(store).to_dict()
+    result = fcnseg("query", tmp_path)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{tmp_path}/labels.zarr" in result.stderr

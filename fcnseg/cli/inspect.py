@@ -15,7 +15,7 @@ from fcnseg.tables import print_query
 
 @app.command()
 def query(
-    raster: Annotated[str, typer.Argument(help="labels.tif, labels.zarr, or any single-band class raster with nodata.")],
+    raster: Annotated[str, typer.Argument(help="An output folder (its labels.zarr), labels.tif, labels.zarr, or any single-band class raster with nodata.")],
     bbox: Annotated[Optional[tuple[float, float, float, float]], typer.Option(help="Box MINX MINY MAXX MAXY (in --bbox-crs).")] = None,
     bbox_crs: Annotated[Optional[str], typer.Option("--bbox-crs", "--crs", help="CRS of --bbox or --point, e.g. EPSG:4326 (default: the raster's).")] = None,
     aoi: Annotated[Optional[str], typer.Option(help="Area of interest: a vector file (GeoPackage, GeoJSON, Shapefile...) in any CRS.")] = None,
@@ -28,7 +28,9 @@ def query(
 ) -> None:
     """How much of each class is in a box, an area of interest (pixel centres inside), each of its features (--by), at a point, or everywhere."""
     from fcnseg.pipeline.analysis.query import query_classes
+    from fcnseg.pipeline.output.layout import labels_in
 
+    raster = labels_in(raster)
     with clear_errors():
         if by is not None and aoi is None:
             raise ValueError("--by applies to --aoi: give the area-of-interest file too")

@@ -61,6 +61,13 @@ def ledger_folder(out: str | Path) -> Path:
     return state_folder(out) / LEDGER_DIR
 
 
+def labels_in(path: str | Path) -> str:
+    """What a reader of ``path`` opens: an output folder's labels.zarr (``fcnseg query OUT``), else
+    ``path`` itself (a labels.zarr, labels.tif or any class raster)."""
+    text = str(path).rstrip("/") or str(path)
+    return store_of(text) if Path(text).is_dir() and not text.endswith(".zarr") else str(path)
+
+
 def store_of(out: str | Path) -> str:
     """labels.zarr of an output folder (or the store itself, given its path): what a reader of a
     folder opens (``analysis`` takes the store's path; it knows no folder's names)."""
