@@ -37,6 +37,7 @@ import dask
 from dask.utils import parse_timedelta
 
 from fcnseg.errors import InputError, NoWorkers, WorkerLost
+from fcnseg.models.sizing import gpu_driver_present
 from fcnseg.pipeline.cluster_specs import (
     GPU_RESOURCE, ClusterSpec, default_local_workers, load_cluster_spec, start_cluster, start_gpu_local,
 )
@@ -365,8 +366,9 @@ def check_spawn_safe() -> None:
 
 def local_gpus(device: str, workers: int | None = None) -> list[int]:
     """The GPUs of this machine a local run uses for ``device``: all of them for ``auto`` and
-    ``cuda`` (at most ``workers``), the one for ``cuda:N``, none for ``cpu`` or without CUDA."""
-    if device == "cpu":
+    ``cuda`` (at most ``workers``), the one for ``cuda:N``, none for ``cpu`` or without CUDA.
+    Without a GPU driver library torch is not imported to ask: the workers load it, not the driver."""
+    if device == "cpu" or not gpu_driver_present():
         return []
     import torch
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fcnseg.models import DEMO_MODEL
+from fcnseg.models.sizing import gpu_driver_present
 from fcnseg.pipeline.synth import write_scene
 
 #: Packages a light command must not load: the cluster, the products' writers, vector I/O.
@@ -131,3 +132,27 @@ def test_segment_with_a_bad_option_loads_no_torch(tmp_path):
         "fcnseg: error: --tile must be a positive multiple of 32, got 100"]
     assert imported(run) & NOT_FOR_NOTHING == set()
     assert not (tmp_path / "out").exists()
+
+
+#: A run on a cluster, from a fresh interpreter: what the driver loaded afterwards.
+DRIVER_PROBE = """
+import json, sys
+import fcnseg
+report = fcnseg.segment({image!r}, {out!r}, scheduler={scheduler!r}, tile=128, polygons=False, quicklook=False)
+print(json.dumps({{"cluster": report.cluster, "computed": report.chunks.computed,
+                   "loaded": sorted({{m.split('.')[0] for m in sys.modules}} & {{"torch", "safetensors"}})}}))
+"""
+
+
+def test_the_driver_of_a_cluster_run_loads_no_torch(scene, cluster, tmp_path):
+    """The workers run the model; the driver plans, submits and writes the products. It imported
+    torch anyway (segment.worker and segment.blend at their top, cluster.local_gpus to ask for
+    GPUs): a second of a local run's start and some 200 MB of the driver's memory."""
+    image, _ = scene
+    steps = loaded_after(DRIVER_PROBE.format(image=str(image), out=str(tmp_path / "out"), scheduler=cluster))
+    assert steps["cluster"] == "scheduler" and steps["computed"] == 9
+    assert steps["loaded"] == []
+    if not gpu_driver_present():  # a local cluster's start asks for GPUs: without a driver, not through torch
+        asked = loaded_after("import json, sys\nfrom fcnseg.pipeline.cluster import local_gpus\n"
+                             "print(json.dumps([local_gpus('auto'), 'torch' in sys.modules]))")
+        assert asked == [[], False]

@@ -34,7 +34,6 @@ import zarr
 from rasterio.windows import Window, intersect
 
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
-from fcnseg.pipeline.engine.predict import core_result, predict_tiles
 from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.io import atomic_write
 from fcnseg.pipeline.output.layout import PASS1_LEDGER, SCRATCH_STORE
@@ -122,7 +121,11 @@ def create_scratch(path: Path, height: int, width: int, grid: tuple[int, int], t
 
 
 def blend_pass1(job: TileJob, scratch: str, pass1: ChunkLedger, tiles: Sequence[Tile], grid: BlendGrid) -> list[ChunkResult]:
-    """Run the model on ``tiles``; store their core results and ring contributions in scratch."""
+    """Run the model on ``tiles``; store their core results and ring contributions in scratch.
+    The engine (torch) is imported here, on the worker: the driver imports this module to submit
+    the task and stays without torch (``worker``'s docstring)."""
+    from fcnseg.pipeline.engine.predict import core_result, predict_tiles
+
     crash_at_chunks(tiles)  # the tests' stand-in for a chunk too large for the worker's memory
     interior = open_run_store(scratch, job.run_token)
     ring_array = interior[RING]

@@ -5,6 +5,10 @@ Everything a task does is a plain function of its arguments (paths and tile geom
 run twice (a worker died, a run was resumed) writes the same bytes. A task streams its tiles: they
 are read ahead on reader threads (``TileSource``), run through the model in batches, and written
 with their ledger markers on a writer thread, so reading, computing and writing overlap.
+
+Torch is imported by the functions that run on a worker (the model, the device, the tile source),
+not by the module: the driver imports it to submit them and, on a cluster of worker processes,
+never loads torch (a second of a run's start and some 200 MB of its memory).
 """
 
 from __future__ import annotations
@@ -22,24 +26,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import torch
 import zarr
 
 from fcnseg.errors import ExecutionMismatch
-from fcnseg.models.checkpoint import ModelCard
-from fcnseg.models.fcn import FCNBase
-from fcnseg.models.inference import execution_of, load_for_inference, resolve_device
+from fcnseg.models.card import ModelCard
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
-from fcnseg.pipeline.engine.predict import CorePrediction, predict_cores
-from fcnseg.pipeline.engine.tile_source import TileSource
 from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
 from fcnseg.pipeline.store import open_run_store, write_chunk
 from fcnseg.pipeline.tiles import Tile
 
 if TYPE_CHECKING:
+    import torch
     from distributed import Client
     from distributed import Future as DaskFuture
+
+    from fcnseg.models.fcn import FCNBase
+    from fcnseg.pipeline.engine.predict import CorePrediction
+    from fcnseg.pipeline.engine.tile_source import TileSource
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,10 @@ class TileJob:
 
 def worker_device(device: str) -> torch.device:
     """The device for this process: with several GPUs visible, each Dask worker takes its own."""
+    import torch
+
+    from fcnseg.models.inference import resolve_device
+
     resolved = resolve_device(device)
     if resolved.type != "cuda" or resolved.index is not None:
         return resolved
@@ -106,6 +114,10 @@ def worker_gpu_index(count: int) -> int:
 def cached_model(model_path: str, content_sha256: str, device: str, execution: str) -> tuple[FCNBase, ModelCard, torch.device]:
     """The planned model on this worker's device, loaded once per process. The checkpoint must be
     the one planned (its content hash) and the device compute as planned (``execution``)."""
+    import torch
+
+    from fcnseg.models.inference import execution_of, load_for_inference
+
     target = worker_device(device)
     if execution_of(target) != execution:
         raise ExecutionMismatch(f"a worker computes with {execution_of(target)}, the run with {execution}; "
@@ -126,6 +138,8 @@ def job_source(job: TileJob, card: ModelCard) -> TileSource:
     every task of the run (a task of one tile no longer pays for opening them). Keyed by the
     input's fingerprint: a file rewritten in place is opened afresh, never read through GDAL's
     handle (and block cache) of the old one. At most two are kept."""
+    from fcnseg.pipeline.engine.tile_source import TileSource
+
     key = (job.input_path, job.input_fingerprint, job.bands, job.model_content_sha256, job.tta)
     if key not in _SOURCES:
         while len(_SOURCES) >= 2:
@@ -140,6 +154,8 @@ _SOURCES: dict[tuple, TileSource] = {}
 def predict_chunks(job: TileJob, store_path: str, ledger: ChunkLedger, tiles: Sequence[Tile]) -> list[ChunkResult]:
     """Segment ``tiles`` (crop stitching: each tile keeps its core) and record each finished
     chunk; the writes happen on a writer thread while the model runs on the next batch."""
+    from fcnseg.pipeline.engine.predict import predict_cores
+
     crash_at_chunks(tiles)  # the tests' stand-in for a chunk too large for the worker's memory
     group = open_run_store(store_path, job.run_token)  # before anything is computed for it
     model, card, device = job_model(job)
