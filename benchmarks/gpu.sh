@@ -36,6 +36,23 @@ $FCNSEG bench-pipeline --model "$OUT/fcn8s-full.safetensors" --size 4096 --tile 
 echo "== training: chip reads against steps (FCN-8s width 0.125, chip 256, batch 8, vector labels; autocast)"
 .venv/bin/python benchmarks/chip_reads.py --device cuda --steps 300 --out "$OUT/reads"
 
+echo "== test-time augmentation (issue 26): its tests; tiled against whole-image d4 labels on the GPU (agreement:"
+echo "   exact on the CPU, near ties may differ in bf16); a 4096² segment with --tta none, flip, d4 (the time factor)"
+.venv/bin/python -m pytest -q tests/test_tta.py -x
+.venv/bin/python -c "import fcnseg, numpy as np, rasterio; from fcnseg.pipeline.synth import write_scene; \
+p, _ = write_scene('$OUT/tta-scene', 1024, seed=11, rotate=30, overwrite=True); a = rasterio.open(p).read()[:, :1001, :977]; \
+m = fcnseg.load_model('demo', 'cuda'); w = fcnseg.predict_array(m, a, tile=1024, nodata=0, tta='d4'); \
+t = fcnseg.predict_array(m, a, tile=256, batch_size=4, nodata=0, tta='d4'); print('cuda d4 tiled = whole:', float((w == t).mean()))"
+[ -f "$OUT/tta4k/image.tif" ] || $FCNSEG synth "$OUT/tta4k" --size 4096 --seed 11
+for t in none flip d4; do $FCNSEG segment "$OUT/tta4k/image.tif" --out "$OUT/tta-$t" --device cuda --tta "$t" --no-polygons \
+    --no-quicklook --no-stac --overwrite --json | .venv/bin/python -c "import json, sys; r = json.load(sys.stdin); \
+print('--tta $t', 'seconds', r['seconds'], 'MP/s', r['megapixels_per_second'])"; done
+
+echo "== the exported model (issue 26): ONNX Runtime's CUDA provider against torch, 2048², demo and full width"
+if .venv/bin/python -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
+    .venv/bin/python benchmarks/onnx_runtime.py --device cuda --side 2048 --widths 0.125,1.0
+else echo "skipped: onnxruntime-gpu is not installed (it replaces onnxruntime: pip install onnxruntime-gpu, the version of constraints.txt's onnxruntime pin)"; fi
+
 echo "== one full segment run with every output (8192² scene; tile and batch chosen for the device)"
 [ -f "$OUT/scene/image.tif" ] || $FCNSEG synth "$OUT/scene" --size 8192 --seed 7
 /usr/bin/time -v $FCNSEG segment "$OUT/scene/image.tif" --out "$OUT/segment" --device cuda --overwrite 2> "$OUT/segment.time" || { tail -20 "$OUT/segment.time"; exit 1; }
