@@ -70,3 +70,12 @@ def test_each_error_keeps_the_standard_base_it_is_caught_by():
         assert issubclass(getattr(errors, name), base), name
     input_errors = {"OutputConflict", "OutputBusy", "PrefixBusy", "ExecutionMismatch", "DeviceMemoryError", "NoWorkers"}
     assert {cls.__name__ for cls in FAMILY if issubclass(cls, errors.InputError)} - {"InputError"} == input_errors
+
+
+def test_brackets_in_a_message_are_printed_as_they_are(capsys):
+    """The error line went through rich's markup: "scene[red].tif" was printed as "scene.tif", a
+    file that is not the one named, and "fcnseg[onnx]" lost its extra's name."""
+    with pytest.raises(typer.Exit), clear_errors():
+        raise FcnsegError("/data/scene[red].tif: cannot open as a raster; pip install 'fcnseg[onnx]'")
+    assert capsys.readouterr().err.strip() == (
+        "fcnseg: error: /data/scene[red].tif: cannot open as a raster; pip install 'fcnseg[onnx]'")

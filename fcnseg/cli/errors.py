@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from fcnseg.errors import FcnsegError
 from fcnseg.tables import console
@@ -58,7 +59,8 @@ def fail(message: str, status: int = 1) -> None:
 def error_line(message: str, status: int) -> int:
     """Print ``fcnseg: error: MESSAGE`` as one line on stderr; ``status``, for the caller to exit with."""
     first = " ".join(message.split())  # one line, whatever the library put in it
-    console.print(f"[red]fcnseg: error:[/red] {first}", highlight=False, soft_wrap=True)
+    # escaped: a path or an extra's name in brackets ("scene[red].tif", "fcnseg[onnx]") is text, not markup
+    console.print(f"[red]fcnseg: error:[/red] {escape(first)}", highlight=False, soft_wrap=True)
     return status
 
 
