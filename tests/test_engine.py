@@ -148,6 +148,7 @@ def test_bf16_only_where_the_gpu_has_it(monkeypatch, capability, precision):
 
 
 def test_local_gpus_for_each_device_request(monkeypatch):
+    monkeypatch.setattr(cluster, "gpu_driver_present", lambda: True)  # torch is asked only where a driver loads
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     assert cluster.local_gpus("auto") == list(range(8))  # every GPU, not min(4, cores)
@@ -156,6 +157,9 @@ def test_local_gpus_for_each_device_request(monkeypatch):
     assert cluster.local_gpus("cpu") == []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cluster.local_gpus("auto") == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cluster, "gpu_driver_present", lambda: False)
+    assert cluster.local_gpus("auto") == []  # no driver library: no GPU, whatever torch would say
 
 
 def test_the_local_gpu_cluster_gives_each_worker_its_gpu_and_a_gate():
