@@ -59,7 +59,10 @@ class ChunkLedger:
         digest = labels_sha256(labels) if labels is not None else None
         confidence = histogram.confidence if histogram is not None else None
         result = ChunkResult(tile.row, tile.col, status, valid_pixels, pixels, areas, digest, confidence)
-        atomic_write_text(self.marker(tile), json.dumps(asdict(result)), durable=True)
+        fields = asdict(result)
+        if confidence is None:  # a run without the band writes the markers it wrote before the band existed
+            del fields["class_confidence"]
+        atomic_write_text(self.marker(tile), json.dumps(fields), durable=True)
         return result
 
     def result(self, tile: Tile) -> ChunkResult | None:
