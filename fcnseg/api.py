@@ -96,7 +96,8 @@ def segment(
         or a number of local worker processes, instead of a client.
     **option_fields : any field of ``SegmentOptions``, as the CLI options of the same names:
         tile, halo, stitch ("crop" or "blend"), batch_size, device, probabilities, tta ("none",
-        "flip" or "d4"), bands, cog, polygons, simplify, min_area, polygon_cell, quicklook, stac.
+        "flip" or "d4"), normalize ("card" or "scene": the card's normalisation matched to the
+        input's own statistics), bands, cog, polygons, simplify, min_area, polygon_cell, quicklook, stac.
 
     Returns
     -------
@@ -377,6 +378,7 @@ def evaluate(
     device: str = "auto",
     progress: bool = False,
     tta: str = "none",
+    normalize: str = "card",
 ) -> Metrics:
     """Score a model on a labelled raster, tile by tile as ``segment`` runs it (``fcnseg evaluate``).
 
@@ -390,6 +392,8 @@ def evaluate(
     device : where to load ``model`` when it is a path.
     progress : a progress bar (on a terminal) or log lines.
     tta : test-time augmentation, as ``segment``'s (``"none"``, ``"flip"`` or ``"d4"``).
+    normalize : ``"card"`` (the card's mean and std) or ``"scene"`` (matched to this image's own
+        statistics, as ``segment``'s ``normalize="scene"``; the model's card must hold statistics).
 
     Returns
     -------
@@ -406,4 +410,5 @@ def evaluate(
     model = _loaded(model, device)
     return evaluate_raster(model.network, model.card, image, labels, device=model.device, label_field=label_field,
                            outside=outside, label_layer=label_layer, bands=bands, tile=tile, halo=halo,
-                           batch_size=batch_size, progress=progress, tta=tta)
+                           batch_size=batch_size, progress=progress, tta=tta,
+                           normalize=normalize, model_name=str(model.path))

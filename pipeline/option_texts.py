@@ -21,6 +21,8 @@ SEGMENT_HELP: dict[str, str] = {
                    " confidence.tif (with --cog) and confidence.png (with --quicklook)."),
     "tta": ("Test-time augmentation: each tile's logits averaged over none, flip (4 flips) or d4 (8 flips and"
             " rotations by 90°); d4 costs 8 forward passes."),
+    "normalize": ("card (the model card's mean and std) or scene (those matched to this input: its own median and"
+                  " interquartile range mapped onto the training scene's, for a scene of other radiometry)."),
     "bands": "1-based bands to feed the model, comma separated.",
     "cog": "Write labels.tif (and probabilities.tif, confidence.tif) as Cloud-Optimized GeoTIFF.",
     "polygons": "Write polygons.parquet and polygons.gpkg (regions merged across chunks).",

@@ -39,6 +39,7 @@ class SegmentOptions(OptionModel):
     probabilities: Annotated[bool, Field(description=HELP["probabilities"])] = False
     confidence: Annotated[bool, Field(description=HELP["confidence"])] = False
     tta: Annotated[Literal["none", "flip", "d4"], Field(description=HELP["tta"])] = "none"
+    normalize: Annotated[Literal["card", "scene"], Field(description=HELP["normalize"])] = "card"
     bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...] | None, Field(min_length=1, description=HELP["bands"])] = None
     # what is made from the finished store (changing these never recomputes a chunk)
     cog: Annotated[bool, Field(description=HELP["cog"])] = True
@@ -88,6 +89,9 @@ def check_options(data: dict[str, Any]) -> None:
     tta = data.get("tta", "none")
     if isinstance(tta, str):
         check_tta(tta)
+    normalize = data.get("normalize", "card")
+    if isinstance(normalize, str) and normalize not in ("card", "scene"):
+        raise ValueError(f"--normalize must be card or scene, got {normalize!r}")
     check_band_numbers(data.get("bands"))
     for name in ("simplify", "min_area"):
         value = real_number(data.get(name))

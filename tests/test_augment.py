@@ -17,12 +17,12 @@ from fcnseg.cli import app
 from fcnseg.models.checkpoint import ClassInfo, ModelCard, NodataPolicy, load_checkpoint, read_card
 from fcnseg.pipeline.io import read_pixels
 from fcnseg.pipeline.synth import CLASSES, write_scene
-from fcnseg.pipeline.training import statistics as statistics_module
+from fcnseg.pipeline import band_statistics as statistics_module
 from fcnseg.pipeline.training.augment import Augmenter, BandReference, Photometric, gaussian_blur
 from fcnseg.pipeline.training.chips import ChipSampler, build_label_index
 from fcnseg.pipeline.training.labels import RasterLabels
 from fcnseg.pipeline.training.request import TrainRequest
-from fcnseg.pipeline.training.statistics import PERCENTILES, scene_statistics
+from fcnseg.pipeline.band_statistics import PERCENTILES, scene_statistics
 from fcnseg.pipeline.training.train import train_model
 
 CHIP = 64

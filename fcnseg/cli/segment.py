@@ -33,6 +33,7 @@ def segment(
     probabilities: Annotated[bool, typer.Option(help=HELP["probabilities"])] = False,
     confidence: Annotated[bool, typer.Option(help=HELP["confidence"])] = False,
     tta: Annotated[str, typer.Option(help=HELP["tta"])] = "none",
+    normalize: Annotated[str, typer.Option(help=HELP["normalize"])] = "card",
     bands: Annotated[Optional[str], typer.Option(help=HELP["bands"])] = None,
     overwrite: Annotated[bool, typer.Option(help=RUN_HELP["overwrite"])] = False,
     cog: Annotated[bool, typer.Option(help=HELP["cog"])] = True,
@@ -52,6 +53,7 @@ def segment(
             tile=tile, halo=halo, stitch=stitch, batch_size=batch_size, device=device,
             probabilities=probabilities, tta=tta, bands=csv_ints(bands), cog=cog, polygons=polygons, simplify=simplify,
             min_area=min_area, polygon_cell=polygon_cell, quicklook=quicklook, stac=stac, confidence=confidence,
+            normalize=normalize,
         )
         from fcnseg.pipeline.orchestrator import segment as run_segment
 

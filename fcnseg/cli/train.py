@@ -10,6 +10,7 @@ import typer
 
 from fcnseg.cli.base import BATCH_HELP, LAYER_HELP, OVERWRITE_HELP, TILE_HELP, app, csv_ints, csv_list, log
 from fcnseg.cli.errors import clear_errors
+from fcnseg.errors import InputError
 from fcnseg.models.card import (
     ClassInfo, ModelCard, Normalization, TrainingProvenance, class_count_problem, class_names_problem,
 )
@@ -86,6 +87,7 @@ def evaluate(
     batch_size: Annotated[Optional[int], typer.Option(help=BATCH_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     tta: Annotated[str, typer.Option(help=SEGMENT_HELP["tta"])] = "none",
+    normalize: Annotated[str, typer.Option(help=SEGMENT_HELP["normalize"])] = "card",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU, per-class IU, confusion matrix."""
@@ -95,12 +97,14 @@ def evaluate(
 
     with clear_errors():
         check_tta(tta)  # before the model loads
+        if normalize not in ("card", "scene"):
+            raise InputError(f"--normalize must be card or scene, got {normalize!r}")
         torch_device = resolve_device(device)
         net, card = load_for_inference(model, torch_device)
         metrics = evaluate_raster(
             net, card, image, labels, device=torch_device, label_field=label_field, outside=outside,
             label_layer=label_layer, bands=csv_ints(bands), tile=tile, halo=halo, batch_size=batch_size, progress=console.is_terminal and not as_json,
-            tta=tta,
+            tta=tta, normalize=normalize, model_name=str(model),
         )
     if as_json:
         typer.echo(json.dumps(metrics_json(metrics, card.class_names)))

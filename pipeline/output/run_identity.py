@@ -18,7 +18,7 @@ FINGERPRINT = "input_fingerprint"
 #: A key at that value is left out of the JSON, so a record made before the key existed is the
 #: record of today's run with the same options (it resumes, it is complete) and the records of
 #: runs that do not use it read byte for byte as before; a record without the key has that value.
-LATER_KEYS: dict[str, Any] = {"tta": "none", "confidence": False}
+LATER_KEYS: dict[str, Any] = {"tta": "none", "confidence": False, "normalize": "card", "normalization": None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +40,9 @@ class RunIdentity:
     probabilities: bool
     tta: str = "none"  # --tta: the views each tile's logits are averaged over (``models.tta``)
     confidence: bool = False  # --confidence: the store's per-pixel confidence band
+    normalize: str = "card"  # --normalize: the card's normalisation, or one matched to the input (scene)
+    #: --normalize scene: the per-band {"mean": [...], "std": [...]} computed for this input at plan time
+    normalization: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The identity as written to parameters.json and run.json (key order and values unchanged;
@@ -54,6 +57,8 @@ class RunIdentity:
         value = getattr(self, name)
         if name == "bands":
             return list(value)
+        if name == "normalization" and value is not None:
+            return {key: list(values) for key, values in value.items()}
         return dict(value) if name == FINGERPRINT else value
 
     @classmethod
@@ -80,7 +85,7 @@ class RunIdentity:
 _KEY_NAMES = {
     "input": "input", FINGERPRINT: "input content", "model_sha256": "model sha256", "device": "--device",
     "tile": "--tile", "halo": "--halo", "stitch": "--stitch", "bands": "--bands", "probabilities": "--probabilities",
-    "tta": "--tta", "confidence": "--confidence",
+    "tta": "--tta", "confidence": "--confidence", "normalize": "--normalize", "normalization": "scene normalisation",
 }
 
 
@@ -100,4 +105,8 @@ def _shown(key: str, value: Any) -> str:
         return f"{value[:12]}…"
     if isinstance(value, bool):
         return "on" if value else "off"
+    if key == "normalization" and value is None:
+        return "none"
+    if key == "normalization" and isinstance(value, Mapping):
+        return "mean " + ",".join(f"{v:.4g}" for v in value["mean"]) + " std " + ",".join(f"{v:.4g}" for v in value["std"])
     return str(value)

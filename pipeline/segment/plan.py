@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from fcnseg.errors import CheckpointError
-from fcnseg.models.card import ModelCard
+from fcnseg.models.card import ModelCard, Normalization
 from fcnseg.models.card_file import ModelSource, file_sha256, read_card_file
 from fcnseg.atomic import remove_path
+from fcnseg.pipeline.band_statistics import scene_normalization
 from fcnseg.pipeline.io import atomic_write, atomic_write_text, check_north_up, open_raster, select_bands
 from fcnseg.pipeline.output.layout import CHUNK_STATE, PARAMETERS_JSON, RUN_JSON, STATE_DIR, STORE_NAME, ledger_folder
 from fcnseg.pipeline.faults import crash_point
@@ -87,18 +88,27 @@ class RunPlan:
         return ChunkLedger(str(ledger_folder(self.out)))
 
     @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The per-band (mean, std) that replace the card's (``--normalize scene``); None: the card's."""
+        values = self.parameters.normalization
+        return None if values is None else (tuple(values["mean"]), tuple(values["std"]))
+
+    @property
     def todo(self) -> list[Tile]:
         return [t for t in self.tiles if (t.row, t.col) not in self.reused]
 
 
 def run_parameters(
     input_path: str, fingerprint: dict[str, Any], model_sha256: str, options: SegmentOptions, halo: int, bands: list[int],
+    normalization: Normalization | None = None,
 ) -> RunIdentity:
-    """What makes two runs produce the same chunks: a rerun must match it to reuse them."""
+    """What makes two runs produce the same chunks: a rerun must match it to reuse them.
+    ``normalization``: the one ``--normalize scene`` computed for the input (its values are part of it)."""
     return RunIdentity(
         input=input_path, input_fingerprint=fingerprint, model_sha256=model_sha256, device=options.device,
         tile=options.tile, halo=halo, stitch=options.stitch, bands=tuple(bands), probabilities=options.probabilities,
-        tta=options.tta, confidence=options.confidence,
+        tta=options.tta, confidence=options.confidence, normalize=options.normalize,
+        normalization=None if normalization is None else {"mean": normalization.mean, "std": normalization.std},
     )
 
 
@@ -126,7 +136,10 @@ def plan_run(
         halo = default_halo(card.arch) if options.halo is None else options.halo
         options = options.sized(card.width, halo)
         tiles = list(iter_tiles(src.height, src.width, options.tile, halo))
-        parameters = run_parameters(input_name, input_fingerprint(input_name), model_sha, options, halo, bands)
+        # --normalize scene: the input's statistics, once per run on the driver (every tile gets the same)
+        normalization = scene_normalization(src, bands, card, model.path) if options.normalize == "scene" else None
+        parameters = run_parameters(input_name, input_fingerprint(input_name), model_sha, options, halo, bands,
+                                    normalization)
         plan = RunPlan(input_name, model.path, model_sha, content_sha, out, options, halo, bands,
                        tiles, set(), parameters, card.num_classes, src.height, src.width,
                        georeferenced=src.crs is not None, overwrite=overwrite, destination=destination, model=model)

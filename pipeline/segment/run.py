@@ -85,7 +85,8 @@ def tile_job(plan: RunPlan, execution: str) -> TileJob:
     options = plan.options
     return TileJob(plan.input, json.dumps(dict(plan.parameters.input_fingerprint), sort_keys=True), plan.model_path,
                    plan.model_content_sha256, execution, tuple(plan.bands), options.device, options.batch_size,
-                   options.probabilities, plan.run_token, tta=options.tta, confidence=options.confidence)
+                   options.probabilities, plan.run_token, tta=options.tta, confidence=options.confidence,
+                   normalization=plan.normalization)
 
 
 def run_tasks(client: Client, submit: Submitter, resources: dict[str, float] | None, total: int,

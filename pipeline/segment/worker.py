@@ -22,14 +22,14 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import zarr
 
 from fcnseg.errors import ExecutionMismatch
-from fcnseg.models.card import ModelCard
+from fcnseg.models.card import ModelCard, Normalization
 from fcnseg.pipeline.analysis.histogram import chunk_histogram
 from fcnseg.pipeline.faults import crash_at_chunks
 from fcnseg.pipeline.output.ledger import ChunkLedger, ChunkResult
@@ -77,6 +77,8 @@ class TileJob:
     run_token: str | None = None  # the store's ``RUN_TOKEN``: a task writes into no other store
     tta: str = "none"  # --tta: the views each tile's logits are averaged over (``models.tta``)
     confidence: bool = False  # the store's per-pixel confidence band (top-class probability)
+    #: --normalize scene: the per-band (mean, std) planned for the input, in place of the card's
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def worker_device(device: str) -> torch.device:
@@ -137,13 +139,17 @@ def job_source(job: TileJob, card: ModelCard) -> TileSource:
     """The run's tile source on this worker: its reader threads and their open datasets serve
     every task of the run (a task of one tile no longer pays for opening them). Keyed by the
     input's fingerprint: a file rewritten in place is opened afresh, never read through GDAL's
-    handle (and block cache) of the old one. At most two are kept."""
+    handle (and block cache) of the old one. At most two are kept. A run's planned normalisation
+    (``--normalize scene``) replaces the card's in the source's card, which the forward pass reads."""
     from fcnseg.pipeline.engine.tile_source import TileSource
 
-    key = (job.input_path, job.input_fingerprint, job.bands, job.model_content_sha256, job.tta)
+    key = (job.input_path, job.input_fingerprint, job.bands, job.model_content_sha256, job.tta, job.normalization)
     if key not in _SOURCES:
         while len(_SOURCES) >= 2:
             _SOURCES.pop(next(iter(_SOURCES))).close()
+        if job.normalization is not None:
+            mean, std = job.normalization
+            card = replace(card, normalization=Normalization(mean=list(mean), std=list(std)))
         _SOURCES[key] = TileSource(job.input_path, job.bands, card, tta=job.tta)
     return _SOURCES[key]
 

@@ -33,7 +33,7 @@ from fcnseg.models.checkpoint import ModelCard, Normalization
 from fcnseg.pipeline.io import InputError, normalize, read_pixels
 from fcnseg.pipeline.training.augment import Augmenter
 from fcnseg.pipeline.training.labels import UNLABELLED, LabelSource
-from fcnseg.pipeline.training.statistics import scene_statistics
+from fcnseg.pipeline.band_statistics import scene_statistics
 
 log = logging.getLogger(__name__)
 

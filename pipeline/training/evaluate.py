@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
 from fcnseg.models.tta import check_tta
 from fcnseg.models.metrics import IGNORE_INDEX, Metrics, confusion_matrix, metrics_from_confusion
+from fcnseg.pipeline.band_statistics import NORMALIZE_MODES, scene_normalization
 from fcnseg.pipeline.engine.predict import predict_tiles
 from fcnseg.pipeline.engine.tile_source import TileSource
 from fcnseg.pipeline.io import open_raster, select_bands
@@ -41,6 +43,8 @@ def evaluate_raster(
     progress: bool = False,
     check_labels: bool = True,
     tta: str = "none",
+    normalize: str = "card",
+    model_name: str = "the model",
 ) -> Metrics:
     """Metrics over every pixel that is valid in the image and labelled (not 255) in the labels.
 
@@ -51,10 +55,15 @@ def evaluate_raster(
     Label values map to class ids through the card's ``labels`` mapping, as training mapped them;
     ``label_field`` and ``outside`` default to the card's (see ``labels.open_labels``); ``label_layer``
     picks the layer of a vector file of several. ``tta``: the views each tile's logits are
-    averaged over (``models.tta``), as ``segment --tta`` averages them.
+    averaged over (``models.tta``), as ``segment --tta`` averages them. ``normalize``: ``card``, or
+    ``scene``: the card's normalisation matched to this image's statistics, as ``segment --normalize
+    scene`` matches it (``band_statistics.scene_normalization``; ``model_name`` is named when the card
+    has no statistics).
     """
     check_tiling(tile, halo, batch_size)
     check_tta(tta)
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"--normalize must be card or scene, got {normalize!r}")
     halo = default_halo(card.arch) if halo is None else halo
     tile, batch_size = default_tiling(card.width, halo, device, tile, batch_size)  # as segment chooses them
     num_classes = card.num_classes
@@ -62,6 +71,8 @@ def evaluate_raster(
     model.eval()
     with open_raster(image) as src:
         band_indexes = select_bands(src, card, bands)
+        if normalize == "scene":
+            card = replace(card, normalization=scene_normalization(src, band_indexes, card, model_name))
         label_source = open_labels(labels, src, label_field, outside=outside, card=card, layer=label_layer)
         try:
             if check_labels:

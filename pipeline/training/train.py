@@ -62,7 +62,7 @@ from fcnseg.pipeline.training.labels import (
     open_labels,
 )
 from fcnseg.pipeline.training.request import TrainRequest, photometric
-from fcnseg.pipeline.training.statistics import scene_statistics
+from fcnseg.pipeline.band_statistics import scene_statistics
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,10 @@ radiometry differs can be compared with the training scene's (issue 27), and the
 augmentation bends its gamma over the 2-98 % range. Memory is bounded by the window, never the
 scene: 8- and 16-bit bands are counted in an exact histogram (65,536 bins at most), other types
 keep an evenly spaced subsample of at most ``SUBSAMPLE`` values per window and band.
+
+A loose module, not ``training/``'s: ``segment --normalize scene`` and ``evaluate --normalize scene``
+compute the input's own statistics with the same reader at plan time (``matched_normalization``),
+and ``segment/`` may not import ``training/``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ import numpy as np
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from fcnseg.models.card import Normalization, RobustStatistics
+from fcnseg.errors import CheckpointError
+from fcnseg.models.card import ModelCard, Normalization, RobustStatistics
 from fcnseg.pipeline.io import InputError, read_pixels
 
 PERCENTILES = (2, 25, 50, 75, 98)
+#: The windows' seed of an input's statistics at inference: the same input gives the same numbers.
+SCENE_SEED = 0
+#: How a run normalises its input: the card's mean and std, or those matched to the input's statistics.
+NORMALIZE_MODES = ("card", "scene")
 #: Values per window and band kept for the percentiles of bands not 8 or 16 bits wide.
 SUBSAMPLE = 4096
 _HISTOGRAM_TYPES = ("uint8", "int8", "uint16", "int16")
@@ -74,3 +83,39 @@ def histogram_percentiles(histograms: np.ndarray, first: int) -> np.ndarray:
         target = q / 100 * cumulative[:, -1]
         out[i] = [np.searchsorted(row, t, side="left") + first for row, t in zip(cumulative, target, strict=True)]
     return out
+
+
+def scene_normalization(src: DatasetReader, bands: Sequence[int], card: ModelCard, model: str) -> Normalization:
+    """The card's normalisation matched to this input (``--normalize scene``): the input's robust
+    statistics from random windows (``SCENE_SEED``, bounded memory, nodata left out as the tile
+    reader leaves it out) mapped onto the training scene's (``matched_normalization``). A card
+    without statistics (trained before them) fails in one line naming ``model``."""
+    if card.statistics is None:
+        raise CheckpointError(f"{model}: the model card has no training statistics, so --normalize scene cannot "
+                              "match this input to its training scene; retrain the model with this fcnseg "
+                              "(or use --normalize card)")
+    _, statistics = scene_statistics(src, bands, seed=SCENE_SEED)
+    return matched_normalization(card.normalization, card.statistics, statistics)
+
+
+def matched_normalization(card: Normalization, training: RobustStatistics, scene: RobustStatistics) -> Normalization:
+    """Per band the normalisation that maps the scene's median and spread onto the training scene's.
+
+    With a band's scene ``x_s = a * x_c + b`` (``a`` the ratio of the interquartile ranges, ``b``
+    placing the medians: ``p50_s = a * p50_c + b``), ``(x_s - mean') / std'`` equals the card's
+    ``(x_c - mean_c) / std_c`` for ``std' = a * std_c`` and ``mean' = p50_s - a * (p50_c - mean_c)``.
+    Where an interquartile range is 0 (a band mostly one value) the 2-98 % range gives ``a``, and
+    where that is 0 too, ``a`` is 1: the medians are still matched.
+    """
+    mean, std = [], []
+    for band, (mean_c, std_c) in enumerate(zip(card.mean, card.std, strict=True)):
+        a = 1.0
+        for low, high in (("p25", "p75"), ("p2", "p98")):
+            spread_c = getattr(training, high)[band] - getattr(training, low)[band]
+            spread_s = getattr(scene, high)[band] - getattr(scene, low)[band]
+            if spread_c > 0 and spread_s > 0:
+                a = spread_s / spread_c
+                break
+        mean.append(float(scene.p50[band] - a * (training.p50[band] - mean_c)))
+        std.append(float(a * std_c))
+    return Normalization(mean=mean, std=std)
