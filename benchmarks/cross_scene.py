@@ -16,11 +16,15 @@ scenes whose radiometry differs:
 Ways: ``before`` (today's defaults: labelled sampling, median weights, 20 % held out in blocks),
 ``after`` (the same with ``AUGMENT``, the photometric augmentation) and ``mild`` (``MILD``: weaker, no blur). Each (data, way) trains once per
 seed (the chips and the initial weights); the table gives the mean over the seeds and the range.
-Then the training time per step with augmentation off and on, in the same run: ``--timing-steps``
+Each model is scored with ``--normalize`` ``card`` (the card's mean and std, today's inference) and,
+with ``--normalize card,scene``, also ``scene`` (the card's normalisation matched to each test
+scene's own median and interquartile range, ``segment --normalize scene``): the same trained
+models, scored both ways. Then the training time per step with augmentation off and on, in the same run: ``--timing-steps``
 steps each, nothing held out, with the default 4 reader threads and with 0 (the chips read and
 augmented in the training thread).
 
     nice -n 10 .venv/bin/python benchmarks/cross_scene.py                    # 300 steps, seeds 0,1,2
+    nice -n 10 .venv/bin/python benchmarks/cross_scene.py --seeds 0,1 --ways before,after --normalize card,scene --timing-steps 0
     nice -n 10 .venv/bin/python benchmarks/cross_scene.py --steps 1500 --seeds 0,1,2,3,4 --test-size 1024  # longer
 
 On a shared 2-core machine the two data sets can run side by side, each on one thread and its own
@@ -109,12 +113,13 @@ def real_data(out: Path, path: Path) -> dict:
             "train": {"class_name": "building"}}
 
 
-def score(path: Path, tests: list[tuple[Path, Path]]) -> dict:
-    """Mean IU and per-class IU over the test scenes (confusion matrices summed)."""
+def score(path: Path, tests: list[tuple[Path, Path]], normalize: str = "card") -> dict:
+    """Mean IU and per-class IU over the test scenes (confusion matrices summed), normalised the ``normalize`` way."""
     model, card = load_checkpoint(path)
     confusion = None
     for image, labels in tests:
-        metrics = evaluate_raster(model, card, image, labels, device=torch.device("cpu"))
+        metrics = evaluate_raster(model, card, image, labels, device=torch.device("cpu"), normalize=normalize,
+                                  model_name=str(path))
         matrix = np.asarray(metrics["confusion"], np.int64)
         confusion = matrix if confusion is None else confusion + matrix
     metrics = metrics_from_confusion(confusion)
@@ -123,8 +128,9 @@ def score(path: Path, tests: list[tuple[Path, Path]]) -> dict:
                               for n, v in zip(card.class_names, metrics["per_class_iou"], strict=True)}}
 
 
-def run(data_name: str, data: dict, way: str, seed: int, out: Path, steps: int) -> list[dict]:
-    """Train one way on one seed; a row per test set."""
+def run(data_name: str, data: dict, way: str, seed: int, out: Path, steps: int,
+        normalizations: tuple[str, ...] = ("card",)) -> list[dict]:
+    """Train one way on one seed; a row per test set and normalisation."""
     request = TrainRequest(image=data["image"], labels=data["labels"], out=out / f"{data_name}-{way}-{seed}.safetensors",
                            steps=steps, chip=128, batch_size=8, width=0.125, lr=1e-3, seed=seed, val_every=100,
                            progress=False, **data["train"], **WAYS[way])
@@ -133,9 +139,11 @@ def run(data_name: str, data: dict, way: str, seed: int, out: Path, steps: int) 
     trained = round(time.perf_counter() - started, 1)
     rows = []
     for test, pairs in data["tests"].items():
-        rows.append({"data": data_name, "test": test, "way": way, "seed": seed, "train_seconds": trained,
-                     "best_step": result.best_step, **score(path, [tuple(p) for p in pairs])})
-        log.info("%s", json.dumps(rows[-1]))
+        for normalize in normalizations:
+            rows.append({"data": data_name, "test": test, "way": way, "seed": seed, "train_seconds": trained,
+                         "best_step": result.best_step, "normalize": normalize,
+                         **score(path, [tuple(p) for p in pairs], normalize)})
+            log.info("%s", json.dumps(rows[-1]))
     return rows
 
 
@@ -159,18 +167,22 @@ def cell(values: list[float]) -> str:
 
 
 def summary(rows: list[dict], timings: list[dict]) -> str:
-    """Markdown: per data and test set, per way, mean IU and each class's IU, mean over seeds (min-max)."""
+    """Markdown: per data and test set, per way and normalisation, mean IU and each class's IU, mean
+    over seeds (min-max). Rows of runs before ``--normalize`` are ``card``'s."""
     lines = []
     for data in dict.fromkeys(r["data"] for r in rows):
         names = list(next(r for r in rows if r["data"] == data)["per_class_iou"])
-        lines += ["", f"{data}:", "", "| test | way | mean IU | " + " | ".join(names) + " |",
-                  "|---|---|" + "---:|" * (len(names) + 1)]
+        lines += ["", f"{data}:", "", "| test | way | normalize | mean IU | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---:|" * (len(names) + 1)]
         for test in dict.fromkeys(r["test"] for r in rows if r["data"] == data):
             for way in dict.fromkeys(r["way"] for r in rows if r["data"] == data):
-                runs = [r for r in rows if (r["data"], r["test"], r["way"]) == (data, test, way)]
-                if runs:
-                    classes = [cell([r["per_class_iou"][n] or 0.0 for r in runs]) for n in names]
-                    lines.append(f"| {test} | {way} | {cell([r['mean_iou'] for r in runs])} | " + " | ".join(classes) + " |")
+                for normalize in ("card", "scene"):
+                    runs = [r for r in rows if (r["data"], r["test"], r["way"], r.get("normalize", "card"))
+                            == (data, test, way, normalize)]
+                    if runs:
+                        classes = [cell([r["per_class_iou"][n] or 0.0 for r in runs]) for n in names]
+                        lines.append(f"| {test} | {way} | {normalize} | {cell([r['mean_iou'] for r in runs])} | "
+                                     + " | ".join(classes) + " |")
     if timings:
         lines += ["", "| way | read threads | s/step |", "|---|---:|---:|"]
         lines += [f"| {t['way']} | {t['read_threads']} | {t['seconds_per_step']:.3f} |" for t in timings]
@@ -187,6 +199,7 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic,real", help="of: synthetic, real")
     parser.add_argument("--ways", default=",".join(WAYS), help="of: " + ", ".join(WAYS))
     parser.add_argument("--real", type=Path, default=REAL, help="the real scene (its footprints: the same name, .geojson)")
+    parser.add_argument("--normalize", default="card", help="of: card, scene (each model scored each way)")
     parser.add_argument("--timing-steps", type=int, default=40, help="0: no timing")
     parser.add_argument("--threads", type=int, default=2, help="torch's threads")
     args = parser.parse_args()
@@ -199,7 +212,7 @@ def main() -> None:
         data = sets[name]()
         for seed in [int(s) for s in args.seeds.split(",")]:
             for way in args.ways.split(","):
-                rows += run(name, data, way, seed, args.out, args.steps)
+                rows += run(name, data, way, seed, args.out, args.steps, tuple(args.normalize.split(",")))
         if name == "synthetic" and args.timing_steps:
             timings = timing(data, args.out, args.timing_steps)
     results = args.out / "results.json"  # rows of earlier runs of other data, ways or seeds are kept

@@ -137,11 +137,17 @@ def test_a_tiled_run_on_dask_equals_the_whole_image_run(scenes, model, cluster, 
 def test_the_mode_and_its_values_are_the_runs_identity(scenes, model, tmp_path):
     _, _, shifted = scenes
     out = tmp_path / "out"
-    options = SegmentOptions(**STORE_ONLY, normalize="scene", tile=TILE)
+    options = SegmentOptions(**{**STORE_ONLY, "stac": True}, normalize="scene", tile=TILE)
     segment(shifted, str(model), out, options, progress=False)
     parameters = json.loads((out / ".fcnseg-run" / "parameters.json").read_text())
     assert parameters["normalize"] == "scene" and len(parameters["normalization"]["mean"]) == 4
     assert json.loads((out / "run.json").read_text())["parameters"] == parameters
+    item = json.loads((out / "item.json").read_text())["properties"]
+    assert item["fcnseg:parameters"] == parameters
+    model_input = item["mlm:input"][0]
+    assert model_input["value_scaling"] == [{"type": "z-score", "mean": m, "stddev": s} for m, s
+                                            in zip(parameters["normalization"]["mean"], parameters["normalization"]["std"])]
+    assert "--normalize scene" in model_input["description"]
     assert segment(shifted, str(model), out, options, progress=False).skipped  # the same numbers again
     with pytest.raises(OutputConflict, match=r"other parameters \(scene normalisation none \(was mean -?[0-9.]+,"
                                              r".* std [0-9.]+,.*\), --normalize card \(was scene\)\)"):

@@ -186,7 +186,7 @@ def build_stac_item(
     assets = _assets(out_dir, grid, classes, table.names, pending)
     if model is not None:
         properties.update(mlm_properties(model, model_classes(model), software_versions().get("torch"), bands,
-                                         (parameters or {}).get("tta", "none")))
+                                         (parameters or {}).get("tta", "none"), (parameters or {}).get("normalization")))
         assets["model"] = model_asset(model, bands, out_dir)
 
     item = {

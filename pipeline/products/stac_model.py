@@ -54,11 +54,14 @@ def read_model(model_path: str | Path | None, sha256: str | None) -> ModelSource
 
 
 def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], torch_version: str | None,
-                   input_bands: Sequence[int] | None = None, tta: str = "none") -> dict[str, Any]:
+                   input_bands: Sequence[int] | None = None, tta: str = "none",
+                   normalization: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
     """Item-level MLM fields: name, architecture, task, framework, input (bands, shape, scaling) and
     output (class scores, classes). ``classes``: the model's classes as classification class objects;
     ``tta``: the run's test-time augmentation (``models.tta``), which the output's scores are
-    averaged over: said in its description and, for a run that used it, in ``fcnseg:tta``."""
+    averaged over: said in its description and, for a run that used it, in ``fcnseg:tta``.
+    ``normalization``: the run's per-band ``{"mean", "std"}`` matched to the input (``--normalize
+    scene``), which the input's scaling then says in place of the card's."""
     card = model.card
     fields: dict[str, Any] = {
         "mlm:name": model_name(model.path, card.arch),
@@ -73,7 +76,7 @@ def mlm_properties(model: ModelSource, classes: Sequence[Mapping[str, Any]], tor
     if parameters is not None:
         fields["mlm:total_parameters"] = parameters
     fields.update(_pretraining(card))
-    fields["mlm:input"] = [model_input(card, input_bands)]
+    fields["mlm:input"] = [model_input(card, input_bands, normalization)]
     fields["mlm:output"] = [model_output(card, classes, tta)]
     if tta != "none":
         fields["fcnseg:tta"] = {"mode": tta, "views": [view.name for view in views(tta)]}
@@ -109,8 +112,15 @@ def model_asset(model: ModelSource, input_bands: Sequence[int] | None = None,
 # --------------------------------------------------------------------------- pieces
 
 
-def model_input(card: ModelCard, input_bands: Sequence[int] | None) -> dict[str, Any]:
-    """The input: the card's bands in order, z-score scaled per band, as float32 (batch, channel, y, x)."""
+def model_input(card: ModelCard, input_bands: Sequence[int] | None,
+                normalization: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
+    """The input: the card's bands in order, z-score scaled per band (by the card's mean and std, or
+    ``normalization``: those the run matched to the input), as float32 (batch, channel, y, x)."""
+    scaling = ({"mean": card.normalization.mean, "std": card.normalization.std} if normalization is None
+               else normalization)
+    matched = "" if normalization is None else (
+        " (mean and stddev matched to this input: its median and interquartile range per band mapped onto the"
+        " training scene's, --normalize scene)")
     names = band_names(card, input_bands)
     source = f"bands {', '.join(map(str, input_bands))} of the input raster" if input_bands else "the input raster's bands"
     nodata = card.nodata
@@ -119,12 +129,12 @@ def model_input(card: ModelCard, input_bands: Sequence[int] | None) -> dict[str,
         "bands": names,
         "input": {"shape": [-1, card.bands, -1, -1], "dim_order": ["batch", "channel", "height", "width"],
                   "data_type": "float32"},
-        "description": (f"Tiles of {source} as {', '.join(names)}, each scaled (x - mean) / stddev; pixels that "
+        "description": (f"Tiles of {source} as {', '.join(names)}, each scaled (x - mean) / stddev{matched}; pixels that "
                         "are nodata in the input (by GDAL's dataset mask: every band at its nodata value, or "
                         f"masked) are set to {nodata.fill:g} after scaling and labelled {nodata.label}. Any tile "
                         "size that is a multiple of 32 (the network is fully convolutional)."),
         "value_scaling": [{"type": "z-score", "mean": float(m), "stddev": float(s)}
-                          for m, s in zip(card.normalization.mean, card.normalization.std)],
+                          for m, s in zip(scaling["mean"], scaling["std"], strict=True)],
         "resize_type": None,
     }
 
