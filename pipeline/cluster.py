@@ -179,14 +179,19 @@ def results_as_completed(client: Client, futures: Iterable[Future]) -> Iterator[
 
 
 def watched_result(future: Future, watch: WorkerWatch) -> object:
-    """``future.result()``, watched: the worker holding it may die before it is fetched."""
+    """``future.result()``, watched: the worker holding it may die before it is fetched. A task that
+    finished but whose result takes longer than the wait to arrive (a loaded machine) is waited for
+    again, each wait twice the last; only the task's own TimeoutError is raised."""
+    timeout = WATCH_INTERVAL
     while True:
         try:
-            return future.result(timeout=WATCH_INTERVAL)
+            return future.result(timeout=timeout)
         except TimeoutError:
-            if future.done():  # the task's own TimeoutError
-                raise
+            if future.status == "error":  # the task failed (with its own TimeoutError, say): its error
+                return future.result()
             watch.check()
+            if future.status == "finished":
+                timeout *= 2
 
 
 def run_on_workers(client: Client, function: Callable[..., object], *args: object,
