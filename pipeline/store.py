@@ -363,9 +363,7 @@ def quantize_confidence(top: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(h, w) top-class probabilities to uint8 as ``quantize_probabilities`` quantises each class
     (255 where not valid): rounding is monotone, so this is the largest of the pixel's quantised
     probabilities, the value probabilities.tif holds for its label."""
-    out = np.rint(np.clip(top, 0, 1) * PROBABILITY_SCALE).astype(np.uint8)
-    out[~valid] = NODATA
-    return out
+    return quantize_probabilities(top[None], valid)[0]
 
 
 def quantize_probabilities(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:

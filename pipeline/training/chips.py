@@ -344,5 +344,5 @@ def band_statistics(
     src: DatasetReader, bands: Sequence[int], *, windows: int = 64, size: int = 256, seed: int = 0
 ) -> Normalization:
     """Per-band mean and std of valid pixels over random windows: the normalisation a model keeps
-    (``statistics.scene_statistics``, without its percentiles)."""
+    (``pipeline.band_statistics.scene_statistics``, without its percentiles)."""
     return scene_statistics(src, bands, windows=windows, size=size, seed=seed)[0]
