@@ -116,6 +116,16 @@ def run_deployment(env: dict, name: str, **params) -> subprocess.CompletedProces
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+def client_output(env: dict, code: str) -> str:
+    """What a Prefect client script (``code``) prints, run in another process against the test's server."""
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def client_json(env: dict, code: str) -> dict:
+    """The JSON object a Prefect client script prints on its last line."""
+    return json.loads(client_output(env, code).strip().splitlines()[-1])
+
+
 def latest_report(env: dict, key: str = "segment-scene-report") -> str:
     """The markdown of the newest artifact with this key (a segment-scene run's by default), read from the server."""
     code = (
@@ -127,7 +137,7 @@ def latest_report(env: dict, key: str = "segment-scene-report") -> str:
         " sort=ArtifactSort.CREATED_DESC, limit=1)\n"
         "    print(a[0].data)\n"
     )
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return client_output(env, code)
 
 
 def latest_task_runs(env: dict) -> list[str]:
@@ -153,7 +163,7 @@ def latest_task_lines(env: dict) -> list[str]:
         "    tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))\n"
         "    print('\\n'.join(f'{t.name}\\t{t.start_time.timestamp()}\\t{t.end_time.timestamp()}' for t in tasks))\n"
     )
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    return client_output(env, code).splitlines()
 
 
 def latest_run_record(env: dict) -> dict:
@@ -173,8 +183,7 @@ def latest_run_record(env: dict) -> dict:
         "    print(json.dumps({'state': run.state.name, 'logs': [l.message for l in logs],\n"
         "                      'artifacts': [[a.type, a.data, a.description] for a in arts]}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return client_json(env, code)
 
 
 def labels_of(out: Path) -> np.ndarray:
@@ -191,7 +200,7 @@ def test_deployments_registered_with_the_nightly_schedule(prefect_env):
         "    print(c.read_deployment_by_name('segment-scene/on-demand').schedules)\n"
         "    print(d.global_concurrency_limit.limit, d.concurrency_options.collision_strategy.value)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=prefect_env, capture_output=True, text=True, check=True).stdout
+    out = client_output(prefect_env, code)
     assert out.splitlines() == ["0 2 * * * UTC fcnseg incoming", "[]", "1 ENQUEUE"]
 
 
@@ -417,8 +426,7 @@ def scene_artifacts(env: dict, keys: list[str]) -> dict:
         "key=ArtifactCollectionFilterKey(any_=keys)))\n"
         "    print(json.dumps({'versions': versions, 'latest': {a.key: str(a.flow_run_id) for a in latest}}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return client_json(env, code)
 
 
 def test_artifact_keys_follow_prefects_rule():
@@ -482,8 +490,7 @@ def latest_run_id(env: dict) -> str:
         " sort=FlowRunSort.START_TIME_DESC, limit=1)\n"
         "    print(runs[0].id)\n"
     )
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip().splitlines()[-1]
+    return client_output(env, code).strip().splitlines()[-1]
 
 
 def test_find_scenes_expands_folders_and_globs(scenes):
