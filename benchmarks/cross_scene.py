@@ -39,10 +39,13 @@ import logging
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
+from rasterio.features import rasterize
 from rasterio.windows import Window
+from sparse_labels import PATCHES, sparse_copy
 
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.metrics import metrics_from_confusion
@@ -55,7 +58,10 @@ log = logging.getLogger("cross_scene")
 AUGMENT = dict(augment_gain=0.3, augment_offset=0.75, augment_gamma=0.3, augment_noise=0.05, augment_blur=1.0)
 #: Milder, and without the blur (which softens the edges of 0.5 m buildings).
 MILD = dict(augment_gain=0.2, augment_offset=0.3, augment_gamma=0.2, augment_noise=0.02)
-WAYS = {"before": {}, "after": AUGMENT, "mild": MILD}
+#: The class weighting and the holdout, each changed alone from today's defaults (``before``).
+WEIGHING = {"cap5": dict(max_class_weight=5.0), "sqrt": dict(class_weights="sqrt"),
+            "unweighted": dict(class_weights="none"), "no-holdout": dict(holdout=0.0)}
+WAYS = {"before": {}, "after": AUGMENT, "mild": MILD, **WEIGHING}
 SHIFTS = {
     "same": Radiometry(),
     "sensor": Radiometry(gain=(1.25, 1.15, 0.9, 0.8), offset=(0.02, 0.01, 0.0, -0.02)),
@@ -74,6 +80,16 @@ def synthetic_data(out: Path, size: int, test_size: int) -> dict:
     tests = {name: [write_scene(out / f"test-{seed}-{name}", test_size, seed=seed, radiometry=radiometry)
                     for seed in TEST_SEEDS] for name, radiometry in SHIFTS.items()}
     return {"image": image, "labels": labels, "tests": tests, "train": {}}
+
+
+def sparse_synthetic_data(out: Path, size: int, test_size: int) -> dict:
+    """``synthetic_data`` with the training labels cut down to hand-drawn samples (``sparse_labels.py``'s:
+    a few discs per class, building one disc of 4 px), where median weights grow large."""
+    data = synthetic_data(out, size, test_size)
+    sparse = out / "train" / "labels-sparse.tif"
+    counts = sparse_copy(data["labels"], sparse, PATCHES, seed=0)
+    log.info("sparse training labels, pixels per class: %s", counts)
+    return data | {"labels": sparse, "tests": {k: data["tests"][k] for k in ("same", "sensor")}}
 
 
 def half(src, out: Path, col_off: int, width: int, change=None) -> Path:
@@ -111,6 +127,30 @@ def real_data(out: Path, path: Path) -> dict:
         moved = half(src, out / "right-shifted.tif", w, src.width - w, lambda d: shifted(d, src.nodata))
     return {"image": left, "labels": labels, "tests": {"right": [(right, labels)], "right-shifted": [(moved, labels)]},
             "train": {"class_name": "building"}}
+
+
+def real_sparse_data(out: Path, path: Path) -> dict:
+    """``real_data`` with hand-drawn samples on the left half: three discs of background (17 px) and
+    two inside buildings (4 px, a few dozen pixels), everything else unlabelled; scored on the right
+    half's full footprints (rasterised, as the training labels)."""
+    data = real_data(out, path)
+    with rasterio.open(path) as src:
+        footprints = gpd.read_file(path.with_suffix(".geojson")).to_crs(src.crs)
+        burnt = rasterize(footprints.geometry, out_shape=src.shape, transform=src.transform, fill=0,
+                          default_value=1, dtype="uint8")
+        profile = {**src.profile, "dtype": "uint8", "nodata": None, "count": 1}
+        full = out / "labels.tif"
+        with rasterio.open(full, "w", **profile) as dst:
+            dst.write(burnt[None])
+    with rasterio.open(full) as labels:
+        w = labels.width // 2
+        left = half(labels, out / "left-labels.tif", 0, w)
+        right = half(labels, out / "right-labels.tif", w, labels.width - w)
+    sparse = out / "left-labels-sparse.tif"
+    counts = sparse_copy(left, sparse, {0: (3, 17), 1: (2, 4)}, seed=0)
+    log.info("sparse real labels, pixels per class: %s", counts)
+    tests = {name: [(image, right)] for name, [(image, _)] in data["tests"].items()}
+    return {"image": data["image"], "labels": sparse, "tests": tests, "train": {"classes": ("background", "building")}}
 
 
 def score(path: Path, tests: list[tuple[Path, Path]], normalize: str = "card") -> dict:
@@ -196,7 +236,7 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=512, help="side of the synthetic test scenes")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--data", default="synthetic,real", help="of: synthetic, real")
+    parser.add_argument("--data", default="synthetic,real", help="of: synthetic, real, sparse, real-sparse")
     parser.add_argument("--ways", default=",".join(WAYS), help="of: " + ", ".join(WAYS))
     parser.add_argument("--real", type=Path, default=REAL, help="the real scene (its footprints: the same name, .geojson)")
     parser.add_argument("--normalize", default="card", help="of: card, scene (each model scored each way)")
@@ -206,7 +246,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     sets = {"synthetic": lambda: synthetic_data(args.out / "synthetic", args.size, args.test_size),
-            "real": lambda: real_data(args.out / "real", args.real)}
+            "real": lambda: real_data(args.out / "real", args.real),
+            "sparse": lambda: sparse_synthetic_data(args.out / "sparse", args.size, args.test_size),
+            "real-sparse": lambda: real_sparse_data(args.out / "real-sparse", args.real)}
     rows, timings = [], []
     for name in args.data.split(","):
         data = sets[name]()

@@ -189,6 +189,7 @@ def predict_array(
     probabilities: bool = False,
     device: str = "auto",
     tta: str = "none",
+    normalize: str = "card",
 ) -> Any:
     """Segment an array in memory: numpy (bands, rows, cols) or (rows, cols), or an xarray DataArray.
 
@@ -212,6 +213,9 @@ def predict_array(
     device : where to load ``model`` when it is a path (a ``Model`` runs on its own device).
     tta : test-time augmentation, as ``segment``'s: each tile's logits averaged over ``"none"``,
         ``"flip"`` (4 flips) or ``"d4"`` (the 8 flips and rotations by 90°), before stitching.
+    normalize : ``"card"`` (the training scene's mean and std) or ``"scene"`` (``segment --normalize
+        scene``: those matched to the array's own per-band median and interquartile range, read from
+        the same random windows ``segment`` reads of a file of these pixels).
 
     Returns
     -------
@@ -234,7 +238,7 @@ def predict_array(
     values = nodata_values(nodata if nodata is not None else array_nodata(array), pixels.shape[0])
     labels, probs = predict_pixels(model.network, model.card, model.device, pixels, tile=tile, halo=halo,
                                    stitch=stitch, batch_size=batch_size, nodata=values, probabilities=probabilities,
-                                   tta=tta)
+                                   tta=tta, normalize=normalize, model_name=str(model.path))
     if frame is not None:
         labels, probs = on_input_grid(frame, model.card, labels, probs)
     return (labels, probs) if probabilities else labels
@@ -340,7 +344,8 @@ def train(image: str | Path, labels: str | Path, out: str | Path, *, progress: b
         val_labels, arch ("fcn8s"), width (0.125), init, vgg16_weights, steps (2000), chip (256),
         batch_size (8), lr (1e-3), seed (0), device ("auto"), label_field, label_layer, classes,
         outside, class_name, bands, val_every (250), sampling ("labelled"), class_weights
-        ("median"), holdout (0.2), read_threads (4), overwrite (False).
+        ("median"), max_class_weight (None), holdout (0.2), read_threads (4), augment_gain, augment_offset,
+        augment_gamma, augment_noise, augment_blur (0: off), overwrite (False).
 
     Returns
     -------

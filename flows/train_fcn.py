@@ -94,7 +94,7 @@ def train_fcn(
     ``request`` holds ``fcnseg train``'s options (``TrainRequest``: image, labels, out, val_image,
     val_labels, arch, width, init, vgg16_weights, steps, chip, batch_size, lr, seed, device,
     label_field, label_layer, classes, outside, class_name, bands, val_every, sampling,
-    class_weights, holdout, read_threads, augment_gain, augment_offset, augment_gamma, augment_noise,
+    class_weights, max_class_weight, holdout, read_threads, augment_gain, augment_offset, augment_gamma, augment_noise,
     augment_blur, overwrite), with the same defaults and one-line errors.
     The checkpoint is chosen on ``val_image``/``val_labels`` when given, else on ``holdout`` blocks
     of the training scene, else it is the last weights; the evaluation scene is never used to choose

@@ -184,7 +184,7 @@ class TrainingProvenance:
     python: str | None = None
     history: tuple[Mapping[str, float], ...] = ()  # per logged step: loss, and the metrics where it validated
     sampling: str | None = None
-    class_weights: Mapping[str, Any] | None = None  # {"method": ..., "weights": [...] or None}
+    class_weights: Mapping[str, Any] | None = None  # {"method": ..., "max": cap or None, "weights": [...] or None}
     class_pixels: tuple[int, ...] | None = None
     holdout: Mapping[str, Any] | None = None  # {"fraction", "block", "blocks"}; None: no held-out blocks
     read_threads: int | None = None

@@ -14,7 +14,7 @@ and ``segment/`` may not import ``training/``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from rasterio.io import DatasetReader
@@ -34,35 +34,50 @@ SUBSAMPLE = 4096
 _HISTOGRAM_TYPES = ("uint8", "int8", "uint16", "int16")
 
 
+#: One window's selected bands as stored, (bands, h, w), and their (h, w) validity (``io.read_pixels``'s shape).
+WindowReader = Callable[[Window], tuple[np.ndarray, np.ndarray]]
+
+
 def scene_statistics(
     src: DatasetReader, bands: Sequence[int], *, windows: int = 64, size: int = 256, seed: int = 0
 ) -> tuple[Normalization, RobustStatistics]:
     """Per-band mean and std, and percentiles, of the valid pixels of ``windows`` random windows."""
+    return window_statistics(src.height, src.width, [src.dtypes[b - 1] for b in bands],
+                             lambda window: read_pixels(src, bands, window), windows=windows, size=size, seed=seed,
+                             name=src.name)
+
+
+def window_statistics(
+    height: int, width: int, dtypes: Sequence[str], read: WindowReader, *, windows: int = 64, size: int = 256,
+    seed: int = 0, name: str | None = None,
+) -> tuple[Normalization, RobustStatistics]:
+    """``scene_statistics`` of any (bands, ``height``, ``width``) pixels ``read`` a window at a time:
+    a file's, or an array's in memory (``predict_array``), the same windows for the same size and seed."""
     rng = np.random.default_rng(seed)
-    size = min(size, src.height, src.width)
-    total = np.zeros(len(bands))
-    total_sq = np.zeros(len(bands))
+    size = min(size, height, width)
+    bands = len(dtypes)
+    total = np.zeros(bands)
+    total_sq = np.zeros(bands)
     count = 0
-    dtype = np.dtype(src.dtypes[bands[0] - 1])
-    counted = all(src.dtypes[b - 1] == dtype.name for b in bands) and dtype.name in _HISTOGRAM_TYPES
-    histograms = np.zeros((len(bands), 1 << (8 * dtype.itemsize)), np.int64) if counted else None
+    dtype = np.dtype(dtypes[0])
+    counted = all(np.dtype(d) == dtype for d in dtypes) and dtype.name in _HISTOGRAM_TYPES
+    histograms = np.zeros((bands, 1 << (8 * dtype.itemsize)), np.int64) if counted else None
     kept: list[np.ndarray] = []
     for _ in range(windows):
-        col, row = int(rng.integers(0, src.width - size + 1)), int(rng.integers(0, src.height - size + 1))
-        window = Window(col, row, size, size)
-        pixels, valid = read_pixels(src, bands, window)
+        col, row = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
+        pixels, valid = read(Window(col, row, size, size))
         values = pixels[:, valid].astype(np.float64)
         total += values.sum(axis=1)
         total_sq += (values**2).sum(axis=1)
         count += values.shape[1]
         if histograms is not None:
             shifted = (pixels[:, valid].astype(np.int64) - int(np.iinfo(dtype).min))
-            for b in range(len(bands)):
+            for b in range(bands):
                 histograms[b] += np.bincount(shifted[b], minlength=histograms.shape[1])
         elif values.shape[1]:
             kept.append(values[:, :: max(1, values.shape[1] // SUBSAMPLE)].astype(np.float32))
     if count == 0:
-        raise InputError(f"{src.name}: no valid pixel found to compute band statistics")
+        raise InputError(f"{name}: no valid pixel found to compute band statistics")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     normalization = Normalization(mean=[float(m) for m in mean], std=[float(max(s, 1e-6)) for s in std])
@@ -90,12 +105,17 @@ def scene_normalization(src: DatasetReader, bands: Sequence[int], card: ModelCar
     statistics from random windows (``SCENE_SEED``, bounded memory, nodata left out as the tile
     reader leaves it out) mapped onto the training scene's (``matched_normalization``). A card
     without statistics (trained before them) fails in one line naming ``model``."""
+    check_card_statistics(card, model)
+    _, statistics = scene_statistics(src, bands, seed=SCENE_SEED)
+    return matched_normalization(card.normalization, card.statistics, statistics)
+
+
+def check_card_statistics(card: ModelCard, model: str) -> None:
+    """A card trained before robust statistics cannot be matched to an input: one line naming ``model``."""
     if card.statistics is None:
         raise CheckpointError(f"{model}: the model card has no training statistics, so --normalize scene cannot "
                               "match this input to its training scene; retrain the model with this fcnseg "
                               "(or use --normalize card)")
-    _, statistics = scene_statistics(src, bands, seed=SCENE_SEED)
-    return matched_normalization(card.normalization, card.statistics, statistics)
 
 
 def matched_normalization(card: Normalization, training: RobustStatistics, scene: RobustStatistics) -> Normalization:

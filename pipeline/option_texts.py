@@ -82,6 +82,8 @@ TRAIN_HELP: dict[str, str] = {
                  " with at least 5 % labelled pixels (uniform, the old sampler)."),
     "class_weights": ("Class weights in the loss: median frequency balancing of the pixels training sees (median),"
                       " its square root (sqrt), or equal (none)."),
+    "max_class_weight": ("Cap on any class's loss weight (the median class weighs 1); default: none. A class of a few"
+                         " dozen labelled pixels otherwise weighs tens of times the others."),
     "holdout": ("Without --val-image: share of each class's labelled pixels held out in blocks of the scene to"
                 " validate on and keep the best mean IU (dropped, with a warning, where a class has too few labels"
                 " to split); 0 turns it off."),

@@ -166,7 +166,8 @@ def test_a_card_without_statistics_is_written_as_before():
 
 def test_a_bad_augmentation_setting_fails_in_one_line_naming_it(tmp_path, collared):
     image, labels = collared
-    for option, value in (("--augment-gain", "-0.1"), ("--augment-blur", "5"), ("--augment-noise", "nan")):
+    for option, value in (("--augment-gain", "-0.1"), ("--augment-blur", "5"), ("--augment-noise", "nan"),
+                          ("--max-class-weight", "0.5"), ("--max-class-weight", "inf")):
         result = CliRunner().invoke(app, ["train", "--image", str(image), "--labels", str(labels), "--out",
                                           str(tmp_path / "bad.safetensors"), option, value])
         lines = [line for line in result.output.splitlines() if line.strip()]

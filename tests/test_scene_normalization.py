@@ -186,3 +186,34 @@ def test_evaluate_with_scene_normalisation_scores_the_copy_as_the_scene(scenes, 
     moved_card = fcnseg.evaluate(model, shifted, labels, tile=TILE, device="cpu")
     assert np.abs(np.asarray(moved["confusion"]) - np.asarray(reference["confusion"])).sum() <= 4
     assert not np.array_equal(moved_card["confusion"], reference["confusion"])
+
+
+@pytest.mark.parametrize("stitch", ["crop", "blend"])
+def test_predict_array_with_scene_normalisation_equals_what_segment_writes(scenes, model, tmp_path, stitch):
+    """The same windows' statistics, read from the array instead of the file: the same normalisation,
+    so the same labels bit for bit, numpy and DataArray alike; ``card`` labels the copy otherwise."""
+    import rioxarray
+
+    _, _, shifted = scenes
+    written = labels_of(shifted, model, tmp_path / "out", stitch=stitch, tile=TILE, normalize="scene")
+    loaded = fcnseg.load_model(model, device="cpu")
+    with rasterio.open(shifted) as src:
+        pixels = src.read()
+    labels = fcnseg.predict_array(loaded, pixels, nodata=-9999, tile=TILE, stitch=stitch, normalize="scene")
+    np.testing.assert_array_equal(labels, written)
+    data_array = rioxarray.open_rasterio(shifted)
+    np.testing.assert_array_equal(fcnseg.predict_array(loaded, data_array, tile=TILE, stitch=stitch,
+                                                       normalize="scene").values, written)
+    card = fcnseg.predict_array(loaded, pixels, nodata=-9999, tile=TILE, stitch=stitch)
+    assert np.count_nonzero(card != written) > 0.05 * np.count_nonzero(written != 255)
+
+
+def test_predict_array_refuses_a_bad_mode_and_a_card_without_statistics(scene):
+    from fcnseg.errors import CheckpointError
+
+    demo = fcnseg.load_model("demo", device="cpu")
+    pixels = np.zeros((4, 64, 64), np.uint8)
+    with pytest.raises(CheckpointError, match=r"the model card has no training statistics"):
+        fcnseg.predict_array(demo, pixels, normalize="scene")
+    with pytest.raises(ValueError, match=r"^normalize must be card or scene, got 'median'$"):
+        fcnseg.predict_array(demo, pixels, normalize="median")

@@ -285,16 +285,23 @@ def test_a_seed_trains_the_same_model_whatever_the_read_threads(tmp_path, image,
         assert torch.equal(tensors[0][name], tensors[1][name]), name
 
 
-def test_sqrt_weights_are_the_square_roots_of_the_median_frequency_weights(tmp_path, image, label_raster):
+def test_sqrt_and_capped_weights_follow_the_median_frequency_weights(tmp_path, image, label_raster):
     from fcnseg.pipeline.training.train import TrainRequest, train_model
 
-    weights = {}
-    for method in ("median", "sqrt", "none"):
-        request = TrainRequest(image=image, labels=label_raster, out=tmp_path / f"{method}.safetensors", arch="fcn32s",
+    ways = {"median": {}, "sqrt": dict(class_weights="sqrt"), "none": dict(class_weights="none"),
+            "capped": dict(max_class_weight=2.0), "sqrt-capped": dict(class_weights="sqrt", max_class_weight=1.5)}
+    weights, recorded = {}, {}
+    for name, way in ways.items():
+        request = TrainRequest(image=image, labels=label_raster, out=tmp_path / f"{name}.safetensors", arch="fcn32s",
                                width=0.0625, steps=1, chip=CHIP, batch_size=2, classes=["a", "b", "c"], progress=False,
-                               holdout=0.0, class_weights=method)
+                               holdout=0.0, **way)
         _, _, card = train_model(request)
-        assert card.training.class_weights["method"] == method
-        weights[method] = card.training.class_weights["weights"]
-    assert weights["none"] is None and weights["median"][2] > 1
+        recorded[name] = {k: card.training.class_weights[k] for k in ("method", "max")}
+        weights[name] = card.training.class_weights["weights"]
+    assert weights["none"] is None and weights["median"][2] > 2  # the rare class: the cap below bites
     assert weights["sqrt"] == [float(np.sqrt(w)) for w in weights["median"]]
+    assert weights["capped"] == [min(w, 2.0) for w in weights["median"]] != weights["median"]
+    assert weights["sqrt-capped"] == [min(w, 1.5) for w in weights["sqrt"]] != weights["sqrt"]
+    assert recorded["capped"] == {"method": "median", "max": 2.0}
+    assert recorded["median"] == {"method": "median", "max": None}
+    assert recorded["sqrt-capped"] == {"method": "sqrt", "max": 1.5}

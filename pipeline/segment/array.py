@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,13 @@ from fcnseg.models.card import ModelCard
 from fcnseg.models.fcn import FCNBase
 from fcnseg.models.sizing import default_tiling
 from fcnseg.models.tta import check_tta
+from fcnseg.pipeline.band_statistics import (
+    NORMALIZE_MODES,
+    SCENE_SEED,
+    check_card_statistics,
+    matched_normalization,
+    window_statistics,
+)
 from fcnseg.pipeline.cluster_specs import torch_threads
 from fcnseg.pipeline.segment.blend import BlendGrid, blend_core, ring_contribution, ramp_width
 from fcnseg.pipeline.segment.memory_source import ArraySource
@@ -82,17 +89,24 @@ def predict_pixels(
     model: FCNBase, card: ModelCard, device: torch.device, array: Any, *, tile: int | None = None,
     halo: int | None = None, stitch: str = "crop", batch_size: int | None = None,
     nodata: list[float | None] | None = None, probabilities: bool = False, tta: str = "none",
+    normalize: str = "card", model_name: str = "model",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels (rows, cols) uint8, 255 on nodata, and with ``probabilities`` the quantised class
     probabilities (classes, rows, cols) uint8 (p x 254, 255 on nodata) of a (bands, rows, cols)
     array, as labels.zarr holds them. ``nodata``: one value per band (None: none); ``tta``: the
-    views each tile's logits are averaged over (``models.tta``)."""
+    views each tile's logits are averaged over (``models.tta``); ``normalize``: the card's
+    normalisation, or (``"scene"``) that matched to the array's statistics (``scene_card``)."""
     if stitch not in STITCHES:
         raise ValueError(f"stitch must be crop or blend, got {stitch!r}")
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be card or scene, got {normalize!r}")
     check_tta(tta)
     check_pixel_type(np.dtype(array.dtype))
     tiling = array_tiling(card, device, tuple(array.shape), tile, halo, batch_size)
-    source = ArraySource(array, card, nodata or [None] * card.bands, tta=tta)
+    nodata = nodata or [None] * card.bands
+    if normalize == "scene":
+        card = scene_card(card, array, nodata, model_name)
+    source = ArraySource(array, card, nodata, tta=tta)
     labels = np.full((tiling.height, tiling.width), NODATA, dtype=np.uint8)
     probs = np.full((card.num_classes, tiling.height, tiling.width), NODATA, dtype=np.uint8) if probabilities else None
     log.debug("array %dx%d px: tile %d, halo %d, batch %d, %s, tta %s", tiling.width, tiling.height, tiling.tile,
@@ -103,6 +117,18 @@ def predict_pixels(
         else:
             _blend(model, device, source, tiling, labels, probs)
     return labels, probs
+
+
+def scene_card(card: ModelCard, array: Any, nodata: list[float | None], model_name: str) -> ModelCard:
+    """``card`` with its normalisation matched to the array's own statistics, from the random
+    windows ``segment --normalize scene`` reads of a file of the same pixels (``SCENE_SEED``), so
+    the two normalise alike; a card without statistics fails in one line naming ``model_name``."""
+    check_card_statistics(card, model_name)
+    bands, height, width = array.shape
+    reader = ArraySource(array, card, nodata)
+    _, statistics = window_statistics(height, width, [np.dtype(array.dtype).name] * bands, reader.read_window,
+                                      seed=SCENE_SEED, name="array")
+    return replace(card, normalization=matched_normalization(card.normalization, card.statistics, statistics))
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rasterio.windows import Window
 
 from fcnseg.errors import InputError
 from fcnseg.pipeline.io import bands_valid
@@ -49,9 +50,14 @@ class ArraySource:
 
     def read(self, tile: Tile) -> TileInput:
         """One tile's read window: its pixels as stored and their validity."""
-        rows, cols = tile.read_window.toslices()
+        pixels, valid = self.read_window(tile.read_window)
+        return tile, transferable(pixels), valid
+
+    def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """A window's pixels as stored, (bands, h, w), and their (h, w) validity (``io.read_pixels``'s shape)."""
+        rows, cols = window.toslices()
         pixels = np.asarray(self.array[:, rows, cols])
-        return tile, transferable(pixels), bands_valid(pixels, self.nodata)
+        return pixels, bands_valid(pixels, self.nodata)
 
     def stream(self, tiles: Iterable[Tile], depth: int) -> Iterator[TileInput]:
         """The tiles' inputs in order (read on demand: slicing memory needs no read-ahead threads)."""

@@ -55,6 +55,7 @@ class TrainRequest(OptionModel):
     progress: Annotated[bool, SkipJsonSchema()] = True
     sampling: Annotated[Literal["labelled", "uniform"], Field(description=HELP["sampling"])] = "labelled"
     class_weights: Annotated[Literal["median", "sqrt", "none"], Field(description=HELP["class_weights"])] = "median"
+    max_class_weight: Annotated[float | None, Field(ge=1, allow_inf_nan=False, description=HELP["max_class_weight"])] = None
     holdout: Annotated[float, Field(ge=0, lt=1, description=HELP["holdout"])] = 0.2
     read_threads: Annotated[int, Field(ge=0, description=HELP["read_threads"])] = 4
     augment_gain: Annotated[float, Field(ge=0, le=LIMITS["gain"], description=HELP["augment_gain"])] = 0.0
@@ -89,6 +90,7 @@ def check_request(data: dict[str, Any]) -> None:
         ("width", real_number, lambda v: 0 < v <= 1, "above 0 and at most 1 (the paper's VGG16)"),
         ("sampling", text, lambda v: v in SAMPLING, f"one of {', '.join(SAMPLING)}"),
         ("class_weights", text, lambda v: v in CLASS_WEIGHTS, f"one of {', '.join(CLASS_WEIGHTS)}"),
+        ("max_class_weight", real_number, lambda v: v >= 1 and math.isfinite(v), "at least 1 (the median class's weight)"),
         ("holdout", real_number, lambda v: 0 <= v < 1, "at least 0 and below 1"),
         ("read_threads", whole_number, lambda v: v >= 0, "at least 0"),
     ]

@@ -222,22 +222,35 @@ def plan_sampling(request: TrainRequest, src, labels, num_classes: int, class_na
         seen = expected_class_pixels(index, probs, request.chip, held)
     else:
         seen = (index.counts * ~held).sum(axis=(1, 2))
-    weights = None
-    if request.class_weights != "none":
-        balanced = median_frequency_weights(seen)
-        weights = [float(w) for w in (np.sqrt(balanced) if request.class_weights == "sqrt" else balanced)]
-        shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
-        method = "median frequency" if request.class_weights == "median" else "square root of median frequency"
-        log.info("class weights (%s): %s", method, shown)
+    weights = loss_weights(request, seen, class_names)
     info = {
         "sampling": request.sampling,
-        "class_weights": {"method": request.class_weights, "weights": weights},
+        "class_weights": {"method": request.class_weights, "max": request.max_class_weight, "weights": weights},
         "class_pixels": [int(c) for c in index.class_counts],
         "holdout": None if holdout is None else {
             "fraction": request.holdout, "block": holdout.block, "blocks": int(holdout.held.sum()),
         },
     }
     return SamplingPlan(index, holdout, weights, info)
+
+
+def loss_weights(request: TrainRequest, seen: np.ndarray, class_names: Sequence[str]) -> list[float] | None:
+    """The loss's class weights from the labelled pixels training sees: median frequency balancing,
+    its square root or none, each capped at ``max_class_weight`` (the median class weighs 1), so that
+    a class of a few dozen pixels cannot outweigh the rest a hundredfold."""
+    if request.class_weights == "none":
+        return None
+    balanced = median_frequency_weights(seen)
+    if request.class_weights == "sqrt":
+        balanced = np.sqrt(balanced)
+    if request.max_class_weight is not None:
+        balanced = np.minimum(balanced, request.max_class_weight)
+    weights = [float(w) for w in balanced]
+    shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
+    method = "median frequency" if request.class_weights == "median" else "square root of median frequency"
+    cap = "" if request.max_class_weight is None else f", at most {request.max_class_weight:g}"
+    log.info("class weights (%s%s): %s", method, cap, shown)
+    return weights
 
 
 def validate_on_blocks(
