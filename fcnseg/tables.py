@@ -17,16 +17,6 @@ if TYPE_CHECKING:
 console = Console(stderr=True, soft_wrap=True)
 
 
-def metrics_json(metrics: dict, class_names: list[str]) -> dict:
-    """``evaluate --json``'s object: the metrics with ``per_class_iou`` as one ``{"class_id", "class",
-    "iou"}`` per class, in class-id order. A list, not a name -> IoU mapping, so that entry ``i`` is
-    still class ``i`` (as in the bare list it replaces and in ``confusion``'s rows) and a class id
-    stays beside its name; an old reader that took the entries for numbers fails, not misreads."""
-    per_class = [{"class_id": i, "class": name, "iou": iou}
-                 for i, (name, iou) in enumerate(zip(class_names, metrics["per_class_iou"], strict=True))]
-    return {**metrics, "per_class_iou": per_class}
-
-
 def print_metrics(metrics: dict, class_names: list[str]) -> None:
     """The four metrics and per-class IU as tables on the terminal."""
     out = Console()

@@ -22,6 +22,7 @@ from fcnseg.flows.parameters import described
 from fcnseg.models.card import TrainingProvenance
 from fcnseg.models.checkpoint import load_checkpoint
 from fcnseg.models.inference import resolve_device
+from fcnseg.models.metrics import named_metrics
 from fcnseg.pipeline.overwrite import OVERWRITE, check_checkpoint_out
 from fcnseg.pipeline.training.evaluate import evaluate_raster
 from fcnseg.pipeline.training.train import TrainRequest, train_model
@@ -130,4 +131,5 @@ def train_fcn(
         ]),
     )
     return {"checkpoint": trained["checkpoint"], "scored_on": scored_on, "chosen_on": trained["chosen_on"],
-            **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}}
+            **{k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")},
+            "per_class_iou": named_metrics(metrics, metrics["class_names"])["per_class_iou"]}

@@ -15,7 +15,8 @@ Classes that appear neither in the labels nor in the predictions are left out of
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -63,3 +64,20 @@ def metrics_from_confusion(confusion: np.ndarray) -> Metrics:
         per_class_iou=[None if np.isnan(v) else float(v) for v in iou],
         confusion=confusion.astype(np.int64).tolist(),
     )
+
+
+def named_metrics(metrics: Mapping[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
+    """The metrics with ``per_class_iou`` as one ``{"class_id", "class", "iou"}`` per class, in
+    class-id order: what ``evaluate --json`` prints, the card keeps and the train-fcn flow returns.
+    A list, not a name -> IoU mapping, so that entry ``i`` is still class ``i`` (as in the bare list
+    it replaces and in ``confusion``'s rows) and a class id stays beside its name; an old reader that
+    took the entries for numbers fails, not misreads."""
+    per_class = [{"class_id": i, "class": name, "iou": iou}
+                 for i, (name, iou) in enumerate(zip(class_names, class_ious(metrics), strict=True))]
+    return {**metrics, "per_class_iou": per_class}
+
+
+def class_ious(metrics: Mapping[str, Any]) -> list[float | None]:
+    """Each class's IoU in class-id order from ``per_class_iou`` as named entries (``named_metrics``)
+    or as the bare list of cards written before them; [] when not recorded."""
+    return [entry["iou"] if isinstance(entry, Mapping) else entry for entry in metrics.get("per_class_iou") or []]

@@ -103,9 +103,9 @@ def test_evaluate_gives_what_the_command_prints(readme_run):
                                        "--labels", str(labels), "--json"])
     assert printed.exit_code == 0, printed.output
     from fcnseg.models.checkpoint import read_card
-    from fcnseg.tables import metrics_json
+    from fcnseg.models.metrics import named_metrics
 
-    library = metrics_json(fcnseg.evaluate("demo", image, labels), read_card(DEMO_MODEL).class_names)
+    library = named_metrics(fcnseg.evaluate("demo", image, labels), read_card(DEMO_MODEL).class_names)
     assert json.loads(json.dumps(library)) == json.loads(printed.output)  # the command names the classes
 
 

@@ -48,6 +48,11 @@ def test_train_writes_a_checkpoint_with_card_and_provenance(trained, scene):
     assert card.training.steps == 40 and card.training.image == str(scene[0])
     assert [h["step"] for h in card.training.history if "mean_iou" in h] == [20, 40]
     assert 0 < card.metrics["mean_iou"] <= 1
+    from fcnseg.models.metrics import class_ious, metrics_from_confusion
+
+    per_class = card.metrics["per_class_iou"]  # by name, as evaluate --json prints it
+    assert [(c["class_id"], c["class"]) for c in per_class] == list(enumerate(card.class_names))
+    assert class_ious(card.metrics) == metrics_from_confusion(card.metrics["confusion"])["per_class_iou"]
 
 
 def test_train_off_a_terminal_logs_its_progress_instead_of_drawing_a_bar(tmp_path, scene):

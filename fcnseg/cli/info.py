@@ -16,6 +16,7 @@ from rich.table import Table
 from fcnseg.cli.base import app
 from fcnseg.cli.errors import clear_errors
 from fcnseg.models.card import ModelCard
+from fcnseg.models.metrics import class_ious
 
 #: The provenance fields the text view lists, in this order (``--json`` has every one the card holds).
 PROVENANCE_SHOWN = ("command", "image", "labels", "val_image", "val_labels", "init", "vgg16_weights", "steps",
@@ -76,7 +77,7 @@ def class_table(card: ModelCard) -> Table:
     for column in ("id", "class", "colour", "label value", "IU"):
         table.add_column(column, justify="right" if column in ("id", "IU") else "left")
     values = card.labels.values if card.labels else [str(i) for i in range(card.num_classes)]
-    ious = card.metrics.get("per_class_iou") or [None] * card.num_classes
+    ious = class_ious(card.metrics) or [None] * card.num_classes
     for i, (info_, value, iou) in enumerate(zip(card.classes, values, ious, strict=False)):
         hex_color = "#{:02x}{:02x}{:02x}".format(*(int(c) for c in info_.color))
         table.add_row(str(i), info_.name, f"[{hex_color}]██[/] {hex_color}", "-" if value is None else str(value),

@@ -16,7 +16,8 @@ from fcnseg.models.card import (
 )
 from fcnseg.pipeline.option_texts import SEGMENT_HELP
 from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
-from fcnseg.tables import console, metrics_json, print_metrics
+from fcnseg.models.metrics import named_metrics
+from fcnseg.tables import console, print_metrics
 
 
 @app.command()
@@ -109,7 +110,7 @@ def evaluate(
             tta=tta, normalize=normalize, model_name=str(model),
         )
     if as_json:
-        typer.echo(json.dumps(metrics_json(metrics, card.class_names)))
+        typer.echo(json.dumps(named_metrics(metrics, card.class_names)))
         return
     print_metrics(metrics, card.class_names)
 

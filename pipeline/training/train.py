@@ -34,7 +34,7 @@ from fcnseg.models.checkpoint import (
 from fcnseg.models.card import Normalization, RobustStatistics, TrainingProvenance
 from fcnseg.models.fcn import FCNBase, build_model
 from fcnseg.models.inference import autocast_for, resolve_device
-from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confusion
+from fcnseg.models.metrics import Metrics, confusion_matrix, metrics_from_confusion, named_metrics
 from fcnseg.models.train import TrainConfig, TrainResult, train
 from fcnseg.models.vgg_weights import load_vgg16_imagenet
 from fcnseg.pipeline.classes import default_colors
@@ -347,7 +347,7 @@ def train_model(request: TrainRequest) -> tuple[Path, TrainResult, ModelCard]:
         finally:
             labels.close()
 
-    card.metrics = dict(result.best_metrics) if result.best_metrics else {}
+    card.metrics = named_metrics(result.best_metrics, card.class_names) if result.best_metrics else {}
     card.training = TrainingProvenance(
         command=" ".join(["fcnseg", *sys.argv[1:]]) if Path(sys.argv[0]).name == "fcnseg" else None,
         image=str(request.image),
