@@ -22,6 +22,7 @@ for arch in $ARCHS; do
         --val-image "$OUT/val/image.tif" --val-labels "$OUT/val/labels.tif" \
         --arch "$arch" --width 0.125 --steps "$STEPS" --chip 256 --batch-size 8 --lr 1e-3 --seed 0 \
         --sampling uniform --class-weights none \
+        --augment-gain 0 --augment-offset 0 --augment-gamma 0 --augment-noise 0 --augment-blur 0 \
         --out "$OUT/$arch.safetensors"
     for s in $TEST_SEEDS; do
         $FCNSEG evaluate --model "$OUT/$arch.safetensors" --image "$OUT/test-$s/image.tif" \

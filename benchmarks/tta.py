@@ -100,7 +100,7 @@ def real_scores(out: Path, path: Path, steps: int, tile: int | None, repeat: int
     data = cross_scene.real_data(out / "real", path)
     request = TrainRequest(image=data["image"], labels=data["labels"], out=out / "real-1band.safetensors", steps=steps,
                            chip=128, batch_size=8, width=0.125, lr=1e-3, seed=0, val_every=100, progress=False,
-                           **data["train"])
+                           **data["train"], **cross_scene.NONE)  # as recorded: before augmentation was the default
     model_path, _, _ = train_model(request)
     return score(model_path, data["tests"]["right"], tile, repeat)
 

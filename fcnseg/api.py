@@ -344,8 +344,8 @@ def train(image: str | Path, labels: str | Path, out: str | Path, *, progress: b
         val_labels, arch ("fcn8s"), width (0.125), init, vgg16_weights, steps (2000), chip (256),
         batch_size (8), lr (1e-3), seed (0), device ("auto"), label_field, label_layer, classes,
         outside, class_name, bands, val_every (250), sampling ("labelled"), class_weights
-        ("median"), max_class_weight (None), holdout (0.2), read_threads (4), augment_gain, augment_offset,
-        augment_gamma, augment_noise, augment_blur (0: off), overwrite (False).
+        ("median"), max_class_weight (None), holdout (0.2), read_threads (4), augment_gain (0.3), augment_offset
+        (0.75), augment_gamma (0.3), augment_noise (0.05), augment_blur (1.0; all five 0: off), overwrite (False).
 
     Returns
     -------

@@ -18,7 +18,7 @@ from fcnseg.models.checkpoint import ClassInfo, ModelCard, NodataPolicy, load_ch
 from fcnseg.pipeline.io import read_pixels
 from fcnseg.pipeline.synth import CLASSES, write_scene
 from fcnseg.pipeline import band_statistics as statistics_module
-from fcnseg.pipeline.training.augment import Augmenter, BandReference, Photometric, gaussian_blur
+from fcnseg.pipeline.training.augment import DEFAULT, Augmenter, BandReference, Photometric, gaussian_blur
 from fcnseg.pipeline.training.chips import ChipSampler, build_label_index
 from fcnseg.pipeline.training.labels import RasterLabels
 from fcnseg.pipeline.training.request import TrainRequest
@@ -115,8 +115,9 @@ def request(tmp_path: Path, scene: tuple[Path, Path], name: str, **changes) -> T
 
 def test_a_seed_trains_the_same_augmented_model_whatever_the_read_threads(tmp_path, collared):
     tensors = []
+    off = {f"augment_{name}": 0.0 for name in ("gain", "offset", "gamma", "noise", "blur")}
     for name, changes in (("serial", dict(read_threads=0, **AUGMENT)), ("threads", dict(read_threads=3, **AUGMENT)),
-                          ("plain", dict(read_threads=0))):
+                          ("plain", dict(read_threads=0, **off))):
         path, _, card = train_model(request(tmp_path, collared, name, **changes))
         tensors.append(load_checkpoint(path)[0].state_dict())
     for name in tensors[0]:
@@ -162,6 +163,20 @@ def test_a_card_without_statistics_is_written_as_before():
         stored = json.loads(f.metadata()["fcnseg"])
     card = ModelCard.from_json(stored)
     assert card.statistics is None and json.loads(json.dumps(card.to_json())) == stored
+
+
+def test_the_default_is_the_benchmarks_setting_and_the_card_records_it(tmp_path, collared):
+    """``augment.DEFAULT`` (chosen on benchmarks/cross_scene.py) is what a training gets unless told
+    otherwise, the command line's defaults included; all five 0 turn it off."""
+    assert DEFAULT == Photometric(gain=0.3, offset=0.75, gamma=0.3, noise=0.05, blur=1.0)
+    _, _, card = train_model(request(tmp_path, collared, "default", read_threads=0))
+    assert card.training.augmentation == DEFAULT.to_json()
+    image, labels = collared
+    result = CliRunner().invoke(app, ["train", "--image", str(image), "--labels", str(labels), "--out",
+                                      str(tmp_path / "cli.safetensors"), "--arch", "fcn32s", "--width", "0.0625",
+                                      "--steps", "1", "--chip", str(CHIP), "--batch-size", "2", "--holdout", "0"])
+    assert result.exit_code == 0, result.output
+    assert read_card(tmp_path / "cli.safetensors").training.augmentation == DEFAULT.to_json()
 
 
 def test_a_bad_augmentation_setting_fails_in_one_line_naming_it(tmp_path, collared):

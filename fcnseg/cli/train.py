@@ -17,6 +17,7 @@ from fcnseg.models.card import (
 from fcnseg.pipeline.option_texts import SEGMENT_HELP
 from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
 from fcnseg.models.metrics import named_metrics
+from fcnseg.pipeline.training.augment import DEFAULT as AUGMENT
 from fcnseg.tables import console, print_metrics
 
 
@@ -49,11 +50,11 @@ def train(
     max_class_weight: Annotated[Optional[float], typer.Option(help=HELP["max_class_weight"])] = None,
     holdout: Annotated[float, typer.Option(help=HELP["holdout"])] = 0.2,
     read_threads: Annotated[int, typer.Option(help=HELP["read_threads"])] = 4,
-    augment_gain: Annotated[float, typer.Option(help=HELP["augment_gain"])] = 0.0,
-    augment_offset: Annotated[float, typer.Option(help=HELP["augment_offset"])] = 0.0,
-    augment_gamma: Annotated[float, typer.Option(help=HELP["augment_gamma"])] = 0.0,
-    augment_noise: Annotated[float, typer.Option(help=HELP["augment_noise"])] = 0.0,
-    augment_blur: Annotated[float, typer.Option(help=HELP["augment_blur"])] = 0.0,
+    augment_gain: Annotated[float, typer.Option(help=HELP["augment_gain"])] = AUGMENT.gain,
+    augment_offset: Annotated[float, typer.Option(help=HELP["augment_offset"])] = AUGMENT.offset,
+    augment_gamma: Annotated[float, typer.Option(help=HELP["augment_gamma"])] = AUGMENT.gamma,
+    augment_noise: Annotated[float, typer.Option(help=HELP["augment_noise"])] = AUGMENT.noise,
+    augment_blur: Annotated[float, typer.Option(help=HELP["augment_blur"])] = AUGMENT.blur,
     overwrite: Annotated[bool, typer.Option(help=HELP["overwrite"])] = False,
 ) -> None:
     """Train an FCN on random chips of a labelled raster; keeps the best checkpoint."""

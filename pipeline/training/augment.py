@@ -53,6 +53,12 @@ class Photometric:
         return asdict(self) if self.active else None
 
 
+#: ``fcnseg train``'s default (issue 27's cross-scene benchmark, 1500 steps, five seeds): against none,
+#: mean IU under a sensor gain and offset 0.29 -> 0.74, haze 0.65 -> 0.80, on the real scene's shifted
+#: half 0.54 -> 0.61; on scenes of the training radiometry 0.80 -> 0.81 and 0.62 -> 0.61 (real).
+DEFAULT = Photometric(gain=0.3, offset=0.75, gamma=0.3, noise=0.05, blur=1.0)
+
+
 def check_setting(name: str, value: float) -> str | None:
     """Why ``value`` cannot be the ``name`` setting (None when it can)."""
     if not (math.isfinite(value) and 0 <= value <= LIMITS[name]):

@@ -15,7 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 from fcnseg.models.card import ARCHS, STRIDE, Arch, class_count_problem, class_names_problem
 from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
 from fcnseg.pipeline.options import OptionModel, check_band_numbers, option_name, real_number, whole_number
-from fcnseg.pipeline.training.augment import LIMITS, Photometric, check_setting
+from fcnseg.pipeline.training.augment import DEFAULT, LIMITS, Photometric, check_setting
 from fcnseg.pipeline.training.chips import SAMPLING
 from fcnseg.pipeline.training.labels import check_outside
 
@@ -58,11 +58,11 @@ class TrainRequest(OptionModel):
     max_class_weight: Annotated[float | None, Field(ge=1, allow_inf_nan=False, description=HELP["max_class_weight"])] = None
     holdout: Annotated[float, Field(ge=0, lt=1, description=HELP["holdout"])] = 0.2
     read_threads: Annotated[int, Field(ge=0, description=HELP["read_threads"])] = 4
-    augment_gain: Annotated[float, Field(ge=0, le=LIMITS["gain"], description=HELP["augment_gain"])] = 0.0
-    augment_offset: Annotated[float, Field(ge=0, le=LIMITS["offset"], description=HELP["augment_offset"])] = 0.0
-    augment_gamma: Annotated[float, Field(ge=0, le=LIMITS["gamma"], description=HELP["augment_gamma"])] = 0.0
-    augment_noise: Annotated[float, Field(ge=0, le=LIMITS["noise"], description=HELP["augment_noise"])] = 0.0
-    augment_blur: Annotated[float, Field(ge=0, le=LIMITS["blur"], description=HELP["augment_blur"])] = 0.0
+    augment_gain: Annotated[float, Field(ge=0, le=LIMITS["gain"], description=HELP["augment_gain"])] = DEFAULT.gain
+    augment_offset: Annotated[float, Field(ge=0, le=LIMITS["offset"], description=HELP["augment_offset"])] = DEFAULT.offset
+    augment_gamma: Annotated[float, Field(ge=0, le=LIMITS["gamma"], description=HELP["augment_gamma"])] = DEFAULT.gamma
+    augment_noise: Annotated[float, Field(ge=0, le=LIMITS["noise"], description=HELP["augment_noise"])] = DEFAULT.noise
+    augment_blur: Annotated[float, Field(ge=0, le=LIMITS["blur"], description=HELP["augment_blur"])] = DEFAULT.blur
     overwrite: Annotated[bool, Field(description=HELP["overwrite"])] = False
 
     @model_validator(mode="before")
