@@ -25,6 +25,7 @@ from rasterio.features import shapes
 from shapely.geometry import shape
 
 from fcnseg.pipeline.synth import write_scene
+from fcnseg.pipeline.training.request import AUGMENT_OFF
 from fcnseg.pipeline.training.train import TrainRequest, train_model
 
 log = logging.getLogger("chip_reads")
@@ -57,14 +58,10 @@ def batch_read_seconds(image: Path, labels: Path, field: str | None, batches: in
             return (time.perf_counter() - started) / batches
 
 
-#: The chip reads alone, as recorded before photometric augmentation was the default (issue 27).
-NO_AUGMENT = dict(augment_gain=0.0, augment_offset=0.0, augment_gamma=0.0, augment_noise=0.0, augment_blur=0.0)
-
-
 def steps_per_second(image: Path, labels: Path, out: Path, steps: int, threads: int, device: str) -> float:
     request = TrainRequest(image=image, labels=labels, out=out / f"t{threads}.safetensors", label_field="cid",
                            steps=steps, chip=256, batch_size=8, device=device, progress=False, read_threads=threads,
-                           holdout=0.0, **NO_AUGMENT)
+                           holdout=0.0, **AUGMENT_OFF)  # as recorded, before augmentation was the default
     _, result, _ = train_model(request)
     return steps / result.seconds
 

@@ -43,20 +43,20 @@ from fcnseg.pipeline.synth import write_scene
 from fcnseg.pipeline.training import train as train_module
 from fcnseg.pipeline.training.chips import ChipSampler
 from fcnseg.pipeline.training.evaluate import evaluate_raster
+from fcnseg.pipeline.training.request import AUGMENT_OFF
 from fcnseg.pipeline.training.train import TrainRequest, train_model
 
 log = logging.getLogger("sparse_labels")
 
 #: Measured before photometric augmentation became the default (issue 27): every way trains without it.
-NO_AUGMENT = dict(augment_gain=0.0, augment_offset=0.0, augment_gamma=0.0, augment_noise=0.0, augment_blur=0.0)
-TODAY = dict(NO_AUGMENT, sampling="uniform", class_weights="none", holdout=0.0)
+TODAY = dict(AUGMENT_OFF, sampling="uniform", class_weights="none", holdout=0.0)
 WAYS = {
     "today": TODAY,
     "uniform-any": TODAY,
-    "new": NO_AUGMENT,
-    "labelled": dict(NO_AUGMENT, class_weights="none", holdout=0.0),
-    "labelled-median": dict(NO_AUGMENT, class_weights="median", holdout=0.0),
-    "labelled-sqrt": dict(NO_AUGMENT, class_weights="sqrt", holdout=0.0),
+    "new": AUGMENT_OFF,
+    "labelled": dict(AUGMENT_OFF, class_weights="none", holdout=0.0),
+    "labelled-median": dict(AUGMENT_OFF, class_weights="median", holdout=0.0),
+    "labelled-sqrt": dict(AUGMENT_OFF, class_weights="sqrt", holdout=0.0),
 }
 SCENARIO_WAYS = {"sparse": list(WAYS), "footprints": ["today", "new", "labelled", "labelled-median", "labelled-sqrt"]}
 BUILDING = 5  # the synthetic scenes' building class

@@ -91,7 +91,7 @@ def real_scores(out: Path, path: Path, steps: int, tile: int | None, repeat: int
     """A one-band model trained on the left half (``cross_scene``'s halves and settings), scored on the right half."""
     import importlib.util
 
-    from fcnseg.pipeline.training.request import TrainRequest
+    from fcnseg.pipeline.training.request import AUGMENT_OFF, TrainRequest
     from fcnseg.pipeline.training.train import train_model
 
     spec = importlib.util.spec_from_file_location("cross_scene", Path(__file__).with_name("cross_scene.py"))
@@ -100,7 +100,7 @@ def real_scores(out: Path, path: Path, steps: int, tile: int | None, repeat: int
     data = cross_scene.real_data(out / "real", path)
     request = TrainRequest(image=data["image"], labels=data["labels"], out=out / "real-1band.safetensors", steps=steps,
                            chip=128, batch_size=8, width=0.125, lr=1e-3, seed=0, val_every=100, progress=False,
-                           **data["train"], **cross_scene.NONE)  # as recorded: before augmentation was the default
+                           **data["train"], **AUGMENT_OFF)  # as recorded: before augmentation was the default
     model_path, _, _ = train_model(request)
     return score(model_path, data["tests"]["right"], tile, repeat)
 

@@ -49,10 +49,11 @@ def scene_statistics(
 
 def window_statistics(
     height: int, width: int, dtypes: Sequence[str], read: WindowReader, *, windows: int = 64, size: int = 256,
-    seed: int = 0, name: str | None = None,
+    seed: int = 0, name: str,
 ) -> tuple[Normalization, RobustStatistics]:
     """``scene_statistics`` of any (bands, ``height``, ``width``) pixels ``read`` a window at a time:
-    a file's, or an array's in memory (``predict_array``), the same windows for the same size and seed."""
+    a file's, or an array's in memory (``predict_array``), the same windows for the same size and seed;
+    ``name`` names the pixels in the error where no window holds a valid one."""
     rng = np.random.default_rng(seed)
     size = min(size, height, width)
     bands = len(dtypes)

@@ -21,7 +21,7 @@ from fcnseg.pipeline import band_statistics as statistics_module
 from fcnseg.pipeline.training.augment import DEFAULT, Augmenter, BandReference, Photometric, gaussian_blur
 from fcnseg.pipeline.training.chips import ChipSampler, build_label_index
 from fcnseg.pipeline.training.labels import RasterLabels
-from fcnseg.pipeline.training.request import TrainRequest
+from fcnseg.pipeline.training.request import AUGMENT_OFF, TrainRequest
 from fcnseg.pipeline.band_statistics import PERCENTILES, scene_statistics
 from fcnseg.pipeline.training.train import train_model
 
@@ -115,9 +115,8 @@ def request(tmp_path: Path, scene: tuple[Path, Path], name: str, **changes) -> T
 
 def test_a_seed_trains_the_same_augmented_model_whatever_the_read_threads(tmp_path, collared):
     tensors = []
-    off = {f"augment_{name}": 0.0 for name in ("gain", "offset", "gamma", "noise", "blur")}
     for name, changes in (("serial", dict(read_threads=0, **AUGMENT)), ("threads", dict(read_threads=3, **AUGMENT)),
-                          ("plain", dict(read_threads=0, **off))):
+                          ("plain", dict(read_threads=0, **AUGMENT_OFF))):
         path, _, card = train_model(request(tmp_path, collared, name, **changes))
         tensors.append(load_checkpoint(path)[0].state_dict())
     for name in tensors[0]:

@@ -27,8 +27,7 @@ from fcnseg.pipeline.band_statistics import SCENE_SEED, matched_normalization, s
 from fcnseg.pipeline.orchestrator import OutputConflict, SegmentOptions, segment
 from fcnseg.pipeline.output.run_identity import RunIdentity
 from fcnseg.pipeline.synth import write_scene
-from fcnseg.pipeline.training.augment import LIMITS
-from fcnseg.pipeline.training.request import TrainRequest
+from fcnseg.pipeline.training.request import AUGMENT_OFF, TrainRequest
 from fcnseg.pipeline.training.train import train_model
 
 SIZE = 224  # not a multiple of the tile: edge tiles
@@ -63,9 +62,8 @@ def model(scenes, tmp_path_factory) -> Path:
     as another scene (what ``scene`` undoes)."""
     image, labels, _ = scenes
     out = tmp_path_factory.mktemp("scene-norm-model") / "tiny.safetensors"
-    off = {f"augment_{name}": 0.0 for name in LIMITS}
     request = TrainRequest(image=image, labels=labels, out=out, arch="fcn8s", width=0.125, steps=30, chip=64, lr=3e-3,
-                           batch_size=4, seed=0, holdout=0.0, progress=False, **off)
+                           batch_size=4, seed=0, holdout=0.0, progress=False, **AUGMENT_OFF)
     path, _, card = train_model(request)
     assert card.statistics is not None
     return Path(path)

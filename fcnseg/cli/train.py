@@ -14,9 +14,9 @@ from fcnseg.errors import InputError
 from fcnseg.models.card import (
     ClassInfo, ModelCard, Normalization, TrainingProvenance, class_count_problem, class_names_problem,
 )
+from fcnseg.models.metrics import named_metrics
 from fcnseg.pipeline.option_texts import SEGMENT_HELP
 from fcnseg.pipeline.option_texts import TRAIN_HELP as HELP
-from fcnseg.models.metrics import named_metrics
 from fcnseg.pipeline.training.augment import DEFAULT as AUGMENT
 from fcnseg.tables import console, print_metrics
 

@@ -19,6 +19,10 @@ from fcnseg.pipeline.training.augment import DEFAULT, LIMITS, Photometric, check
 from fcnseg.pipeline.training.chips import SAMPLING
 from fcnseg.pipeline.training.labels import check_outside
 
+#: The ``augment_*`` fields of a training without photometric augmentation (all five 0; the default is
+#: ``augment.DEFAULT``): what the benchmarks recorded before it was the default train with.
+AUGMENT_OFF: dict[str, float] = {f"augment_{name}": 0.0 for name in LIMITS}
+
 #: Loss weights: median frequency balancing (Eigen & Fergus), its square root (half as far from
 #: equal weights, in ratio), or none.
 CLASS_WEIGHTS = ("median", "sqrt", "none")
